@@ -1,0 +1,5 @@
+import sys
+
+from melody_lc.cli import main
+
+sys.exit(main())

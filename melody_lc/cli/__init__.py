@@ -1,0 +1,62 @@
+"""The ``melody-lc`` command: thin subcommands over the library.
+
+Each subcommand module has ``register(subparsers)``; heavy imports (torch, note_seq, music21,
+rtmidi, textual) happen inside the functions that run a command, so ``melody-lc --help`` is instant.
+Errors a user can cause end as one line on stderr and exit code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from melody_lc import __version__
+
+
+class CLIError(Exception):
+    """A user error to report in one line (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from melody_lc.cli import data
+
+    parser = argparse.ArgumentParser(
+        prog="melody-lc",
+        description="Steer an unconditional melody VAE with rules (Latent Constraints, Engel et al. 2018).",
+    )
+    parser.add_argument("--version", action="version", version=f"melody-lc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data.register(sub)
+    return parser
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\nmelody-lc: interrupted", file=sys.stderr)
+        return 130
+    except CLIError as e:
+        print(f"melody-lc: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from melody_lc.melody.errors import MelodyError
+
+        if isinstance(e, MelodyError):
+            print(f"melody-lc: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # python -m melody_lc.cli
+    sys.exit(main())

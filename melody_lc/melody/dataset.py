@@ -1,0 +1,455 @@
+"""Building and loading a melody dataset: parallel extraction, shards, splits, cache and resume.
+
+On disk a dataset is a directory::
+
+    manifest.json              format version, source, extraction config, counts, histograms,
+                               every skipped file with its reason, the list of shards
+    shard-00000.safetensors    tokens (N, 256) uint8, split (N,) uint8, tune (N,) int32;
+                               the shard's tune names are in the safetensors metadata
+
+It is built in ``<out>.partial/`` and renamed to ``<out>`` only when complete, so an interrupted
+build leaves no half dataset. While building, ``progress.json`` in the partial directory records
+the finished shards; running the same build again resumes after the last one. Results are streamed
+in task order and shards are flushed as they fill, so memory stays bounded on a directory the size
+of the Lakh MIDI dataset.
+
+Splits are assigned per source tune (never per window), from a transposition-invariant
+fingerprint of the tune's content and the seed: overlapping windows of one tune, and copies of a
+tune in two files, always land in the same split. Windows are de-duplicated over the whole dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from melody_lc.fileio import atomic_path, replace_dir, write_json
+from melody_lc.melody.encoding import STEPS
+from melody_lc.melody.errors import BadMidiFileError, MelodyError
+from melody_lc.melody.extract import ExtractionConfig, TuneWindows, extract_windows
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
+
+
+class DatasetError(MelodyError):
+    """A dataset directory that is missing, of another format version, or damaged."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources and tasks
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for a worker: a MIDI file, or a music21 corpus job."""
+
+    kind: str  # "midi" | "music21"
+    path: str
+    name: str
+    collection: str | None = None
+    number: int | None = None
+
+
+@dataclass
+class TaskResult:
+    name: str
+    path: str
+    tunes: list[TuneWindows]
+    error: str | None = None  # why the whole task was skipped
+
+
+def midi_tasks(paths: list[Path], root: Path | None = None) -> list[Task]:
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root)) if root is not None else str(p)
+
+    return [Task("midi", str(p), rel(p)) for p in paths]
+
+
+def music21_tasks(collections) -> list[Task]:
+    from melody_lc.melody.sources import corpus_tunes
+
+    return [Task("music21", j.path, j.name, j.collection, j.number) for j in corpus_tunes(collections)]
+
+
+def run_task(task: Task, config: ExtractionConfig) -> TaskResult:
+    """Parse one task and extract its windows. Never raises for bad data: the error is returned."""
+    from melody_lc.melody.sources import CorpusTune, SkipTune, parse_corpus_tune, read_midi_file
+
+    try:
+        if task.kind == "midi":
+            sequences = [(task.name, read_midi_file(task.path))]
+        else:
+            job = CorpusTune(task.path, task.collection or "", task.number)
+            sequences = parse_corpus_tune(job, expand_repeats=config.expand_repeats)
+        tunes = [extract_windows(seq, name, config) for name, seq in sequences]
+    except (BadMidiFileError, SkipTune) as e:
+        return TaskResult(task.name, task.path, [], str(e))
+    except Exception as e:  # a parser's internal error on odd input: skip the file, say why
+        return TaskResult(task.name, task.path, [], f"could not parse ({type(e).__name__}: {str(e)[:160]})")
+    return TaskResult(task.name, task.path, tunes)
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ... with SIGTERM, which must simply end a worker
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _run_task_star(args):
+    return run_task(*args)
+
+
+# --------------------------------------------------------------------------------------------------
+# Build state
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Stats:
+    """Counters of a build; saved with progress and in the manifest."""
+
+    tasks_done: int = 0
+    files_read: int = 0
+    tunes: int = 0
+    tunes_without_windows: int = 0
+    windows: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    tunes_per_split: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    dropped_empty: int = 0
+    dropped_duplicate: int = 0
+    skipped: list = field(default_factory=list)  # [name, reason]
+    skip_reasons: dict = field(default_factory=dict)
+    meters: dict = field(default_factory=dict)  # meter -> tunes using it
+    skipped_meters: dict = field(default_factory=dict)  # meter -> tunes left out for it
+    keys: dict = field(default_factory=dict)  # key -> tunes
+
+
+class SeenWindows:
+    """A compact set of 64-bit window hashes (8 bytes each), for de-duplication at any scale."""
+
+    def __init__(self) -> None:
+        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+
+    @staticmethod
+    def key(window: np.ndarray) -> int:
+        return int.from_bytes(hashlib.blake2b(window.tobytes(), digest_size=8).digest(), "little")
+
+    def add(self, key: int) -> bool:
+        """Add a key; True if it was new."""
+        if key in self._recent:
+            return False
+        i = np.searchsorted(self._sorted, np.uint64(key))
+        if i < len(self._sorted) and self._sorted[i] == key:
+            return False
+        self._recent.add(key)
+        if len(self._recent) >= 1 << 20:
+            self._sorted = np.union1d(self._sorted, np.fromiter(self._recent, dtype=np.uint64))
+            self._recent.clear()
+        return True
+
+
+def split_of(content_key: bytes, seed: int) -> int:
+    """Index into SPLITS for a tune, from its content fingerprint and the seed."""
+    h = hashlib.blake2b(content_key, digest_size=8, key=str(seed).encode()).digest()
+    u = int.from_bytes(h, "little") / 2**64
+    return int(np.searchsorted(np.cumsum(SPLIT_FRACTIONS), u, side="right").clip(0, len(SPLITS) - 1))
+
+
+@dataclass
+class BuildPlan:
+    source: dict  # what was asked for, e.g. {"kind": "music21", "collections": [...]}
+    tasks: list[Task]
+    config: ExtractionConfig
+    seed: int
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps([FORMAT_VERSION, self.source, asdict(self.config), self.seed]).encode())
+        for t in self.tasks:
+            h.update(f"{t.name}\0{t.number}\0".encode())
+            if t.kind == "midi":
+                st = os.stat(t.path)
+                h.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        return h.hexdigest()[:16]
+
+
+class _ShardWriter:
+    """Accumulates windows and writes shards atomically; records progress after each one."""
+
+    def __init__(self, partial: Path, plan_fp: str, stats: Stats, shards: list[dict]) -> None:
+        self.partial, self.plan_fp, self.stats, self.shards = partial, plan_fp, stats, shards
+        self._tokens: list[np.ndarray] = []
+        self._split: list[int] = []
+        self._tune: list[int] = []
+        self._names: list[str] = []
+        self.pending = 0
+
+    def add_tune(self, name: str, windows: list[np.ndarray], split: int) -> None:
+        tune = len(self._names)
+        self._names.append(name)
+        self._tokens.extend(windows)
+        self._split.extend([split] * len(windows))
+        self._tune.extend([tune] * len(windows))
+        self.pending += len(windows)
+
+    def flush(self) -> None:
+        from safetensors.numpy import save_file
+
+        if self._tokens:
+            index = len(self.shards)
+            fname = f"shard-{index:05d}.safetensors"
+            tensors = {
+                "tokens": np.stack(self._tokens).astype(np.uint8),
+                "split": np.array(self._split, dtype=np.uint8),
+                "tune": np.array(self._tune, dtype=np.int32),
+            }
+            with atomic_path(self.partial / fname) as tmp:
+                save_file(tensors, str(tmp), metadata={"tunes": json.dumps(self._names)})
+            self.shards.append({"file": fname, "windows": len(self._tokens)})
+        self._tokens, self._split, self._tune, self._names = [], [], [], []
+        self.pending = 0
+        write_json(self.partial / "progress.json",
+                   {"fingerprint": self.plan_fp, "stats": asdict(self.stats), "shards": self.shards})
+
+
+def _load_shard(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    with safe_open(str(path), framework="numpy") as f:
+        names = json.loads((f.metadata() or {}).get("tunes", "[]"))
+    return load_file(str(path)), names
+
+
+# --------------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------------
+def build_dataset(
+    plan: BuildPlan,
+    out: str | os.PathLike,
+    workers: int = 1,
+    shard_windows: int = 50_000,
+    flush_seconds: float = 60.0,
+    force: bool = False,
+    progress: bool = False,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict:
+    """Build (or resume, or reuse) the dataset described by ``plan`` at ``out``; return its manifest.
+
+    * ``out`` already holds a complete dataset of the same plan: it is reused as is (unless ``force``).
+    * ``out.partial`` holds an interrupted build of the same plan: it resumes after its last shard.
+    * ``on_shard(n)`` is called after each shard is written (tests use it to interrupt a build).
+    """
+    out = Path(out)
+    fp = plan.fingerprint()
+    manifest_path = out / "manifest.json"
+    if not force and manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        if manifest.get("fingerprint") == fp and manifest.get("format_version") == FORMAT_VERSION:
+            manifest["reused"] = True
+            return manifest
+
+    partial = out.with_name(out.name + ".partial")
+    stats, shards, seen = Stats(), [], SeenWindows()
+    prog_path = partial / "progress.json"
+    resumed_from = 0
+    if prog_path.exists() and not force:
+        prog = json.loads(prog_path.read_text())
+        if prog.get("fingerprint") == fp:
+            stats, shards = Stats(**prog["stats"]), prog["shards"]
+            for s in shards:
+                for w in _load_shard(partial / s["file"])[0]["tokens"]:
+                    seen.add(SeenWindows.key(w))
+            resumed_from = stats.tasks_done
+    if resumed_from == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    for stray in partial.glob("shard-*.safetensors"):  # a shard written after the last progress record
+        if stray.name not in {s["file"] for s in shards}:
+            stray.unlink()
+
+    writer = _ShardWriter(partial, fp, stats, shards)
+    todo = plan.tasks[resumed_from:]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan.tasks), initial=resumed_from, unit="tune" if plan.source["kind"] == "music21" else "file",
+                   dynamic_ncols=True, smoothing=0.05)
+    files_seen: set[str] = set()
+    last_flush = time.monotonic()
+    pool = None
+    try:
+        if workers > 1:
+            pool = mp.get_context().Pool(workers, initializer=_worker_init)
+            results = pool.imap(_run_task_star, ((t, plan.config) for t in todo), chunksize=4)
+        else:
+            results = (run_task(t, plan.config) for t in todo)
+        for res in results:
+            _account(res, stats, writer, seen, plan.seed, files_seen)
+            stats.tasks_done += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(windows=sum(stats.windows.values()), refresh=False)
+            if writer.pending >= shard_windows or (writer.pending and time.monotonic() - last_flush > flush_seconds):
+                writer.flush()
+                last_flush = time.monotonic()
+                if on_shard is not None:
+                    on_shard(len(shards))
+        writer.flush()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if bar is not None:
+            bar.close()
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fp,
+        "source": plan.source,
+        "config": asdict(plan.config),
+        "seed": plan.seed,
+        "splits": list(SPLITS),
+        "split_fractions": list(SPLIT_FRACTIONS),
+        "stats": asdict(stats),
+        "shards": shards,
+        "resumed_from_task": resumed_from,
+    }
+    write_json(partial / "manifest.json", manifest)
+    prog_path.unlink(missing_ok=True)
+    replace_dir(partial, out)
+    manifest["reused"] = False
+    return manifest
+
+
+def _account(res: TaskResult, stats: Stats, writer: _ShardWriter, seen: SeenWindows, seed: int, files_seen: set) -> None:
+    """Fold one task's result into the counters and the shard writer (in task order: deterministic)."""
+    if res.error is not None:
+        stats.skipped.append([res.name, res.error])
+        reason = res.error.split(" (")[0]
+        stats.skip_reasons[reason] = stats.skip_reasons.get(reason, 0) + 1
+        return
+    if res.path not in files_seen:  # a corpus file split into several tunes counts once
+        files_seen.add(res.path)
+        stats.files_read += 1
+    for tune in res.tunes:
+        stats.tunes += 1
+        for m in tune.meters:
+            stats.meters[m] = stats.meters.get(m, 0) + 1
+        for m in tune.skipped_meters:
+            stats.skipped_meters[m] = stats.skipped_meters.get(m, 0) + 1
+        stats.keys[tune.key] = stats.keys.get(tune.key, 0) + 1
+        stats.dropped_empty += tune.dropped_empty
+        stats.dropped_duplicate += tune.dropped_duplicate
+        split = split_of(tune.content_key, seed)
+        kept = []
+        for w in tune.windows:
+            if seen.add(SeenWindows.key(w)):
+                kept.append(w)
+            else:
+                stats.dropped_duplicate += 1
+        if not kept:
+            stats.tunes_without_windows += 1
+            continue
+        stats.tunes_per_split[SPLITS[split]] += 1
+        stats.windows[SPLITS[split]] += len(kept)
+        writer.add_tune(tune.name, kept, split)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+class MelodyDataset:
+    """A built dataset directory: ``windows(split)`` gives its (N, 256) uint8 token array."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.exists():
+            raise DatasetError(f"{self.path}: not a melody dataset (no manifest.json); build one with `melody-lc data build`")
+        try:
+            self.manifest = json.loads(mpath.read_text())
+        except ValueError as e:
+            raise DatasetError(f"{mpath}: damaged manifest ({e})") from None
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise DatasetError(f"{self.path}: dataset format {self.manifest.get('format_version')}, "
+                               f"this melody-lc reads format {FORMAT_VERSION}; rebuild it")
+        self._cache: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+
+    def _load(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if self._cache is None:
+            tokens, split, names = [], [], []
+            for s in self.manifest["shards"]:
+                arrays, shard_names = _load_shard(self.path / s["file"])
+                tokens.append(arrays["tokens"])
+                split.append(arrays["split"])
+                names.extend(shard_names[i] for i in arrays["tune"])
+            if tokens:
+                self._cache = (np.concatenate(tokens), np.concatenate(split), names)
+            else:
+                self._cache = (np.zeros((0, STEPS), np.uint8), np.zeros(0, np.uint8), [])
+        return self._cache
+
+    def windows(self, split: str = "train") -> np.ndarray:
+        """All windows of a split, ``(N, 256)`` uint8."""
+        tokens, splits, _ = self._load()
+        return tokens[splits == SPLITS.index(split)]
+
+    def tune_names(self, split: str = "train") -> list[str]:
+        """The source tune of each window of a split, aligned with :meth:`windows`."""
+        _, splits, names = self._load()
+        idx = np.flatnonzero(splits == SPLITS.index(split))
+        return [names[i] for i in idx]
+
+    def __len__(self) -> int:
+        return sum(self.manifest["stats"]["windows"].values())
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------------
+def format_summary(manifest: dict, out: str | os.PathLike, max_listed: int = 20) -> str:
+    """The human summary printed after a build."""
+    s = manifest["stats"]
+    src = manifest["source"]
+    lines = [f"melody dataset: {out}" + ("  (up to date: reused the cached build)" if manifest.get("reused") else "")]
+    where = src.get("dir") or ", ".join(src.get("collections", []) or src.get("files", []))
+    lines.append(f"source: {src['kind']} ({where})")
+    lines.append(f"files read: {s['files_read']:,}   tunes: {s['tunes']:,}   files or tunes skipped: {len(s['skipped']):,}")
+    for reason, n in sorted(s["skip_reasons"].items(), key=lambda x: -x[1]):
+        lines.append(f"  skipped {n:,}: {reason}")
+    for name, reason in s["skipped"][:max_listed]:
+        lines.append(f"    {name}: {reason}")
+    if len(s["skipped"]) > max_listed:
+        lines.append(f"    ... {len(s['skipped']) - max_listed:,} more in {Path(out) / 'manifest.json'}")
+    w = s["windows"]
+    lines.append("windows: " + "   ".join(f"{k} {w[k]:,} ({s['tunes_per_split'][k]:,} tunes)" for k in SPLITS)
+                 + f"   total {sum(w.values()):,}")
+    lines.append(f"  dropped: {s['dropped_empty']:,} nearly empty, {s['dropped_duplicate']:,} duplicates; "
+                 f"{s['tunes_without_windows']:,} tunes gave no window (shorter than 16 bars, nearly empty, or an unused meter)")
+    lines.append("meters (tunes): " + _hist(s["meters"], mark=s["skipped_meters"]))
+    lines.append("keys (tunes): " + _hist(s["keys"], top=24))
+    return "\n".join(lines)
+
+
+def _hist(counts: dict, top: int = 12, mark: dict | None = None) -> str:
+    items = Counter(counts).most_common(top)
+    text = ", ".join(f"{k} {v:,}" + (" (left out)" if mark and k in mark else "") for k, v in items)
+    rest = len(counts) - len(items)
+    return text + (f", ... {rest} more" if rest > 0 else "") if text else "none"

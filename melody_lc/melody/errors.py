@@ -1,0 +1,29 @@
+"""Domain exceptions of the melody modality.
+
+Every error a user can cause with bad data is one of these, so the CLI can turn it into a one-line
+message (exit code 2) instead of a traceback.
+"""
+
+
+class MelodyError(Exception):
+    """Base class of every melody-domain error."""
+
+
+class MelodyLengthError(MelodyError):
+    """A melody does not have exactly 256 steps (16 bars of 16 sixteenth notes)."""
+
+
+class MelodyTokenError(MelodyError):
+    """A token is outside the 130 classes (a pitch outside 0-127, or an unknown class)."""
+
+
+class PolyphonicMelodyError(MelodyError):
+    """Two notes sound at once where a monophonic line is required (e.g. a piano roll)."""
+
+
+class BadMidiFileError(MelodyError):
+    """A file is not a readable MIDI file (empty, truncated, not MIDI, type 2, bad bytes...)."""
+
+
+class UnsupportedMeterError(MelodyError):
+    """A time signature whose bars do not map onto 16-step bars (e.g. 3/4, 6/8)."""

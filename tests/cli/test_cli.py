@@ -1,0 +1,96 @@
+"""The melody-lc command as a user runs it: a real subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import scale_notes, write_midi
+from tests.melody.test_dataset import make_bad_files
+
+HEAVY = ("torch", "music21", "note_seq", "rtmidi", "textual", "pretty_midi", "numpy")
+
+
+def run_cli(*args, env_extra=None, **kw):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "melody_lc", *args], capture_output=True, text=True, env=env, **kw)
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = (
+        "import sys, time; t = time.perf_counter(); from melody_lc.cli import build_parser; "
+        "p = build_parser(); p.format_help(); "
+        "print(time.perf_counter() - t); print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert float(out[0]) < 0.5
+    assert out[1] == "", f"--help imported {out[1]}"
+    res = run_cli("--help")
+    assert res.returncode == 0 and "data" in res.stdout
+
+
+def test_single_bad_file_is_one_line_and_exit_2(tmp_path):
+    bad = make_bad_files(tmp_path / "bad")
+    for name in ("empty.mid", "text.mid", "truncated.mid", "type2.mid"):
+        res = run_cli("data", "build", "--midi", str(bad[name]), "--out", str(tmp_path / "o"))
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists()
+    res = run_cli("data", "build", "--midi", str(tmp_path / "missing.mid"))
+    assert res.returncode == 2 and "no such file" in res.stderr
+    res = run_cli("data", "build", "--midi-dir", str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "not a directory" in res.stderr
+
+
+def test_directory_build_prints_the_summary(tmp_path):
+    src = tmp_path / "midi"
+    make_bad_files(src)
+    for i in range(3):
+        write_midi(src / f"tune{i}.mid", [[(p + i, s, e, v) for p, s, e, v in scale_notes(20)]],
+                   time_signatures=((0, 2, 4),) if i == 1 else ((0, 4, 4),))
+    write_midi(src / "waltz.mid", [scale_notes(20)], time_signatures=((0, 3, 4),))
+    out = tmp_path / "ds"
+    res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(out), "--workers", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    s = res.stdout
+    assert "files read: 4" in s and "files or tunes skipped: 6" in s
+    assert "empty.mid: empty file" in s and "type2.mid: type 2" in s
+    assert "windows: train" in s and "meters (tunes): 4/4 2, 2/4 1, 3/4 1 (left out)" in s
+    assert "keys (tunes):" in s and (out / "manifest.json").exists()
+    again = run_cli("data", "build", "--midi-dir", str(src), "--out", str(out), "--quiet")
+    assert again.returncode == 0 and "up to date" in again.stdout
+    info = run_cli("data", "info", str(out))
+    assert info.returncode == 0 and "files read: 4" in info.stdout
+    res = run_cli("data", "info", str(tmp_path))
+    assert res.returncode == 2 and "not a melody dataset" in res.stderr
+
+
+def test_ctrl_c_leaves_no_half_dataset_and_resumes(tmp_path):
+    src = tmp_path / "midi"
+    src.mkdir()
+    for i in range(150):
+        write_midi(src / f"t{i:03d}.mid", [[(60 + (i + k) % 24, k * 2, k * 2 + 2, 90) for k in range(160)]])
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "melody_lc", "data", "build", "--midi-dir", str(src), "--out", str(out),
+           "--workers", "2", "--shard-windows", "20", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = Path(str(out) + ".partial") / "progress.json"
+    deadline = time.monotonic() + 60
+    while not progress.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.fail("the build finished before it could be interrupted; make the input larger")
+    assert proc.returncode == 130 and "Traceback" not in err and "run the same command again" in err
+    assert not out.exists()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (out / "manifest.json").exists() and not Path(str(out) + ".partial").exists()

@@ -1,0 +1,27 @@
+"""The installed package: shipped folders, and the wheel carrying them."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+
+from melody_lc.paths import shipped_dir
+
+
+def test_shipped_folders_are_found():
+    assert (shipped_dir("rules") / "README.md").is_file()
+    assert (shipped_dir("models") / "README.md").is_file()
+    with pytest.raises(ValueError):
+        shipped_dir("elsewhere")
+
+
+def test_installed_wheel_carries_models_and_rules():
+    dist = metadata.distribution("melody-lc")
+    direct = dist.read_text("direct_url.json")
+    if direct and json.loads(direct).get("dir_info", {}).get("editable"):
+        pytest.skip("editable install: the wheel's contents are checked on a regular install (as in CI)")
+    names = {str(f) for f in dist.files or []}
+    assert "melody_lc/_shipped/models/README.md" in names
+    assert "melody_lc/_shipped/rules/README.md" in names

@@ -92,8 +92,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         digest = hashlib.sha256("\0".join(source["files"]).encode()).hexdigest()[:8]
         out = Path(args.out) if args.out else cache_dir() / "datasets" / f"midi-files-{digest}"
 
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"{out}: exists and is not a directory")
     plan = BuildPlan(source=source, tasks=tasks, config=config, seed=args.seed)
     print(f"building {out} from {len(tasks):,} {'tunes' if args.corpus else 'files'} with {args.workers} worker(s)",
           file=sys.stderr)
@@ -104,6 +102,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"\nmelody-lc: interrupted; finished shards are kept in {out}.partial: "
               "run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        raise CLIError(f"{e.filename or out}: {e.strerror or e}") from None
     print(format_summary(manifest, out))
     return 0
 

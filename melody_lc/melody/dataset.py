@@ -26,7 +26,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 from melody_lc.fileio import atomic_path, replace_dir, write_json
 from melody_lc.melody.encoding import STEPS
 from melody_lc.melody.errors import BadMidiFileError, MelodyError
-from melody_lc.melody.extract import ExtractionConfig, TuneWindows, extract_windows
+from melody_lc.melody.extract import EXTRACTION_VERSION, ExtractionConfig, TuneWindows, extract_windows
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation", "test")
@@ -122,6 +121,7 @@ class Stats:
 
     tasks_done: int = 0
     files_read: int = 0
+    last_file: str = ""  # the tasks of one file are contiguous: a file is counted when it changes
     tunes: int = 0
     tunes_without_windows: int = 0
     windows: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
@@ -176,12 +176,15 @@ class BuildPlan:
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps([FORMAT_VERSION, self.source, asdict(self.config), self.seed]).encode())
+        h.update(json.dumps([FORMAT_VERSION, EXTRACTION_VERSION, self.source, asdict(self.config), self.seed]).encode())
         for t in self.tasks:
             h.update(f"{t.name}\0{t.number}\0".encode())
             if t.kind == "midi":
-                st = os.stat(t.path)
-                h.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                try:
+                    st = os.stat(t.path)
+                    h.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                except OSError:  # vanished since it was listed: the build reports it as skipped
+                    h.update(b"missing\0")
         return h.hexdigest()[:16]
 
 
@@ -241,7 +244,7 @@ def build_dataset(
     out: str | os.PathLike,
     workers: int = 1,
     shard_windows: int = 50_000,
-    flush_seconds: float = 60.0,
+    flush_tasks: int = 2000,
     force: bool = False,
     progress: bool = False,
     on_shard: Callable[[int], None] | None = None,
@@ -254,17 +257,18 @@ def build_dataset(
     """
     out = Path(out)
     fp = plan.fingerprint()
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        if manifest.get("fingerprint") == fp and manifest.get("format_version") == FORMAT_VERSION:
-            manifest["reused"] = True
-            return manifest
-
     partial = out.with_name(out.name + ".partial")
+    existing = _read_manifest(out)
+    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out}: exists and is not a melody dataset; choose another --out (it would be replaced)")
+    finished = _read_manifest(partial)
+    if finished is not None and finished["fingerprint"] == fp:  # interrupted while being renamed
+        _finish(partial, out)
+        existing = finished
+    if not force and existing is not None and existing["fingerprint"] == fp:
+        existing["reused"] = True
+        return existing
+
     stats, shards, seen = Stats(), [], SeenWindows()
     prog_path = partial / "progress.json"
     resumed_from = 0
@@ -279,8 +283,8 @@ def build_dataset(
     if resumed_from == 0:
         shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, exist_ok=True)
-    for stray in partial.glob("shard-*.safetensors"):  # a shard written after the last progress record
-        if stray.name not in {s["file"] for s in shards}:
+    for stray in partial.iterdir():  # shards and temp files written after the last progress record
+        if stray.name not in {s["file"] for s in shards} | {"progress.json"}:
             stray.unlink()
 
     writer = _ShardWriter(partial, fp, stats, shards)
@@ -291,9 +295,8 @@ def build_dataset(
 
         bar = tqdm(total=len(plan.tasks), initial=resumed_from, unit="tune" if plan.source["kind"] == "music21" else "file",
                    dynamic_ncols=True, smoothing=0.05)
-    files_seen: set[str] = set()
-    last_flush = time.monotonic()
     pool = None
+    since_flush = 0
     try:
         if workers > 1:
             pool = mp.get_context().Pool(workers, initializer=_worker_init)
@@ -301,14 +304,15 @@ def build_dataset(
         else:
             results = (run_task(t, plan.config) for t in todo)
         for res in results:
-            _account(res, stats, writer, seen, plan.seed, files_seen)
+            _account(res, stats, writer, seen, plan.seed)
             stats.tasks_done += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(windows=sum(stats.windows.values()), refresh=False)
-            if writer.pending >= shard_windows or (writer.pending and time.monotonic() - last_flush > flush_seconds):
+            since_flush += 1
+            if writer.pending >= shard_windows or (writer.pending and since_flush >= flush_tasks):
                 writer.flush()
-                last_flush = time.monotonic()
+                since_flush = 0
                 if on_shard is not None:
                     on_shard(len(shards))
         writer.flush()
@@ -332,21 +336,36 @@ def build_dataset(
         "resumed_from_task": resumed_from,
     }
     write_json(partial / "manifest.json", manifest)
-    prog_path.unlink(missing_ok=True)
-    replace_dir(partial, out)
+    _finish(partial, out)
     manifest["reused"] = False
     return manifest
 
 
-def _account(res: TaskResult, stats: Stats, writer: _ShardWriter, seen: SeenWindows, seed: int, files_seen: set) -> None:
+def _read_manifest(path: Path) -> dict | None:
+    """The manifest of a dataset directory of this format, or None."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION and "fingerprint" in manifest
+    return manifest if ok else None
+
+
+def _finish(partial: Path, out: Path) -> None:
+    """Move a complete build into place; the progress record goes last, once nothing can be lost."""
+    replace_dir(partial, out)
+    (out / "progress.json").unlink(missing_ok=True)
+
+
+def _account(res: TaskResult, stats: Stats, writer: _ShardWriter, seen: SeenWindows, seed: int) -> None:
     """Fold one task's result into the counters and the shard writer (in task order: deterministic)."""
     if res.error is not None:
         stats.skipped.append([res.name, res.error])
         reason = res.error.split(" (")[0]
         stats.skip_reasons[reason] = stats.skip_reasons.get(reason, 0) + 1
         return
-    if res.path not in files_seen:  # a corpus file split into several tunes counts once
-        files_seen.add(res.path)
+    if res.path != stats.last_file:  # a corpus file split into several tunes counts once
+        stats.last_file = res.path
         stats.files_read += 1
     for tune in res.tunes:
         stats.tunes += 1

@@ -21,9 +21,13 @@ import numpy as np
 
 from melody_lc.melody import metrics
 from melody_lc.melody.encoding import BAR_STEPS, HOLD, REST, STEPS, STEPS_PER_QUARTER, canonical
+from melody_lc.melody.errors import MelodyError
 
 NOTE_DTYPE = np.dtype([("pitch", np.int16), ("start", np.int64), ("end", np.int64),
                        ("instrument", np.int32), ("is_drum", np.bool_)])
+
+EXTRACTION_VERSION = 2  # bump whenever the windows extracted from the same input change (caches rebuild)
+MAX_TUNE_STEPS = 1 << 17  # 8,192 bars: anything longer is a broken file, not a tune
 
 # note_seq KeySignature modes that name a major or minor key; the other church modes are left out.
 _NS_MAJOR, _NS_MINOR = 0, 1
@@ -55,16 +59,16 @@ class TuneWindows:
 
 
 def compatible_meter(numerator: int, denominator: int) -> bool:
-    """True when a bar of this meter fills a 16-step bar a whole number of times (4/4, 2/4, 2/2...)."""
+    """True when bars of this meter line up with 16-step bars: 4/4, 2/4, 2/2, 4/2 (two bars of 16)..."""
     bar = Fraction(numerator * 16, denominator)  # bar length in sixteenths
-    return bar.denominator == 1 and bar > 0 and 16 % int(bar) == 0
+    return bar.denominator == 1 and bar > 0 and (16 % int(bar) == 0 or int(bar) % 16 == 0)
 
 
 def _quarters(times: np.ndarray, sequence) -> np.ndarray:
     """Seconds -> quarter notes, following the sequence's tempo changes (120 qpm if it has none)."""
     tempos = sorted(((t.time, t.qpm) for t in sequence.tempos), key=lambda x: x[0])
     if not tempos or tempos[0][0] > 0:
-        tempos.insert(0, (0.0, tempos[0][1] if tempos else 120.0))
+        tempos.insert(0, (0.0, 120.0))  # MIDI's default tempo until the first tempo event
     t0 = np.array([t for t, _ in tempos])
     qpm = np.array([q for _, q in tempos])
     q0 = np.concatenate([[0.0], np.cumsum(np.diff(t0) * qpm[:-1] / 60.0)])
@@ -98,7 +102,9 @@ def quantized_notes(sequence) -> np.ndarray:
         out["end"] = _to_steps([x.end_time for x in sequence.notes], sequence)
     out["end"] = np.maximum(out["end"], out["start"] + 1)
     if (out["start"] < 0).any():
-        raise ValueError("a note starts before time 0")
+        raise MelodyError("a note starts before time 0")
+    if out["end"].max() > MAX_TUNE_STEPS:
+        raise MelodyError(f"longer than {MAX_TUNE_STEPS // BAR_STEPS:,} bars (a broken tempo or time?)")
     return out
 
 
@@ -111,16 +117,17 @@ def meter_segments(sequence, total_steps: int) -> list[tuple[int, int, int, int]
     if not sigs or sigs[0][0] > 0:
         sigs.insert(0, (0.0, 4, 4))
     starts = _to_steps([s[0] for s in sigs], sequence)
-    segments: list[list[int]] = []
+    at_step: dict[int, tuple[int, int]] = {}
     for start, (_, num, den) in zip(starts, sigs):
-        if segments and (segments[-1][2], segments[-1][3]) == (num, den):
-            continue
-        if segments and start <= segments[-1][0]:
-            segments[-1] = [segments[-1][0], 0, num, den]  # two signatures at one step: the later wins
-            continue
+        at_step[int(start)] = (num, den)  # two signatures at one step: the later one wins
+    changes = sorted(at_step.items())
+    segments: list[list[int]] = []
+    for start, meter in changes:
+        if segments and tuple(segments[-1][2:]) == meter:
+            continue  # the same meter again: one segment
         if segments:
-            segments[-1][1] = int(start)
-        segments.append([int(start), 0, num, den])
+            segments[-1][1] = start
+        segments.append([start, 0, *meter])
     segments[-1][1] = total_steps
     return [(start, min(end, total_steps), num, den) for start, end, num, den in segments if min(end, total_steps) > start]
 

@@ -69,7 +69,7 @@ def list_midi_files(directory: str | os.PathLike) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        found.extend(Path(dirpath, f) for f in filenames if f.lower().endswith(MIDI_SUFFIXES))
+        found.extend(p for f in filenames if f.lower().endswith(MIDI_SUFFIXES) and (p := Path(dirpath, f)).is_file())
     return sorted(found)
 
 
@@ -150,11 +150,27 @@ def parse_corpus_tune(job: CorpusTune, expand_repeats: bool = True) -> list[tupl
     for i, score in enumerate(scores):
         name = job.name if len(scores) == 1 else f"{job.name}#{i}"
         parts = list(score.parts) if hasattr(score, "parts") else []
-        if job.collection == "bach" and len(parts) < 4:
-            raise SkipTune(f"not a four-part chorale ({len(parts)} parts)")
-        line = parts[0] if parts else score
+        if job.collection == "bach":
+            line = _chorale_soprano(parts)
+        else:
+            line = parts[0] if parts else score
         out.append((name, stream_to_note_sequence(line, expand_repeats)))
     return out
+
+
+VOICES = ("soprano", "alto", "tenor", "bass")
+
+
+def _chorale_soprano(parts):
+    """The soprano of a four-voice chorale; instrumental parts (horns, trumpets...) may come first."""
+    names = [str(p.partName or p.id or "").strip().lower() for p in parts]
+    voices = [i for i, n in enumerate(names) if n.startswith(VOICES)]
+    if len(voices) >= 4:
+        soprano = [i for i in voices if names[i].startswith("soprano")]
+        return parts[soprano[0] if soprano else voices[0]]
+    if len(parts) == 4 and not voices:  # unnamed parts: the usual S, A, T, B order
+        return parts[0]
+    raise SkipTune(f"not a four-part chorale ({len(parts)} parts)")
 
 
 def stream_to_note_sequence(line, expand_repeats: bool = True):
@@ -181,8 +197,13 @@ def stream_to_note_sequence(line, expand_repeats: bool = True):
     seq = music_pb2.NoteSequence()
     seq.ticks_per_quarter = 220
     seq.tempos.add(time=0.0, qpm=CORPUS_QPM)
-    for k, ts in enumerate(flat.getElementsByClass(meter.TimeSignature)):
-        t = 0.0 if k == 0 else (float(ts.offset) + pad) * sec
+    # Time signatures from the bars that carry them (music21 may share one TimeSignature object
+    # between bars, so offsets in the flattened stream are not reliable).
+    carriers = [(m.offset, m.timeSignature) for m in measures if m.timeSignature is not None]
+    if not carriers:
+        carriers = [(ts.offset, ts) for ts in flat.getElementsByClass(meter.TimeSignature)]
+    for offset, ts in carriers:
+        t = 0.0 if float(offset) <= 0 else (float(offset) + pad) * sec
         seq.time_signatures.add(time=t, numerator=ts.numerator, denominator=ts.denominator)
     for k in flat.getElementsByClass(key.Key):
         if k.mode in ("major", "minor"):

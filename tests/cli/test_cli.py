@@ -94,3 +94,16 @@ def test_ctrl_c_leaves_no_half_dataset_and_resumes(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert (out / "manifest.json").exists() and not Path(str(out) + ".partial").exists()
+
+
+def test_os_errors_are_one_line(tmp_path):
+    src = tmp_path / "midi"
+    src.mkdir()
+    write_midi(src / "a.mid", [scale_notes(18)])
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(blocker / "ds"), "--quiet")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 2  # the "building" line + the error
+    assert "Traceback" not in res.stderr and "Not a directory" in res.stderr
+    res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(src), "--quiet")
+    assert res.returncode == 2 and "not a melody dataset" in res.stderr and (src / "a.mid").exists()

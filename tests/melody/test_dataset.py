@@ -197,3 +197,53 @@ def test_bad_files_in_a_directory_are_skipped_and_listed(tmp_path):
     assert skipped["truncated.mid"].startswith("truncated")
     assert "running status" in skipped["running_status.mid"]
     assert manifest["stats"]["files_read"] == 1 and sum(manifest["stats"]["windows"].values()) > 0
+
+
+def test_out_that_is_not_a_dataset_is_never_replaced(tmp_path):
+    from melody_lc.melody.dataset import DatasetError
+
+    src = tmp_path / "midi"
+    _midi_corpus(src, 3)
+    plan = BuildPlan({"kind": "midi", "dir": str(src)}, midi_tasks(list_midi_files(src), src), ExtractionConfig(), 0)
+    with pytest.raises(DatasetError, match="not a melody dataset"):
+        build_dataset(plan, src)
+    assert len(list_midi_files(src)) == 3 and not (src / "manifest.json").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert build_dataset(plan, empty)["reused"] is False  # an empty directory is fine
+
+
+def test_broken_symlink_in_a_directory_is_ignored(tmp_path):
+    src = tmp_path / "midi"
+    _midi_corpus(src, 2)
+    (src / "gone.mid").symlink_to(tmp_path / "nowhere.mid")
+    assert [p.name for p in list_midi_files(src)] == ["song000.mid", "song001.mid"]
+
+
+def test_corpus_resume_counts_files_like_a_clean_build(tmp_path):
+    from melody_lc.melody.dataset import music21_tasks
+
+    tasks = music21_tasks(["miscFolk"])[:40]  # tunes of one multi-tune ABC file
+    plan = BuildPlan({"kind": "music21", "collections": ["miscFolk"]}, tasks, ExtractionConfig(), 0)
+    clean = build_dataset(plan, tmp_path / "clean", shard_windows=20)
+
+    def stop(n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(plan, tmp_path / "r", shard_windows=20, on_shard=stop)
+    resumed = build_dataset(plan, tmp_path / "r", shard_windows=20)
+    assert resumed["resumed_from_task"] > 0 and resumed["stats"] == clean["stats"]
+    assert clean["stats"]["files_read"] == 1
+
+
+def test_build_interrupted_while_renaming_is_finished_not_redone(tmp_path):
+    import os
+
+    src = tmp_path / "midi"
+    _midi_corpus(src, 3)
+    plan = BuildPlan({"kind": "midi", "dir": str(src)}, midi_tasks(list_midi_files(src), src), ExtractionConfig(), 0)
+    build_dataset(plan, tmp_path / "ds")
+    os.replace(tmp_path / "ds", tmp_path / "ds.partial")  # as if stopped just before the final rename
+    again = build_dataset(plan, tmp_path / "ds")
+    assert again["reused"] and (tmp_path / "ds" / "manifest.json").exists() and not (tmp_path / "ds.partial").exists()

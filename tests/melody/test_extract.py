@@ -151,3 +151,61 @@ def test_bach_chorale_soprano(tmp_path):
     duet_path = duet.write("musicxml", fp=tmp_path / "duet.musicxml")
     with pytest.raises(SkipTune, match="not a four-part chorale"):
         parse_corpus_tune(CorpusTune(str(duet_path), "bach"))
+
+
+def test_later_signature_at_the_same_step_wins_and_merges():
+    from note_seq.protobuf import music_pb2
+
+    from melody_lc.melody.extract import meter_segments
+
+    seq = music_pb2.NoteSequence()
+    seq.tempos.add(time=0, qpm=120)
+    for t, n, d in [(0, 4, 4), (8.0, 3, 4), (8.0, 4, 4)]:
+        seq.time_signatures.add(time=t, numerator=n, denominator=d)
+    assert meter_segments(seq, 400) == [(0, 400, 4, 4)]
+
+
+def test_time_before_the_first_tempo_event_is_120_qpm():
+    from note_seq.protobuf import music_pb2
+
+    seq = music_pb2.NoteSequence()
+    seq.tempos.add(time=2.0, qpm=60)
+    seq.notes.add(pitch=60, start_time=2.0, end_time=3.0)
+    notes = quantized_notes(seq)
+    assert (notes["start"][0], notes["end"][0]) == (16, 20)  # 2 s at 120 qpm = 4 quarters; then 1 s = 1 quarter
+
+
+def test_absurdly_long_file_is_refused(tmp_path):
+    from melody_lc.melody import MelodyError
+
+    path = write_midi(tmp_path / "long.mid", [scale_notes(2) + [(60, 300_000, 300_004, 90)]])
+    with pytest.raises(MelodyError, match="longer than"):
+        extract_windows(read_midi_file(path), "long")
+
+
+def test_chorale_soprano_is_found_behind_instrumental_parts():
+    from music21 import converter, corpus
+
+    from melody_lc.melody.sources import CorpusTune, parse_corpus_tune
+
+    path = next(p for p in corpus.getPaths() if p.name == "bwv1.6.mxl")  # parts: Horn 2, Soprano, Alto, ...
+    ((_, seq),) = parse_corpus_tune(CorpusTune(str(path), "bach"))
+    score = converter.parse(str(path), forceSource=True)
+    soprano = next(p for p in score.parts if p.partName == "Soprano").stripTies().flatten().pitches
+    assert quantized_notes(seq)["pitch"][:12].tolist() == [p.midi for p in soprano[:12]]
+
+
+def test_abc_meter_changes_keep_their_times(tmp_path):
+    from melody_lc.melody.extract import meter_segments
+    from melody_lc.melody.sources import CorpusTune, parse_corpus_tune
+
+    abc = tmp_path / "meters.abc"
+    bars_24 = " | ".join(["G2 A2"] * 20)
+    abc.write_text(f"X:1\nT:meters\nM:2/4\nL:1/8\nK:G\n{bars_24} | [M:3/4] B2 c2 d2 | [M:2/4] e2 f2 | g2 a2 |]\n")
+    ((_, seq),) = parse_corpus_tune(CorpusTune(str(abc), "test"))
+    first = min(seq.time_signatures, key=lambda ts: ts.time)
+    assert (first.time, first.numerator, first.denominator) == (0.0, 2, 4)
+    segs = meter_segments(seq, int(quantized_notes(seq)["end"].max()))
+    # the opening 2/4 holds from step 0 through the first 20 bars (music21 itself splits the 3/4 bar
+    # into 2/4 + 1/4, so the first change comes one 2/4 bar later)
+    assert segs[0][0] == 0 and segs[0][2:] == (2, 4) and segs[0][1] >= 20 * 8

@@ -37,12 +37,14 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished directory ``src`` onto ``dst`` (replacing an older one)."""
+    """Move the finished directory ``src`` onto ``dst``, replacing an older one.
+
+    The older one is first renamed to ``.<name>.old``: if the process dies between the two renames,
+    the previous version is still there under that name (readers may fall back to it).
+    """
+    old = dst.with_name(f".{dst.name}.old")
     if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)

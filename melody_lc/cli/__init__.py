@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import data
+    from melody_lc.cli import data, model
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"melody-lc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data.register(sub)
+    model.register(sub)
     return parser
 
 

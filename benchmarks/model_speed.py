@@ -1,0 +1,89 @@
+"""Speed of the melody VAE on this machine: training tokens/s, sampling melodies/s, one-melody latency.
+
+    python benchmarks/model_speed.py                          # the default preset
+    python benchmarks/model_speed.py --preset paper --train-steps 2
+    python benchmarks/model_speed.py --config '{"encoder": "hierarchical", "decoder_size": 256}'
+
+Every figure is printed beside the float32 matmul GFLOP/s measured in the same run, so the ratio
+(tokens/s per GFLOP/s) holds across machines better than the absolute figure. Random weights are
+enough: speed does not depend on what the model has learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, VAEConfig, vae_loss
+from melody_lc.melody.train import cpu_has_amx, matmul_gflops
+
+
+def time_train(model: HierarchicalMelodyVAE, batch: int, steps: int, bf16: bool) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    rng = np.random.default_rng(0)
+    tokens = torch.from_numpy(np.where(rng.random((batch, 256)) < 0.3, rng.integers(50, 80, (batch, 256)), 128))
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, mu, sigma = model(tokens)
+        loss = vae_loss(logits, tokens, mu, sigma, model.config)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:  # the first step warms up
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def time_sample(model: HierarchicalMelodyVAE, batch: int, repeats: int, bf16: bool) -> float:
+    gen = torch.Generator().manual_seed(0)
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model.sample(batch, 1.0, gen)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.sample(batch, 1.0, gen)
+            times.append(time.perf_counter() - t)
+    model.train()
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--config", help="JSON overrides of the preset's config")
+    ap.add_argument("--batch", type=int, default=64, help="training batch")
+    ap.add_argument("--train-steps", type=int, default=5)
+    ap.add_argument("--no-train", action="store_true")
+    args = ap.parse_args()
+
+    cfg = PRESETS[args.preset]
+    if args.config:
+        cfg = VAEConfig.from_dict({**cfg.to_dict(), **json.loads(args.config)})
+    torch.manual_seed(0)
+    model = HierarchicalMelodyVAE(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    gflops = matmul_gflops()
+    print(f"threads {torch.get_num_threads()}, AMX {cpu_has_amx()}, float32 matmul {gflops:.0f} GFLOP/s")
+    print(f"model {args.preset} {json.dumps(cfg.to_dict())}: {params / 1e6:.2f} M parameters")
+    if not args.no_train:
+        for bf16 in (False, True):
+            dt = time_train(model, args.batch, args.train_steps, bf16)
+            tps = args.batch * 256 / dt
+            print(f"train  {'bf16' if bf16 else 'fp32'}: {dt:.3f} s/step at batch {args.batch}, {tps:,.0f} tokens/s, "
+                  f"{tps / gflops:,.1f} tokens/s per GFLOP/s")
+    for bf16 in (False, True):
+        dt = time_sample(model, 256, 3, bf16)
+        one = time_sample(model, 1, 10, bf16)
+        print(f"sample {'bf16' if bf16 else 'fp32'}: {256 / dt:,.0f} melodies/s at batch 256 "
+              f"({256 / dt / gflops:.2f} per GFLOP/s); one melody {one * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

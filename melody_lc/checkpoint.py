@@ -1,0 +1,105 @@
+"""One way to save and load any trained part: safetensors weights + a JSON config, written atomically.
+
+A checkpoint is a directory::
+
+    config.json          {"kind": ..., "config": {...}, "meta": {...}}  -- enough to rebuild the part
+    weights.safetensors  the model's tensors (optionally fp16 for shipping)
+    state.safetensors    training state tensors (optimizer moments, RNG states), when training
+    state.json           training state scalars (step, learning rate schedule, data position...)
+
+A checkpoint is written whole into a temporary sibling directory, then swapped into place, so a
+process killed at any moment leaves either the previous checkpoint or the new one, never a mix
+(if it dies between the two renames of the swap, :func:`load` finds the previous one as
+``.<name>.old``). The directory belongs to the checkpoint: other files in it are not kept.
+Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from melody_lc.fileio import atomic_path, replace_dir, write_json
+
+
+class CheckpointError(Exception):
+    """A checkpoint directory that is missing, incomplete or of another kind."""
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
+    """Write a safetensors file atomically; floating tensors are cast to ``dtype`` when given."""
+    out = {}
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    with atomic_path(path) as tmp:
+        save_file(out, str(tmp))
+
+
+def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[str, torch.Tensor],
+         meta: dict | None = None, state: dict | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
+         dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
+    """Save a checkpoint directory (see the module docstring); ``extra_files`` maps names to text
+    (a model card, say) written alongside. Returns the directory's path."""
+    d = Path(directory)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".tmp", dir=d.parent))
+    try:
+        save_tensors(tmp / "weights.safetensors", weights, dtype)
+        if state_tensors is not None:
+            save_tensors(tmp / "state.safetensors", state_tensors)
+        if state is not None:
+            write_json(tmp / "state.json", state)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        write_json(tmp / "config.json", {"kind": kind, "config": config, "meta": meta or {}})
+        replace_dir(tmp, d)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return d
+
+
+def _resolve(directory: str | os.PathLike) -> Path:
+    d = Path(directory)
+    old = d.with_name(f".{d.name}.old")
+    if not d.exists() and old.is_dir():  # killed in the middle of a swap: the previous checkpoint
+        return old
+    return d
+
+
+def exists(directory: str | os.PathLike) -> bool:
+    """True if a checkpoint can be loaded from ``directory``."""
+    return (_resolve(directory) / "config.json").is_file()
+
+
+def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool = False) -> dict:
+    """Read a checkpoint: ``{"config", "meta", "weights"[, "state", "state_tensors"]}``; weights in float32."""
+    d = _resolve(directory)
+    cfg_path = d / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{d}: not a checkpoint (no config.json)")
+    try:
+        head = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{cfg_path}: damaged ({e})") from None
+    if kind is not None and head.get("kind") != kind:
+        raise CheckpointError(f"{d}: holds a {head.get('kind')!r}, expected a {kind!r}")
+    try:
+        weights = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(d / "weights.safetensors")).items()}
+    except (OSError, Exception) as e:  # safetensors raises its own error type for damaged files
+        raise CheckpointError(f"{d / 'weights.safetensors'}: unreadable ({e})") from None
+    result = {"config": head["config"], "meta": head.get("meta", {}), "weights": weights}
+    if with_state:
+        sp, st = d / "state.json", d / "state.safetensors"
+        result["state"] = json.loads(sp.read_text()) if sp.is_file() else None
+        result["state_tensors"] = load_file(str(st)) if st.is_file() else {}
+    return result

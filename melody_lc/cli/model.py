@@ -1,0 +1,294 @@
+"""``melody-lc train | evaluate | sample | reconstruct | interpolate``: the melody VAE."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "melody-16bar-folk"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train the melody VAE (resumable; DDP under torchrun)",
+                       description="Train the hierarchical melody VAE. Multi-GPU / multi-machine: run the same command "
+                       "under torchrun, e.g. `torchrun --nproc-per-node=4 -m melody_lc train ...`.")
+    t.add_argument("--preset", default="default", help="model preset: default, paper, tiny (default: default)")
+    t.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
+    t.add_argument("--steps", type=int, default=20_000, help="train until this step (default 20000)")
+    t.add_argument("--out", metavar="DIR", default="runs/melody-vae", help="checkpoint directory (default runs/melody-vae)")
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast (auto: where the CPU has AMX, and on CUDA)")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="held-out accuracies, ELBO, KL and feature overlap of prior samples")
+    e.add_argument("--model", metavar="DIR", help=f"checkpoint (default: the shipped {DEFAULT_MODEL_NAME})")
+    e.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
+    e.add_argument("--split", default="test", choices=["validation", "test"])
+    e.add_argument("--limit", type=int, default=0, help="evaluate on at most this many windows (0: all)")
+    e.add_argument("--samples", type=int, default=1024, help="prior samples for the feature overlap")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sample", help="write melodies sampled from the model's prior as .mid files")
+    s.add_argument("-n", type=int, default=8, help="how many (default 8)")
+    s.add_argument("--out", metavar="DIR", default="samples")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    _add_model_and_midi_options(s)
+    s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("reconstruct", help="encode a melody and decode it again")
+    r.add_argument("input", metavar="IN.mid")
+    r.add_argument("--out", metavar="OUT.mid", help="default: IN.reconstructed.mid beside the input")
+    _add_model_and_midi_options(r)
+    r.set_defaults(func=cmd_reconstruct)
+
+    i = sub.add_parser("interpolate", help="melodies on the latent path from one melody to another")
+    i.add_argument("a", metavar="A.mid")
+    i.add_argument("b", metavar="B.mid")
+    i.add_argument("--steps", type=int, default=5, help="melodies on the path, ends included (default 5)")
+    i.add_argument("--out", metavar="DIR", default="interpolation")
+    _add_model_and_midi_options(i)
+    i.set_defaults(func=cmd_interpolate)
+
+
+def _add_model_and_midi_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR", help=f"checkpoint (default: the shipped {DEFAULT_MODEL_NAME})")
+    p.add_argument("--bpm", type=float, default=120.0, help="tempo of the written files")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program 0-127 (default 0, piano)")
+
+
+# --------------------------------------------------------------------------------------------------
+def default_model_dir() -> Path:
+    from melody_lc.paths import shipped_dir
+
+    return shipped_dir("models") / DEFAULT_MODEL_NAME
+
+
+def _load(args):
+    from melody_lc.checkpoint import CheckpointError
+    from melody_lc.cli import CLIError
+    from melody_lc.melody.train import load_model
+
+    path = Path(args.model) if args.model else default_model_dir()
+    try:
+        return load_model(path)
+    except CheckpointError as e:
+        hint = "" if args.model else " (no shipped model yet: train one with `melody-lc train` and pass --model)"
+        raise CLIError(f"{e}{hint}") from None
+
+
+def _dataset(path_arg):
+    from melody_lc.cli import CLIError
+    from melody_lc.cli.data import default_corpus_out
+    from melody_lc.melody.dataset import MelodyDataset
+    from melody_lc.melody.sources import DEFAULT_COLLECTIONS
+
+    path = Path(path_arg) if path_arg else default_corpus_out(list(DEFAULT_COLLECTIONS))
+    if not (path / "manifest.json").exists():
+        raise CLIError(f"{path}: no dataset there; build one with `melody-lc data build --corpus music21`")
+    return MelodyDataset(path)
+
+
+def _check_midi_options(args) -> None:
+    from melody_lc.cli import CLIError
+
+    if not 0 <= args.program <= 127:
+        raise CLIError(f"--program must be 0-127, got {args.program}")
+    if not 20 <= args.bpm <= 400:
+        raise CLIError(f"--bpm must be between 20 and 400, got {args.bpm}")
+
+
+def read_user_melody(path: str):
+    """A user's MIDI file as one 16-bar Melody, and a note when it had to be cut or padded."""
+    import numpy as np
+
+    from melody_lc.cli import CLIError
+    from melody_lc.melody import Melody
+    from melody_lc.melody.extract import quantized_notes
+    from melody_lc.melody.sources import read_midi_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"{p}: no such file")
+    try:
+        seq = read_midi_file(p)
+        notes = quantized_notes(seq)
+    except Exception as e:
+        raise CLIError(f"{p}: {e}") from None
+    notes = notes[~notes["is_drum"]]
+    if len(notes) == 0:
+        raise CLIError(f"{p}: no notes (drums are ignored)")
+    bars = -(-int(notes["end"].max()) // 16)
+    note = None
+    if bars > 16:
+        note = f"{p.name}: {bars} bars, cut to the first 16"
+    elif bars < 16:
+        note = f"{p.name}: {bars} bar{'s' if bars != 1 else ''}, padded with silence to 16"
+    order = np.argsort(notes["start"], kind="stable")
+    starts, ends = notes["start"][order], notes["end"][order]
+    if np.any(starts[1:] < np.maximum.accumulate(ends)[:-1]):
+        note = (note + "; " if note else f"{p.name}: ") + "overlapping notes reduced to the highest line"
+    return Melody.from_note_sequence(seq), note
+
+
+def _write(melody, path: Path, args) -> None:
+    from melody_lc.melody import Melody
+
+    Melody(melody).to_midi_file(path, qpm=args.bpm, program=args.program)
+
+
+# --------------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    import torch
+
+    from melody_lc.checkpoint import CheckpointError, exists
+    from melody_lc.cli import CLIError
+    from melody_lc.melody.model import PRESETS
+    from melody_lc.melody.train import TrainConfig, Trainer
+
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if exists(out) and not args.resume:
+        raise CLIError(f"{out}: holds a checkpoint already; add --resume to continue it, or choose another --out")
+    if args.resume and not exists(out):
+        raise CLIError(f"{out}: no checkpoint to resume")
+    ds = _dataset(args.data)
+    windows = ds.windows("train")
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
+                         checkpoint_minutes=args.checkpoint_minutes, seed=args.seed)
+    meta = {"preset": args.preset, "data": str(ds.path), "data_fingerprint": ds.manifest["fingerprint"],
+            "train_windows": int(len(windows))}
+    bar = None
+
+    def progress(entry: dict) -> None:
+        if bar is not None:
+            bar.n = entry["step"]
+            bar.set_postfix(loss=f"{entry['loss']:.1f}", acc=f"{entry['accuracy']:.3f}",
+                            note_acc=f"{entry.get('note_accuracy', 0):.3f}", kl_bits=f"{entry['kl_bits']:.0f}",
+                            tok_s=f"{entry['tokens_per_s']:.0f}", refresh=True)
+
+    try:
+        trainer = Trainer(windows, PRESETS[args.preset], config, out, resume=args.resume, meta=meta, progress=progress)
+    except (CheckpointError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    if trainer.dist.main:
+        print(f"training {args.preset} on {len(windows):,} windows, {trainer.device}, "
+              f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}",
+              file=sys.stderr)
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, smoothing=0.05)
+    try:
+        trainer.run()
+    except KeyboardInterrupt:
+        if trainer.dist.main:
+            print(f"\nmelody-lc: interrupted at step {trainer.step}; checkpoint saved in {out} "
+                  "(continue with --resume)", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    if trainer.dist.main:
+        print(f"done: step {trainer.step}, checkpoint in {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from melody_lc.fileio import write_json
+    from melody_lc.melody.evaluate import evaluate
+
+    model, meta = _load(args)
+    ds = _dataset(args.data)
+    heldout = ds.windows(args.split)
+    if args.limit:
+        heldout = heldout[: args.limit]
+    result = evaluate(model, heldout, num_samples=args.samples, temperature=args.temperature)
+    result["split"] = args.split
+    print(json.dumps(result, indent=1))
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from melody_lc.cli import CLIError
+
+    _check_midi_options(args)
+    if args.n < 1:
+        raise CLIError(f"-n must be at least 1, got {args.n}")
+    if args.temperature < 0:
+        raise CLIError("--temperature must be >= 0")
+    model, _ = _load(args)
+    gen = torch.Generator().manual_seed(args.seed)
+    tokens = torch.cat([model.sample(min(256, args.n - i), args.temperature, gen) for i in range(0, args.n, 256)]).numpy()
+    out = Path(args.out)
+    for k, t in enumerate(tokens):
+        _write(t, out / f"sample-{k:04d}.mid", args)
+    print(f"wrote {len(tokens)} melodies to {out}/")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    import torch
+
+    _check_midi_options(args)
+    melody, note = read_user_melody(args.input)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    model, _ = _load(args)
+    mu, _ = model.encode(torch.from_numpy(melody.tokens.astype("int64"))[None])
+    tokens = model.decode(mu, temperature=0)[0].numpy()
+    out = Path(args.out) if args.out else Path(args.input).with_suffix(".reconstructed.mid")
+    _write(tokens, out, args)
+    same = float((tokens == melody.tokens).mean())
+    print(f"wrote {out} ({same:.0%} of steps as in the input)")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    import torch
+
+    from melody_lc.cli import CLIError
+
+    _check_midi_options(args)
+    if args.steps < 2:
+        raise CLIError(f"--steps must be at least 2, got {args.steps}")
+    ma, na = read_user_melody(args.a)
+    mb, nb = read_user_melody(args.b)
+    for n in (na, nb):
+        if n:
+            print(f"note: {n}", file=sys.stderr)
+    model, _ = _load(args)
+    with torch.inference_mode():
+        mu, _ = model.encode(torch.stack([torch.from_numpy(m.tokens.astype("int64")) for m in (ma, mb)]))
+        za, zb = mu[0], mu[1]
+        # spherical interpolation between the posterior means (as MusicVAE), linear when they are parallel
+        omega = torch.arccos(torch.clamp(torch.dot(za / za.norm(), zb / zb.norm()), -1, 1))
+        ts = torch.linspace(0, 1, args.steps)
+        if float(omega) < 1e-4:
+            z = torch.stack([(1 - t) * za + t * zb for t in ts])
+        else:
+            z = torch.stack([(torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega) for t in ts])
+        tokens = model.decode(z, temperature=0).numpy()
+    out = Path(args.out)
+    for k, t in enumerate(tokens):
+        _write(t, out / f"interp-{k:02d}.mid", args)
+    print(f"wrote {len(tokens)} melodies to {out}/")
+    return 0

@@ -1,0 +1,207 @@
+"""The hierarchical LSTM melody VAE (the paper's melody model; MusicVAE's hierarchical decoder).
+
+Shapes: B melodies, T = 256 steps = 16 bars x 16 steps, V = 130 classes, Z latent size.
+
+    tokens (B, 256) --one-hot--> BiLSTM over the 256 steps --final states--> linear -> mu, sigma (B, Z)
+        (or, with ``encoder="hierarchical"``: a BiLSTM over each bar's 16 steps, B*16 rows at once,
+        then a BiLSTM over the 16 bar summaries: 32 sequential steps instead of 256)
+    z (B, Z) --linear, tanh--> initial state of the 2-layer conductor LSTM
+             --16 steps, zero input--> bar embeddings (B, 16, C)
+    each bar embedding --linear, tanh--> initial state of the 2-layer bar LSTM, which emits the
+             bar's 16 steps autoregressively; its input at each step is the previous output
+             (one-hot; zeros at a bar's first step) concatenated with the bar embedding.
+
+Bars restart from their embedding, so during training all 16 bars run as one batch of B*16
+sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 256 steps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_CLASSES, STEPS
+
+LOG2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Sizes and loss settings; saved inside every checkpoint so a model rebuilds from its file."""
+
+    z_size: int = 256
+    encoder: str = "flat"  # "flat": one BiLSTM over the 256 steps (the paper's); "hierarchical": see below
+    encoder_size: int = 512  # per direction
+    encoder_layers: int = 1
+    conductor_size: int = 512
+    conductor_layers: int = 2
+    decoder_size: int = 512
+    decoder_layers: int = 2
+    free_bits: float = 256.0  # KL allowance in bits (MusicVAE hierdec-mel_16bar: 256 bits)
+    beta: float = 0.2  # weight of the KL beyond the free bits (MusicVAE: 0.2)
+    dropout: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VAEConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, VAEConfig] = {
+    # MusicVAE hierdec-mel_16bar: encoder 2048 bidirectional, conductor 2 x 1024, decoder 2 x 1024, z 512.
+    "paper": VAEConfig(z_size=512, encoder_size=2048, conductor_size=1024, decoder_size=1024),
+    # Chosen by measurement for 2 CPU cores (see benchmarks/model_speed.py and the model card).
+    "default": VAEConfig(),
+    # For tests and quick experiments.
+    "tiny": VAEConfig(z_size=16, encoder_size=32, conductor_size=32, decoder_size=32, free_bits=8.0),
+}
+
+
+class HierarchicalMelodyVAE(nn.Module):
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        if c.encoder not in ("flat", "hierarchical"):
+            raise ValueError(f"encoder must be 'flat' or 'hierarchical', not {c.encoder!r}")
+        if c.encoder == "hierarchical":
+            self.bar_encoder = nn.LSTM(NUM_CLASSES, c.encoder_size, 1, batch_first=True, bidirectional=True)
+            self.encoder = nn.LSTM(2 * c.encoder_size, c.encoder_size, c.encoder_layers, batch_first=True, bidirectional=True)
+        else:
+            self.encoder = nn.LSTM(NUM_CLASSES, c.encoder_size, c.encoder_layers, batch_first=True, bidirectional=True)
+        self.to_posterior = nn.Linear(4 * c.encoder_size * c.encoder_layers, 2 * c.z_size)
+        self.z_to_conductor = nn.Linear(c.z_size, 2 * c.conductor_layers * c.conductor_size)
+        self.conductor = nn.LSTM(1, c.conductor_size, c.conductor_layers, batch_first=True,
+                                 dropout=c.dropout if c.conductor_layers > 1 else 0.0)
+        self.bar_to_decoder = nn.Linear(c.conductor_size, 2 * c.decoder_layers * c.decoder_size)
+        self.decoder = nn.LSTM(NUM_CLASSES + c.conductor_size, c.decoder_size, c.decoder_layers, batch_first=True,
+                               dropout=c.dropout if c.decoder_layers > 1 else 0.0)
+        self.output = nn.Linear(c.decoder_size, NUM_CLASSES)
+
+    # -- encoder ---------------------------------------------------------------------------------
+    def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, 256) long -> (mu, sigma), each (B, Z)."""
+        B = tokens.shape[0]
+        x = F.one_hot(tokens.long(), NUM_CLASSES).to(self.output.weight.dtype)  # (B, 256, V)
+        if self.config.encoder == "hierarchical":
+            _, (hb, _) = self.bar_encoder(x.view(B * NUM_BARS, BAR_STEPS, NUM_CLASSES))  # (2, B*16, H)
+            x = hb.transpose(0, 1).reshape(B, NUM_BARS, -1)  # (B, 16, 2H): one summary per bar
+        _, (h, c) = self.encoder(x)  # h, c: (layers * 2, B, H)
+        state = torch.cat([h, c], 0).transpose(0, 1).reshape(tokens.shape[0], -1)  # (B, 4 * layers * H)
+        mu, raw = self.to_posterior(state).chunk(2, dim=-1)
+        return mu, F.softplus(raw) + 1e-5
+
+    # -- decoder ---------------------------------------------------------------------------------
+    def _initial_state(self, linear: nn.Linear, x: torch.Tensor, layers: int, size: int):
+        s = torch.tanh(linear(x)).view(x.shape[0], 2, layers, size)  # (N, h|c, layers, size)
+        return s[:, 0].transpose(0, 1).contiguous(), s[:, 1].transpose(0, 1).contiguous()
+
+    def bar_embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, Z) -> the conductor's 16 bar embeddings (B, 16, C)."""
+        c = self.config
+        state = self._initial_state(self.z_to_conductor, z, c.conductor_layers, c.conductor_size)
+        out, _ = self.conductor(z.new_zeros(z.shape[0], NUM_BARS, 1), state)
+        return out
+
+    def decoder_state(self, bars: torch.Tensor):
+        """bar embeddings (B, 16, C) -> initial (h, c) of the bar LSTM for B*16 rows."""
+        c = self.config
+        flat = bars.reshape(-1, bars.shape[-1])
+        return self._initial_state(self.bar_to_decoder, flat, c.decoder_layers, c.decoder_size)
+
+    def decode_logits(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, 256, V) of ``tokens`` given z: all bars in one batch."""
+        B = z.shape[0]
+        bars = self.bar_embeddings(z)  # (B, 16, C)
+        state = self.decoder_state(bars)
+        target = tokens.long().reshape(B * NUM_BARS, BAR_STEPS)
+        prev = F.one_hot(target[:, :-1], NUM_CLASSES).to(bars.dtype)
+        prev = torch.cat([prev.new_zeros(B * NUM_BARS, 1, NUM_CLASSES), prev], 1)  # zeros start each bar
+        emb = bars.reshape(B * NUM_BARS, 1, -1).expand(-1, BAR_STEPS, -1)
+        out, _ = self.decoder(torch.cat([prev, emb], -1), state)
+        return self.output(out).view(B, STEPS, NUM_CLASSES)
+
+    def forward(self, tokens: torch.Tensor, eps: torch.Tensor | None = None, sample: bool = True):
+        """Returns (logits (B, 256, V), mu, sigma). ``eps`` is the reparameterisation noise (B, Z)
+        (drawn here when not given); ``sample=False`` decodes from the posterior mean."""
+        mu, sigma = self.encode(tokens)
+        if not sample:
+            z = mu
+        else:
+            z = mu + sigma * (torch.randn_like(sigma) if eps is None else eps.to(sigma.dtype))
+        return self.decode_logits(z, tokens), mu, sigma
+
+    # -- sampling --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Free-running decode: z (B, Z) -> tokens (B, 256) long. ``temperature`` 0 means argmax.
+
+        A fused step loop: the bar embedding's share of the first layer's gates is computed once,
+        the previous token's share is a column lookup, so each of the 16 steps costs one matmul
+        per layer (over all B*16 bars at once) plus the output projection.
+        """
+        c = self.config
+        B = z.shape[0]
+        bars = self.bar_embeddings(z)
+        h0, c0 = self.decoder_state(bars)
+        hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
+        w_ih0 = self.decoder.weight_ih_l0  # (4H, V + C)
+        emb_gates = bars.reshape(B * NUM_BARS, -1) @ w_ih0[:, NUM_CLASSES:].T + self.decoder.bias_ih_l0 + self.decoder.bias_hh_l0
+        token_gates = w_ih0[:, :NUM_CLASSES].T  # (V, 4H): one-hot input -> a row lookup
+        layers = [(getattr(self.decoder, f"weight_ih_l{k}"), getattr(self.decoder, f"weight_hh_l{k}"),
+                   getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"))
+                  for k in range(c.decoder_layers)]
+        out = torch.empty(B * NUM_BARS, BAR_STEPS, dtype=torch.long, device=z.device)
+        gates_in = emb_gates
+        for t in range(BAR_STEPS):
+            x = None
+            for k, (w_ih, w_hh, b) in enumerate(layers):
+                g = (gates_in if k == 0 else torch.addmm(b, x, w_ih.T)) + hs[k] @ w_hh.T
+                i, f, gg, o = g.chunk(4, dim=-1)
+                cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
+                hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])
+                x = hs[k]
+            logits = self.output(x)
+            if temperature <= 0:
+                tok = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits.float() / temperature, -1)
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            out[:, t] = tok
+            gates_in = emb_gates + token_gates[tok]
+        return out.view(B, STEPS)
+
+    @torch.inference_mode()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n melodies from the prior: tokens (n, 256)."""
+        device = self.output.weight.device
+        z = torch.randn(n, self.config.z_size, generator=generator, device=device)
+        return self.decode(z, temperature, generator)
+
+
+def vae_loss(logits: torch.Tensor, tokens: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, config: VAEConfig) -> dict:
+    """The training loss and its named terms (all tensors; per-melody means over the batch).
+
+    recon    cross-entropy of the tokens, nats per melody
+    kl_bits  KL(q(z|x) || N(0, I)), bits per melody
+    beta     weight of the KL beyond the free bits
+    loss     recon + beta * max(KL - free_bits, 0)   (in nats)
+    accuracy teacher-forced token accuracy
+    """
+    recon = F.cross_entropy(logits.float().reshape(-1, NUM_CLASSES), tokens.reshape(-1).long(), reduction="sum") / tokens.shape[0]
+    kl = (0.5 * (mu.float() ** 2 + sigma.float() ** 2 - 1.0) - torch.log(sigma.float())).sum(-1).mean()
+    free_nats = config.free_bits * LOG2
+    loss = recon + config.beta * torch.clamp(kl - free_nats, min=0.0)
+    with torch.no_grad():
+        accuracy = (logits.argmax(-1) == tokens.long()).float().mean()
+    return {"loss": loss, "recon": recon.detach(), "kl_bits": (kl / LOG2).detach(),
+            "beta": torch.tensor(config.beta), "accuracy": accuracy}

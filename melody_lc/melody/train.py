@@ -1,0 +1,275 @@
+"""Training the melody VAE: Adam, learning-rate decay, clipping, transposition, exact resume, DDP.
+
+One process (CPU or one GPU) or many through PyTorch's own DDP under ``torchrun`` (the same
+command). The global batch is drawn identically on every process from the seed, and each process
+takes its share of the rows, so N processes compute exactly the gradient of one process on the
+whole batch.
+
+A run directory holds the checkpoint (see :mod:`melody_lc.checkpoint`): weights, config, the
+optimizer's moments, the step, the data position and every RNG state, plus ``log.jsonl`` with the
+loss terms. Resuming continues bit for bit where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from melody_lc import checkpoint
+from melody_lc.melody.model import HierarchicalMelodyVAE, VAEConfig, vae_loss
+
+KIND = "melody-vae"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20_000
+    batch_size: int = 64  # global batch (split over DDP processes)
+    lr: float = 1e-3
+    lr_decay: float = 0.9999  # per step, exponential (MusicVAE)
+    min_lr: float = 1e-5
+    clip: float = 1.0  # gradient norm
+    transpose: int = 5  # random transposition in [-k, k] semitones, kept inside 0-127
+    checkpoint_minutes: float = 5.0
+    log_every: int = 25
+    seed: int = 0
+    precision: str = "auto"  # "bf16" (autocast), "fp32", or "auto": bf16 where the CPU has AMX, or on CUDA
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision == "auto":
+        return device.type == "cuda" or cpu_has_amx()
+    return precision == "bf16"
+
+
+def transpose_batch(tokens: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Shift each melody by a random number of semitones in [-k, k] that keeps it inside 0-127."""
+    if k <= 0:
+        return tokens
+    t = tokens.astype(np.int16)
+    is_note = t < 128
+    low = np.where(is_note, t, 999).min(1)
+    high = np.where(is_note, t, -1).max(1)
+    lo_shift = np.where(low == 999, 0, np.maximum(-k, -low))
+    hi_shift = np.where(high < 0, 0, np.minimum(k, 127 - high))
+    shift = lo_shift + np.floor(rng.random(len(t)) * (hi_shift - lo_shift + 1)).astype(np.int16)
+    return np.where(is_note, t + shift[:, None], t).astype(np.int64)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class Trainer:
+    """Owns the model, optimizer, data order and RNGs; ``run()`` trains to ``config.steps``."""
+
+    def __init__(self, windows: np.ndarray, model_config: VAEConfig, config: TrainConfig, out: str | os.PathLike,
+                 resume: bool = False, meta: dict | None = None,
+                 progress: Callable[[dict], None] | None = None) -> None:
+        self.dist = _setup_distributed()
+        if config.batch_size % self.dist.world:
+            raise ValueError(f"batch size {config.batch_size} does not split over {self.dist.world} processes")
+        if len(windows) < config.batch_size:
+            raise ValueError(f"{len(windows)} training windows is fewer than one batch of {config.batch_size}")
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.windows, self.config, self.out = windows, config, Path(out)
+        self.meta = dict(meta or {})
+        self.progress = progress
+        self.step, self.epoch, self.pos, self.elapsed = 0, 0, 0, 0.0
+        self.log: list[dict] = []
+        torch.manual_seed(config.seed)
+        self.model = HierarchicalMelodyVAE(model_config).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.aug_rng = np.random.default_rng([config.seed, 1])
+        self.noise = torch.Generator().manual_seed(config.seed + 2)
+        if resume:
+            self._load()
+        self.bf16 = use_bf16(config.precision, self.device)
+        self.net = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+
+    # -- data ------------------------------------------------------------------------------------
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.config.seed, 0, epoch]).permutation(len(self.windows))
+
+    def _next_batch(self) -> np.ndarray:
+        """The next global batch (same on every process); an epoch's tail shorter than a batch is skipped."""
+        b = self.config.batch_size
+        if self.pos + b > len(self.windows):
+            self.epoch, self.pos = self.epoch + 1, 0
+        idx = self._order(self.epoch)[self.pos : self.pos + b]
+        self.pos += b
+        return transpose_batch(self.windows[idx], self.config.transpose, self.aug_rng)
+
+    def lr_at(self, step: int) -> float:
+        return max(self.config.min_lr, self.config.lr * self.config.lr_decay**step)
+
+    # -- one step --------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        batch = self._next_batch()
+        eps = torch.randn(len(batch), self.model.config.z_size, generator=self.noise)
+        rows = slice(self.dist.rank, None, self.dist.world)
+        tokens = torch.from_numpy(np.ascontiguousarray(batch[rows])).to(self.device)
+        eps = eps[rows].to(self.device)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits, mu, sigma = self.net(tokens, eps=eps)
+        terms = vae_loss(logits, tokens, mu, sigma, self.model.config)
+        self.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.opt.step()
+        self.step += 1
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["grad_norm"] = float(grad_norm)
+        out["lr"] = self.lr_at(self.step - 1)
+        is_note = tokens < 128
+        if is_note.any():
+            out["note_accuracy"] = float((logits.argmax(-1)[is_note] == tokens[is_note]).float().mean())
+        return out
+
+    def run(self) -> None:
+        """Train to ``config.steps``, checkpointing every few minutes, on Ctrl-C and at the end."""
+        last_save = time.monotonic()
+        t_start = time.monotonic() - self.elapsed
+        acc: dict[str, float] = {}
+        n_acc = 0
+        tokens_done = 0
+        t_window = time.monotonic()
+        try:
+            while self.step < self.config.steps:
+                terms = self.train_step()
+                tokens_done += self.config.batch_size * 256
+                for k, v in terms.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                n_acc += 1
+                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                    now = time.monotonic()
+                    entry = {"step": self.step, **{k: round(v / n_acc, 5) for k, v in acc.items()},
+                             "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1)}
+                    self.log.append(entry)
+                    if self.progress is not None and self.dist.main:
+                        self.progress(entry)
+                    acc, n_acc, tokens_done, t_window = {}, 0, 0, now
+                if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
+                    self.elapsed = time.monotonic() - t_start
+                    self.save()
+                    last_save = time.monotonic()
+        finally:  # also on Ctrl-C / SIGTERM: keep the work done so far
+            self.elapsed = time.monotonic() - t_start
+            self.save()
+            if self.dist.world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save(self) -> None:
+        if not self.dist.main:
+            return
+        opt_state = self.opt.state_dict()
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.noise": self.noise.get_state()}
+        for idx, st in opt_state["state"].items():
+            for k, v in st.items():
+                tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        state = {
+            "step": self.step, "epoch": self.epoch, "pos": self.pos, "elapsed_s": self.elapsed,
+            "train_config": asdict(self.config),
+            "aug_rng": self.aug_rng.bit_generator.state,
+            "param_groups": opt_state["param_groups"],
+            "num_windows": len(self.windows),
+        }
+        meta = {**self.meta, "steps": self.step, "train_seconds": round(self.elapsed, 1)}
+        log_text = "".join(json.dumps(e) + "\n" for e in self.log)
+        checkpoint.save(self.out, KIND, self.model.config.to_dict(), self.model.state_dict(), meta=meta,
+                        state=state, state_tensors=tensors, extra_files={"log.jsonl": log_text})
+
+    def _load(self) -> None:
+        ck = checkpoint.load(self.out, KIND, with_state=True)
+        if VAEConfig.from_dict(ck["config"]) != self.model.config:
+            raise checkpoint.CheckpointError(f"{self.out}: holds a model of another configuration; train into a new --out")
+        state, tensors = ck["state"], ck["state_tensors"]
+        if state is None:
+            raise checkpoint.CheckpointError(f"{self.out}: has no training state to resume from")
+        if state.get("num_windows") != len(self.windows):
+            raise checkpoint.CheckpointError(
+                f"{self.out}: was trained on {state.get('num_windows')} windows, this data has {len(self.windows)}")
+        self.model.load_state_dict(ck["weights"])
+        opt_state = {"state": {}, "param_groups": state["param_groups"]}
+        for key, v in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(idx), {})[name] = v
+        self.opt.load_state_dict(opt_state)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.noise.set_state(tensors["rng.noise"])
+        self.aug_rng.bit_generator.state = state["aug_rng"]
+        self.step, self.epoch, self.pos, self.elapsed = state["step"], state["epoch"], state["pos"], state["elapsed_s"]
+        log_path = self.out / "log.jsonl"
+        self.log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+        self.meta = {**ck["meta"], **self.meta}
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[HierarchicalMelodyVAE, dict]:
+    """A trained VAE from a checkpoint directory (any of fp32/fp16 weights), in eval mode."""
+    ck = checkpoint.load(path, KIND)
+    model = HierarchicalMelodyVAE(VAEConfig.from_dict(ck["config"]))
+    model.load_state_dict(ck["weights"])
+    return model.to(device).eval(), ck["meta"]
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """float32 matmul GFLOP/s of this machine with torch's current threads (the speed reference)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, VAEConfig, vae_loss
-from melody_lc.melody.train import cpu_has_amx, matmul_gflops
+from melody_lc.melody.train import describe_hardware, matmul_gflops
 
 
 def time_train(model: HierarchicalMelodyVAE, batch: int, steps: int, bf16: bool) -> float:
@@ -70,7 +70,7 @@ def main() -> None:
     model = HierarchicalMelodyVAE(cfg)
     params = sum(p.numel() for p in model.parameters())
     gflops = matmul_gflops()
-    print(f"threads {torch.get_num_threads()}, AMX {cpu_has_amx()}, float32 matmul {gflops:.0f} GFLOP/s")
+    print(f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s")
     print(f"model {args.preset} {json.dumps(cfg.to_dict())}: {params / 1e6:.2f} M parameters")
     if not args.no_train:
         for bf16 in (False, True):

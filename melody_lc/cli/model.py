@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="bf16 autocast (auto: where the CPU has AMX, and on CUDA)")
+                   help="bf16 autocast (auto: on CUDA and on CPUs with AMX or AVX-512 BF16)")
     t.add_argument("--checkpoint-minutes", type=float, default=5.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -52,6 +52,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", metavar="OUT.mid", help="default: IN.reconstructed.mid beside the input")
     _add_model_and_midi_options(r)
     r.set_defaults(func=cmd_reconstruct)
+
+    x = sub.add_parser("export", help="write a trained checkpoint as a small shippable model with its model card",
+                       description="Copy a training checkpoint's weights (fp16 by default) and config into a model "
+                       "directory, with a model card built from the checkpoint's metadata and the JSON written by "
+                       "`melody-lc evaluate --json`.")
+    x.add_argument("checkpoint", metavar="RUN_DIR")
+    x.add_argument("--out", metavar="DIR", required=True)
+    x.add_argument("--eval", metavar="EVAL.json", required=True, help="figures from `melody-lc evaluate --json`")
+    x.add_argument("--name", default=DEFAULT_MODEL_NAME)
+    x.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16, half the size)")
+    x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("interpolate", help="melodies on the latent path from one melody to another")
     i.add_argument("a", metavar="A.mid")
@@ -148,6 +159,13 @@ def _write(melody, path: Path, args) -> None:
     Melody(melody).to_midi_file(path, qpm=args.bpm, program=args.program)
 
 
+def _write_all(tokens, prefix: str, args) -> None:
+    out = Path(args.out)
+    for k, t in enumerate(tokens):
+        _write(t, out / f"{prefix}-{k:04d}.mid", args)
+    print(f"wrote {len(tokens)} melodies to {out}/")
+
+
 # --------------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     import torch
@@ -155,7 +173,7 @@ def cmd_train(args) -> int:
     from melody_lc.checkpoint import CheckpointError, exists
     from melody_lc.cli import CLIError
     from melody_lc.melody.model import PRESETS
-    from melody_lc.melody.train import TrainConfig, Trainer
+    from melody_lc.melody.train import TrainConfig, Trainer, describe_hardware
 
     if args.preset not in PRESETS:
         raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
@@ -170,8 +188,8 @@ def cmd_train(args) -> int:
     windows = ds.windows("train")
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                          checkpoint_minutes=args.checkpoint_minutes, seed=args.seed)
-    meta = {"preset": args.preset, "data": str(ds.path), "data_fingerprint": ds.manifest["fingerprint"],
-            "train_windows": int(len(windows))}
+    meta = {"preset": args.preset, "data": ds.manifest["source"], "data_fingerprint": ds.manifest["fingerprint"],
+            "train_windows": int(len(windows)), "hardware": describe_hardware(), "batch_size": args.batch_size}
     bar = None
 
     def progress(entry: dict) -> None:
@@ -235,13 +253,13 @@ def cmd_sample(args) -> int:
         raise CLIError(f"-n must be at least 1, got {args.n}")
     if args.temperature < 0:
         raise CLIError("--temperature must be >= 0")
+    from melody_lc.melody.train import use_bf16
+
     model, _ = _load(args)
     gen = torch.Generator().manual_seed(args.seed)
-    tokens = torch.cat([model.sample(min(256, args.n - i), args.temperature, gen) for i in range(0, args.n, 256)]).numpy()
-    out = Path(args.out)
-    for k, t in enumerate(tokens):
-        _write(t, out / f"sample-{k:04d}.mid", args)
-    print(f"wrote {len(tokens)} melodies to {out}/")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16("auto", torch.device("cpu"))):
+        tokens = model.sample(args.n, args.temperature, gen).numpy()
+    _write_all(tokens, "sample", args)
     return 0
 
 
@@ -287,8 +305,28 @@ def cmd_interpolate(args) -> int:
         else:
             z = torch.stack([(torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega) for t in ts])
         tokens = model.decode(z, temperature=0).numpy()
-    out = Path(args.out)
-    for k, t in enumerate(tokens):
-        _write(t, out / f"interp-{k:02d}.mid", args)
-    print(f"wrote {len(tokens)} melodies to {out}/")
+    _write_all(tokens, "interp", args)
+    return 0
+
+
+def cmd_export(args) -> int:
+    import torch
+
+    from melody_lc import checkpoint
+    from melody_lc.cli import CLIError
+    from melody_lc.melody.model_card import model_card
+    from melody_lc.melody.train import KIND
+
+    try:
+        ck = checkpoint.load(args.checkpoint, KIND)
+        figures = json.loads(Path(args.eval).read_text())
+    except checkpoint.CheckpointError as e:
+        raise CLIError(str(e)) from None
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{args.eval}: {e}") from None
+    card = model_card(args.name, ck["config"], ck["meta"], figures)
+    checkpoint.save(args.out, KIND, ck["config"], ck["weights"], meta={**ck["meta"], "evaluation": figures},
+                    dtype=None if args.fp32 else torch.float16, extra_files={"MODEL_CARD.md": card})
+    size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB)")
     return 0

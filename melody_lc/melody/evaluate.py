@@ -108,8 +108,7 @@ def evaluate(model: HierarchicalMelodyVAE, heldout: np.ndarray, num_samples: int
     torch.manual_seed(seed)
     result = reconstruction_metrics(model, heldout, batch_size)
     gen = torch.Generator().manual_seed(seed)
-    samples = torch.cat([model.sample(min(batch_size, num_samples - i), temperature, gen)
-                         for i in range(0, num_samples, batch_size)]).numpy()
+    samples = model.sample(num_samples, temperature, gen, batch_size).numpy()
     result["prior_samples"] = num_samples
     result["temperature"] = temperature
     result["feature_overlap"] = feature_overlap(samples, heldout)

@@ -40,7 +40,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every: int = 25
     seed: int = 0
-    precision: str = "auto"  # "bf16" (autocast), "fp32", or "auto": bf16 where the CPU has AMX, or on CUDA
+    precision: str = "auto"  # "bf16" (autocast), "fp32", or "auto": bf16 on CUDA and on CPUs with AMX/AVX-512 BF16
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -48,18 +48,43 @@ class TrainConfig:
 
 
 def cpu_has_amx() -> bool:
+    return "amx_bf16" in _cpu_flags()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX-512 BF16: bf16 autocast roughly doubles training and sampling speed (measured)."""
+    flags = _cpu_flags()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
+            line = next((x for x in f if x.startswith("flags")), "")
+        return set(line.split(":", 1)[-1].split())
     except OSError:
-        return False
+        return set()
+
+
+def describe_hardware() -> str:
+    """'AMD EPYC (2 threads, AMX)' or the GPU's name: recorded in checkpoints and model cards."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    name = "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    bf16 = ", AMX" if cpu_has_amx() else (", AVX-512 BF16" if cpu_has_fast_bf16() else "")
+    return f"{name} ({torch.get_num_threads()} threads{bf16})"
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     if precision == "auto":
-        return device.type == "cuda" or cpu_has_amx()
+        return device.type == "cuda" or cpu_has_fast_bf16()
     return precision == "bf16"
 
 

@@ -139,3 +139,26 @@ def test_kill_9_never_corrupts_the_checkpoint(tiny_run, tmp_path):
         proc.wait()
         model, meta = load_model(out)  # always loadable: the previous or the new checkpoint
         assert meta["steps"] >= 0
+
+
+def test_export_writes_fp16_weights_and_a_model_card(tiny_run, tmp_path):
+    root, data, model = tiny_run
+    ev = tmp_path / "eval.json"
+    assert run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation", "--samples", "8",
+                   "--json", str(ev)).returncode == 0
+    out = tmp_path / "shipped"
+    res = run_cli("export", str(model), "--out", str(out), "--eval", str(ev))
+    assert res.returncode == 0, res.stderr
+    from safetensors import safe_open
+
+    with safe_open(str(out / "weights.safetensors"), framework="pt") as f:
+        assert all(f.get_tensor(k).dtype.is_floating_point is False or str(f.get_tensor(k).dtype) == "torch.float16"
+                   for k in f.keys())
+    card = (out / "MODEL_CARD.md").read_text()
+    figures = json.loads(ev.read_text())
+    assert f"{figures['teacher_forced_accuracy']:.3f}" in card and "steps: 6 at batch 8" in card
+    assert not (out / "state.safetensors").exists()  # no optimizer state in a shipped model
+    res = run_cli("sample", "--model", str(out), "-n", "2", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0 and len(list((tmp_path / "s").glob("*.mid"))) == 2
+    res = run_cli("export", str(model), "--out", str(out), "--eval", str(tmp_path / "missing.json"))
+    assert res.returncode == 2 and "missing.json" in res.stderr

@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from melody_lc.fileio import atomic_path, replace_dir, write_json
+from melody_lc.fileio import atomic_path, make_temp_dir, replace_dir, write_json
 
 
 class CheckpointError(Exception):
@@ -51,7 +50,7 @@ def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[st
     (a model card, say) written alongside. Returns the directory's path."""
     d = Path(directory)
     d.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".tmp", dir=d.parent))
+    tmp = make_temp_dir(d)
     try:
         save_tensors(tmp / "weights.safetensors", weights, dtype)
         if state_tensors is not None:

@@ -25,3 +25,18 @@ def test_installed_wheel_carries_models_and_rules():
     names = {str(f) for f in dist.files or []}
     assert "melody_lc/_shipped/models/README.md" in names
     assert "melody_lc/_shipped/rules/README.md" in names
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from melody_lc.fileio import atomic_path, make_temp_dir
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+        assert make_temp_dir(tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(mask)

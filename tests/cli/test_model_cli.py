@@ -101,15 +101,25 @@ def test_evaluate_prints_every_figure(tiny_run, tmp_path):
     assert set(result["feature_overlap"]) == {"notes_per_bar", "pitch_range", "intervals", "in_key_share", "mean"}
 
 
+def _wait_for_checkpoint(out, proc, timeout=180.0):
+    from melody_lc.checkpoint import exists
+
+    deadline = time.monotonic() + timeout
+    while not exists(out):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never wrote a checkpoint"
+        time.sleep(0.1)
+
+
+def _train_cmd(data, out, *extra):
+    return [sys.executable, "-m", "melody_lc", "train", "--preset", "tiny", "--data", str(data), "--steps", "100000",
+            "--batch-size", "8", "--out", str(out), "--precision", "fp32", "--quiet", "--checkpoint-minutes", "0", *extra]
+
+
 def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path):
     root, data, _ = tiny_run
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "melody_lc", "train", "--preset", "tiny", "--data", str(data), "--steps", "100000",
-           "--batch-size", "8", "--out", str(out), "--precision", "fp32", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stderr.readline()  # "training tiny on ..." once the trainer runs
-    assert first.startswith("training"), first
-    time.sleep(2.0)
+    proc = subprocess.Popen(_train_cmd(data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(out, proc)  # with --checkpoint-minutes 0 a checkpoint follows every step
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -123,42 +133,19 @@ def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path):
 
 
 def test_kill_9_never_corrupts_the_checkpoint(tiny_run, tmp_path):
-    """SIGKILL at random moments while checkpoints are being written every step."""
-    root, data, _ = tiny_run
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "melody_lc", "train", "--preset", "tiny", "--data", str(data), "--steps", "100000",
-           "--batch-size", "8", "--out", str(out), "--precision", "fp32", "--quiet", "--checkpoint-minutes", "0"]
+    """SIGKILL at arbitrary moments while a checkpoint is written after every step."""
     from melody_lc.melody.train import load_model
 
-    for delay in (3.0, 3.7, 4.3):
-        from melody_lc.checkpoint import exists
-
-        proc = subprocess.Popen(cmd + (["--resume"] if exists(out) else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root, data, _ = tiny_run
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoint(out, proc)
+    proc.kill()
+    proc.wait()
+    for delay in (0.5, 1.3, 2.1, 2.9):
+        proc = subprocess.Popen(_train_cmd(data, out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
-        model, meta = load_model(out)  # always loadable: the previous or the new checkpoint
-        assert meta["steps"] >= 0
-
-
-def test_export_writes_fp16_weights_and_a_model_card(tiny_run, tmp_path):
-    root, data, model = tiny_run
-    ev = tmp_path / "eval.json"
-    assert run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation", "--samples", "8",
-                   "--json", str(ev)).returncode == 0
-    out = tmp_path / "shipped"
-    res = run_cli("export", str(model), "--out", str(out), "--eval", str(ev))
-    assert res.returncode == 0, res.stderr
-    from safetensors import safe_open
-
-    with safe_open(str(out / "weights.safetensors"), framework="pt") as f:
-        assert all(f.get_tensor(k).dtype.is_floating_point is False or str(f.get_tensor(k).dtype) == "torch.float16"
-                   for k in f.keys())
-    card = (out / "MODEL_CARD.md").read_text()
-    figures = json.loads(ev.read_text())
-    assert f"{figures['teacher_forced_accuracy']:.3f}" in card and "steps: 6 at batch 8" in card
-    assert not (out / "state.safetensors").exists()  # no optimizer state in a shipped model
-    res = run_cli("sample", "--model", str(out), "-n", "2", "--out", str(tmp_path / "s"))
-    assert res.returncode == 0 and len(list((tmp_path / "s").glob("*.mid"))) == 2
-    res = run_cli("export", str(model), "--out", str(out), "--eval", str(tmp_path / "missing.json"))
-    assert res.returncode == 2 and "missing.json" in res.stderr
+        model, meta = load_model(out)  # always loadable: the previous checkpoint or the new one
+        assert meta["steps"] >= 1

@@ -51,7 +51,14 @@ def default_corpus_out(collections: list[str]) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from melody_lc.cli import CLIError
-    from melody_lc.melody.dataset import BuildPlan, build_dataset, format_summary, midi_tasks, music21_tasks
+    from melody_lc.melody.dataset import (
+        BuildPlan,
+        build_dataset,
+        format_summary,
+        midi_tasks,
+        music21_tasks,
+        reusable_build,
+    )
     from melody_lc.melody.extract import ExtractionConfig
     from melody_lc.melody.sources import DEFAULT_COLLECTIONS, list_midi_files, read_midi_file
     from melody_lc.paths import cache_dir
@@ -93,6 +100,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else cache_dir() / "datasets" / f"midi-files-{digest}"
 
     plan = BuildPlan(source=source, tasks=tasks, config=config, seed=args.seed)
+    reused = None if args.force else reusable_build(plan, out)
+    if reused is not None:
+        print(format_summary(reused, out))
+        return 0
     print(f"building {out} from {len(tasks):,} {'tunes' if args.corpus else 'files'} with {args.workers} worker(s)",
           file=sys.stderr)
     try:

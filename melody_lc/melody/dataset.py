@@ -258,16 +258,11 @@ def build_dataset(
     out = Path(out)
     fp = plan.fingerprint()
     partial = out.with_name(out.name + ".partial")
-    existing = _read_manifest(out)
-    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise DatasetError(f"{out}: exists and is not a melody dataset; choose another --out (it would be replaced)")
-    finished = _read_manifest(partial)
-    if finished is not None and finished["fingerprint"] == fp:  # interrupted while being renamed
-        _finish(partial, out)
-        existing = finished
-    if not force and existing is not None and existing["fingerprint"] == fp:
-        existing["reused"] = True
-        return existing
+    _check_replaceable(out)
+    if not force:
+        existing = reusable_build(plan, out, fp)
+        if existing is not None:
+            return existing
 
     stats, shards, seen = Stats(), [], SeenWindows()
     prog_path = partial / "progress.json"
@@ -339,6 +334,32 @@ def build_dataset(
     _finish(partial, out)
     manifest["reused"] = False
     return manifest
+
+
+def reusable_build(plan: BuildPlan, out: str | os.PathLike, fingerprint: str | None = None) -> dict | None:
+    """The manifest of a finished build of ``plan`` at ``out`` (marked ``reused``), or None.
+
+    Raises :class:`DatasetError` if ``out`` is something else that a build would replace.
+    """
+    out = Path(out)
+    fp = fingerprint or plan.fingerprint()
+    _check_replaceable(out)
+    partial = out.with_name(out.name + ".partial")
+    existing = _read_manifest(out)
+    finished = _read_manifest(partial)
+    if finished is not None and finished["fingerprint"] == fp:  # interrupted while being renamed
+        _finish(partial, out)
+        existing = finished
+    if existing is not None and existing["fingerprint"] == fp:
+        existing["reused"] = True
+        return existing
+    return None
+
+
+def _check_replaceable(out: Path) -> None:
+    """A build replaces ``out``: allow that only for a dataset or an empty directory."""
+    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out}: exists and is not a melody dataset; choose another --out (it would be replaced)")
 
 
 def _read_manifest(path: Path) -> dict | None:

@@ -207,6 +207,8 @@ def test_out_that_is_not_a_dataset_is_never_replaced(tmp_path):
     plan = BuildPlan({"kind": "midi", "dir": str(src)}, midi_tasks(list_midi_files(src), src), ExtractionConfig(), 0)
     with pytest.raises(DatasetError, match="not a melody dataset"):
         build_dataset(plan, src)
+    with pytest.raises(DatasetError, match="not a melody dataset"):
+        build_dataset(plan, src, force=True)
     assert len(list_midi_files(src)) == 3 and not (src / "manifest.json").exists()
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -118,7 +118,7 @@ def meter_segments(sequence, total_steps: int) -> list[tuple[int, int, int, int]
         sigs.insert(0, (0.0, 4, 4))
     starts = _to_steps([s[0] for s in sigs], sequence)
     at_step: dict[int, tuple[int, int]] = {}
-    for start, (_, num, den) in zip(starts, sigs):
+    for start, (_, num, den) in zip(starts, sigs, strict=True):
         at_step[int(start)] = (num, den)  # two signatures at one step: the later one wins
     changes = sorted(at_step.items())
     segments: list[list[int]] = []

@@ -77,7 +77,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     ref = single.model.state_dict()
     for k, v in ddp_model.state_dict().items():
         torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5)
-    assert any(not torch.equal(v, p) for v, p in zip(ddp_model.state_dict().values(), _fresh_params()))
+    assert any(not torch.equal(v, p) for v, p in zip(ddp_model.state_dict().values(), _fresh_params(), strict=True))
 
 
 def _fresh_params():

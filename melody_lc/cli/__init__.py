@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import data, model
+    from melody_lc.cli import data, model, rules
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data.register(sub)
     model.register(sub)
+    rules.register(sub)
     return parser
 
 

@@ -1,0 +1,12 @@
+"""The rules language: composers' constraints in a text file, compiled to rewards over melodies.
+
+See :mod:`melody_lc.rules.syntax` for the format, :mod:`melody_lc.rules.kinds` for the constraint
+kinds and the plugin API, and :mod:`melody_lc.rules.ruleset` for scoring.
+"""
+
+from melody_lc.rules.kinds import PLUGIN_API_VERSION, PLUGIN_GROUP, RuleKind
+from melody_lc.rules.ruleset import Rule, RuleSet, load_rules, parse_rules
+from melody_lc.rules.syntax import Cursor, RulesError
+
+__all__ = ["PLUGIN_API_VERSION", "PLUGIN_GROUP", "Cursor", "Rule", "RuleKind", "RuleSet", "RulesError",
+           "load_rules", "parse_rules"]

@@ -1,0 +1,420 @@
+"""The constraint kinds of the rules language, and the plugin entry point that adds more.
+
+Each kind parses its arguments into a params dict and scores batches of melodies (tokens of
+shape (N, 256)). The built-in kinds measure a *violation* >= 0 (0 exactly when the rule holds):
+``satisfied`` is ``violation == 0`` and ``reward`` is ``exp(-violation / scale)``, which is 1 when
+met and falls smoothly with the size of the violation.
+
+Plugins (API version 1): a package declares an entry point in the group ``melody_lc.rules`` that
+names a :class:`RuleKind` subclass (or instance). It must set ``name`` and ``summary``, implement
+``parse(cursor) -> params`` and ``describe(params) -> str``, and either ``violation`` (with a
+``scale``) or both ``reward`` and ``satisfied`` (a reward need not be differentiable: only its
+values are used). See the README for a complete example.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from melody_lc.melody import metrics
+from melody_lc.rules.syntax import Cursor, did_you_mean
+
+PLUGIN_GROUP = "melody_lc.rules"
+PLUGIN_API_VERSION = 1
+
+PITCH_CLASSES = {"c": 0, "c#": 1, "db": 1, "d": 2, "d#": 3, "eb": 3, "e": 4, "fb": 4, "e#": 5, "f": 5, "f#": 6,
+                 "gb": 6, "g": 7, "g#": 8, "ab": 8, "a": 9, "a#": 10, "bb": 10, "b": 11, "cb": 11, "b#": 0}
+NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MODES = {
+    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10), "natural minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
+    "harmonic minor": (0, 2, 3, 5, 7, 8, 11), "melodic minor": (0, 2, 3, 5, 7, 9, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major pentatonic": (0, 2, 4, 7, 9), "pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10),
+    "blues": (0, 3, 5, 6, 7, 10),
+}
+
+
+class RuleKind:
+    """Base class of a constraint kind (built in or from a plugin)."""
+
+    name = ""
+    aliases: tuple[str, ...] = ()
+    summary = ""
+    scale = 1.0  # violation at which the reward has fallen to 1/e
+    api_version = PLUGIN_API_VERSION
+
+    def parse(self, cur: Cursor) -> dict:
+        raise NotImplementedError
+
+    def describe(self, params: dict) -> str:
+        raise NotImplementedError
+
+    def violation(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def reward(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
+        return np.exp(-self.violation(tokens, params, cond) / self.scale)
+
+    def satisfied(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
+        return self.violation(tokens, params, cond) <= 1e-9
+
+    def open_params(self, params: dict) -> dict[str, tuple]:
+        """Parameters left open with '?': name -> ("category", n) or ("range", low, high)."""
+        return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers for argument syntax
+# --------------------------------------------------------------------------------------------------
+def parse_pitch_class(cur: Cursor) -> int:
+    tok = cur.next("a pitch class such as C, F# or Bb")
+    pc = PITCH_CLASSES.get(tok.text.lower())
+    if pc is None:
+        cur.fail(f"expected a pitch class such as C, F# or Bb, found '{tok.text}'", tok.column)
+    return pc
+
+
+def parse_pitch(cur: Cursor) -> int:
+    """A note name with octave (C4 = 60, as in scientific pitch notation) or a MIDI number."""
+    tok = cur.next("a note such as C4 or a MIDI number")
+    text = tok.text
+    if text.isdigit():
+        value = int(text)
+    else:
+        name, octave = text[:-1], text[-1:]
+        if len(text) >= 3 and text[-2] == "-":  # C-1
+            name, octave = text[:-2], text[-2:]
+        pc = PITCH_CLASSES.get(name.lower())
+        if pc is None or not octave.lstrip("-").isdigit():
+            cur.fail(f"expected a note such as C4, F#3 or Bb5, or a MIDI number, found '{text}'", tok.column)
+        value = 12 * (int(octave) + 1) + pc
+    if not 0 <= value <= 127:
+        cur.fail(f"note {text} is outside MIDI's range 0-127", tok.column)
+    return value
+
+
+def parse_bounds(cur: Cursor, what: str, integer: bool = True, allow_open: bool = False, percent: bool = False) -> dict:
+    """``>= a``, ``<= b``, ``at least a``, ``at most b``, ``a .. b`` or ``a`` (exactly).
+
+    With ``allow_open``, ``>= ?`` / ``<= ?`` leave the bound open (chosen when generating).
+    Returns ``{"low", "high", "open", "op"}``.
+    """
+    op = cur.accept(">=", "<=", "=", "==", "at")
+    if op is not None and op.text.lower() == "at":
+        op = cur.expect("least", "most")
+        kind = ">=" if op.text.lower() == "least" else "<="
+    else:
+        kind = op.text if op is not None else None
+
+    def value():
+        if allow_open and kind in (">=", "<=") and cur.accept("?"):
+            return None
+        v, tok = cur.number(what, integer=integer and not percent)
+        if percent:
+            cur.expect("%", what="'%'")
+            v = v / 100.0
+        if v < 0:
+            cur.fail(f"{what} cannot be negative", tok.column)
+        return v
+
+    first_tok = cur.peek()
+    a = value()
+    low = high = None
+    if kind == ">=":
+        low = a
+    elif kind == "<=":
+        high = a
+    elif kind is None and cur.accept(".."):
+        low, high = a, value()
+        if low > high:
+            cur.fail(f"the range {low:g} .. {high:g} is empty (the first bound is larger)", first_tok.column)
+    else:
+        low = high = a
+    return {"low": low, "high": high, "open": a is None, "op": kind}
+
+
+def bound_violation(x: np.ndarray, low, high) -> np.ndarray:
+    v = np.zeros(np.shape(x), dtype=float)
+    if low is not None:
+        v = v + np.maximum(0.0, low - x)
+    if high is not None:
+        v = v + np.maximum(0.0, x - high)
+    return v
+
+
+def bounds_words(low, high, unit: str, fmt=lambda v: f"{v:g}") -> str:
+    if low is not None and high is not None:
+        return f"exactly {fmt(low)} {unit}" if low == high else f"between {fmt(low)} and {fmt(high)} {unit}"
+    if low is not None:
+        return f"at least {fmt(low)} {unit}"
+    return f"at most {fmt(high)} {unit}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Built-in kinds
+# --------------------------------------------------------------------------------------------------
+class Key(RuleKind):
+    name = "key"
+    aliases = ("scale",)
+    summary = "notes from a key or scale: 'C major', 'D dorian', '? major' (any tonic), 'pitch classes C D E G A'"
+    scale = 0.05
+
+    def parse(self, cur):
+        if cur.accept("pitch", "pitches"):
+            cur.accept("classes", "class")
+            pcs = []
+            while not cur.at_end():
+                if cur.accept(","):
+                    continue
+                pcs.append(parse_pitch_class(cur))
+            if not pcs:
+                cur.fail("expected at least one pitch class after 'pitch classes'")
+            return {"tonic": pcs[0], "mode": None, "pcs": sorted(set(pcs))}
+        tonic = None if cur.accept("?") else parse_pitch_class(cur)
+        words = []
+        while not cur.at_end():
+            words.append(cur.next("a mode"))
+        mode = " ".join(t.text.lower() for t in words) or "major"
+        if mode not in MODES:
+            col = words[0].column if words else None
+            cur.fail(f"unknown mode '{mode}'" + did_you_mean(mode, MODES) + f" (modes: {', '.join(sorted(set(MODES)))})", col)
+        return {"tonic": tonic, "mode": mode, "pcs": list(MODES[mode])}
+
+    def pitch_classes(self, params: dict, cond: dict, n: int) -> np.ndarray:
+        """(n, 12) bool: the allowed pitch classes for each melody."""
+        if params["mode"] is None:  # explicit pitch classes
+            row = np.zeros(12, bool)
+            row[params["pcs"]] = True
+            return np.broadcast_to(row, (n, 12))
+        tonic = self.tonic(params, cond, n)
+        degrees = np.zeros(12, bool)
+        degrees[list(params["pcs"])] = True
+        return degrees[(np.arange(12)[None, :] - tonic[:, None]) % 12]
+
+    @staticmethod
+    def tonic(params: dict, cond: dict, n: int) -> np.ndarray:
+        if params["tonic"] is None:
+            return np.asarray(cond["tonic"], dtype=int)
+        return np.full(n, params["tonic"])
+
+    def violation(self, tokens, params, cond):
+        allowed = self.pitch_classes(params, cond, len(tokens))
+        is_note = tokens < 128
+        pc = np.where(is_note, tokens % 12, 0)
+        ok = np.take_along_axis(allowed, pc.astype(int), axis=1) & is_note
+        count = is_note.sum(1)
+        outside = np.divide(count - ok.sum(1), count, out=np.ones(len(tokens)), where=count > 0)
+        return outside
+
+    def open_params(self, params):
+        return {"tonic": ("category", 12)} if params["tonic"] is None and params["mode"] else {}
+
+    def describe(self, params):
+        if params["mode"] is None:
+            return "every note is one of the pitch classes " + ", ".join(NAMES[p] for p in params["pcs"])
+        tonic = "any tonic (chosen when generating)" if params["tonic"] is None else NAMES[params["tonic"]]
+        return f"every note is in {tonic} {params['mode']}" if params["tonic"] is not None else \
+            f"every note is in the {params['mode']} scale on {tonic}"
+
+
+class Density(RuleKind):
+    name = "density"
+    aliases = ("notes-per-bar",)
+    summary = "notes per bar: '>= 3 notes per bar', '2 .. 6 notes per bar', '<= 4 notes per bar on average', '>= ? notes per bar'"
+    scale = 0.5
+    OPEN_RANGE = (1.0, 8.0)
+
+    def parse(self, cur):
+        first = cur.i
+        b = parse_bounds(cur, "a number of notes", allow_open=True)
+        number_col = next((t.column for t in cur.tokens[first:cur.i] if t.text[0].isdigit()), None)
+        cur.expect("notes", "note", what="'notes per bar'")
+        cur.expect("per", what="'per bar'")
+        cur.expect("bar", what="'bar'")
+        average = bool(cur.accept("on"))
+        if average:
+            cur.expect("average", what="'average'")
+        for v in (b["low"], b["high"]):
+            if v is not None and v > 16:
+                cur.fail(f"a bar has 16 steps: {v:g} notes per bar is impossible", number_col)
+        return {**b, "average": average}
+
+    def violation(self, tokens, params, cond):
+        per_bar = metrics.notes_per_bar(tokens).astype(float)
+        low, high = params["low"], params["high"]
+        if params["open"]:
+            target = np.asarray(cond["density"], dtype=float)[:, None]
+            low, high = (target, None) if params["op"] == ">=" else (None, target)
+        if params["average"]:
+            return bound_violation(per_bar.mean(1, keepdims=True), low, high)[:, 0]
+        return bound_violation(per_bar, low, high).mean(1)
+
+    def open_params(self, params):
+        return {"density": ("range", *self.OPEN_RANGE)} if params["open"] else {}
+
+    def describe(self, params):
+        where = "on average over the 16 bars" if params["average"] else "in every bar"
+        if params["open"]:
+            lo, hi = self.OPEN_RANGE
+            side = "at least" if params["op"] == ">=" else "at most"
+            return f"{side} N notes {where}, N chosen when generating ({lo:g} to {hi:g})"
+        return f"{bounds_words(params['low'], params['high'], 'notes')} {where}"
+
+
+class Range(RuleKind):
+    name = "range"
+    summary = "pitch range: 'C4 .. C6' (C4 is middle C, MIDI 60)"
+    scale = 2.0
+
+    def parse(self, cur):
+        first = cur.peek()
+        low = parse_pitch(cur)
+        cur.expect("..", "to", what="'..'")
+        high = parse_pitch(cur)
+        if low > high:
+            cur.fail(f"the range is empty: {pitch_name(low)} is above {pitch_name(high)}", first.column if first else None)
+        return {"low": low, "high": high}
+
+    def violation(self, tokens, params, cond):
+        lo, hi = metrics.pitch_range(tokens)
+        has = hi >= 0
+        v = np.maximum(0, params["low"] - lo) + np.maximum(0, hi - params["high"])
+        return np.where(has, v, 0).astype(float)
+
+    def describe(self, params):
+        return f"every note between {pitch_name(params['low'])} and {pitch_name(params['high'])}"
+
+
+class Leap(RuleKind):
+    name = "leap"
+    summary = "largest interval between successive notes: '<= 7 semitones'"
+    scale = 2.0
+
+    def parse(self, cur):
+        b = parse_bounds(cur, "a number of semitones")
+        cur.expect("semitones", "semitone", what="'semitones'")
+        return b
+
+    def violation(self, tokens, params, cond):
+        return bound_violation(metrics.largest_leap(tokens).astype(float), params["low"], params["high"])
+
+    def describe(self, params):
+        return "the largest leap between successive notes is " + bounds_words(params["low"], params["high"], "semitones")
+
+
+class Rests(RuleKind):
+    name = "rests"
+    summary = "share of silent steps: '<= 25%', '10% .. 30%'"
+    scale = 0.05
+
+    def parse(self, cur):
+        b = parse_bounds(cur, "a percentage", percent=True)
+        for v in (b["low"], b["high"]):
+            if v is not None and v > 1:
+                cur.fail("a share of the steps cannot exceed 100%")
+        return b
+
+    def violation(self, tokens, params, cond):
+        return bound_violation(metrics.rest_fraction(tokens), params["low"], params["high"])
+
+    def describe(self, params):
+        return "silence " + bounds_words(params["low"], params["high"], "of the time", fmt=lambda v: f"{v:.0%}")
+
+
+class Distinct(RuleKind):
+    name = "distinct"
+    aliases = ("pitches",)
+    summary = "number of different pitches: '>= 5 pitches'"
+    scale = 1.0
+
+    def parse(self, cur):
+        b = parse_bounds(cur, "a number of pitches")
+        cur.expect("pitches", "pitch", "notes", what="'pitches'")
+        return b
+
+    def violation(self, tokens, params, cond):
+        return bound_violation(metrics.distinct_pitches(tokens).astype(float), params["low"], params["high"])
+
+    def describe(self, params):
+        return "uses " + bounds_words(params["low"], params["high"], "different pitches")
+
+
+class _Edge(RuleKind):
+    """start / end: the first or last note on the tonic (of the key rule) or on a pitch class."""
+
+    scale = 0.5
+    which = 0  # index into the note order: 0 first, -1 last
+
+    def parse(self, cur):
+        cur.accept("on")
+        if cur.accept("tonic", "the"):
+            cur.accept("tonic")
+            return {"pc": None}
+        return {"pc": parse_pitch_class(cur)}
+
+    def violation(self, tokens, params, cond):
+        is_note = tokens < 128
+        n = len(tokens)
+        idx = is_note.argmax(1) if self.which == 0 else 255 - is_note[:, ::-1].argmax(1)
+        pc = tokens[np.arange(n), idx] % 12
+        target = np.asarray(cond["_tonic"], dtype=int) if params["pc"] is None else np.full(n, params["pc"])
+        dist = np.abs(pc - target) % 12
+        dist = np.minimum(dist, 12 - dist) / 6.0  # circular distance in semitones, 0..1
+        return np.where(is_note.any(1), dist, 1.0)
+
+    def describe(self, params):
+        where = "the tonic" if params["pc"] is None else NAMES[params["pc"]]
+        return f"the {'first' if self.which == 0 else 'last'} note is {where}"
+
+
+class Start(_Edge):
+    name = "start"
+    summary = "first note: 'on tonic' (needs a key rule) or 'on G'"
+    which = 0
+
+
+class End(_Edge):
+    name = "end"
+    summary = "last note: 'on tonic' (needs a key rule) or 'on C'"
+    which = -1
+
+
+BUILTIN_KINDS: tuple[RuleKind, ...] = (Key(), Density(), Range(), Leap(), Rests(), Distinct(), Start(), End())
+
+
+def pitch_name(p: int) -> str:
+    return f"{NAMES[p % 12]}{p // 12 - 1}"
+
+
+def load_plugins() -> tuple[dict[str, RuleKind], list[tuple[str, str]]]:
+    """Kinds from installed plugins, and (entry point, reason) for each that failed to load."""
+    from importlib.metadata import entry_points
+
+    kinds, failed = {}, []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+            kind = obj() if isinstance(obj, type) else obj
+            if getattr(kind, "api_version", None) != PLUGIN_API_VERSION:
+                raise TypeError(f"plugin API version {getattr(kind, 'api_version', None)}, expected {PLUGIN_API_VERSION}")
+            if not kind.name or not callable(getattr(kind, "parse", None)):
+                raise TypeError("a rule kind needs a name and a parse method")
+            kinds[kind.name.lower()] = kind
+        except Exception as e:  # a broken plugin must not break the language
+            failed.append((f"{ep.name} = {ep.value}", f"{type(e).__name__}: {e}"))
+    return kinds, failed
+
+
+def registry() -> dict[str, RuleKind]:
+    """Every kind by name and alias: built in first; plugins may not shadow them."""
+    table: dict[str, RuleKind] = {}
+    for k in BUILTIN_KINDS:
+        table[k.name] = k
+        for a in k.aliases:
+            table[a] = k
+    plugins, _ = load_plugins()
+    for name, k in plugins.items():
+        table.setdefault(name, k)
+    return table

@@ -1,0 +1,221 @@
+"""A compiled rules file: vectorised rewards and exact tests, open parameters, static checks.
+
+    rules = load_rules("rules/c_major_busy.rules")
+    cond = rules.sample_conditions(n, rng)        # values of open parameters ('?'), if any
+    r = rules.rewards(tokens, cond)               # (N, R) in [0, 1], one column per rule
+    ok = rules.satisfied(tokens, cond)            # (N, R) bool
+    c = rules.condition_vector(cond)              # (N, D) float, the actor's and critics' input
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from melody_lc.rules.kinds import Key, RuleKind, pitch_name, registry
+from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
+
+
+@dataclass
+class Rule:
+    kind: RuleKind
+    params: dict
+    weight: float
+    line: int
+    column: int
+    text: str
+
+    def describe(self) -> str:
+        w = f" (weight {self.weight:g})" if self.weight != 1 else ""
+        return self.kind.describe(self.params) + w
+
+
+class RuleSet:
+    def __init__(self, rules: list[Rule], path: str = "<rules>", source: str = "") -> None:
+        self.rules, self.path, self.source = rules, path, source
+        self.open: dict[str, tuple] = {}
+        for r in rules:
+            self.open.update(r.kind.open_params(r.params))
+        self._key = next((r for r in rules if isinstance(r.kind, Key)), None)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{r.kind.name}:{r.line}" for r in self.rules]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.array([r.weight for r in self.rules], dtype=float)
+
+    def digest(self) -> str:
+        """Identifies the rules' meaning (not comments or spacing) for caches of fitted actors."""
+        canon = "\n".join(f"{r.kind.name}|{sorted(r.params.items())}|{r.weight}" for r in self.rules)
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    # -- open parameters -------------------------------------------------------------------------
+    def sample_conditions(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        out = {}
+        for name, spec in self.open.items():
+            if spec[0] == "category":
+                out[name] = rng.integers(0, spec[1], n)
+            else:
+                out[name] = rng.uniform(spec[1], spec[2], n)
+        return out
+
+    def fixed_conditions(self, n: int, **values) -> dict[str, np.ndarray]:
+        """Conditions for n melodies with given values of the open parameters (e.g. tonic=7)."""
+        missing = set(self.open) - set(values)
+        if missing:
+            raise KeyError(f"no value given for the open parameter(s) {', '.join(sorted(missing))}")
+        return {k: np.full(n, values[k]) for k in self.open}
+
+    @property
+    def condition_size(self) -> int:
+        return sum(spec[1] if spec[0] == "category" else 1 for spec in self.open.values())
+
+    def condition_vector(self, cond: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, condition_size): one-hot categories, ranges scaled to [-1, 1]."""
+        cols = []
+        for name, spec in self.open.items():
+            v = np.asarray(cond[name])
+            if spec[0] == "category":
+                cols.append(np.eye(spec[1])[v.astype(int)])
+            else:
+                cols.append((2 * (v - spec[1]) / (spec[2] - spec[1]) - 1)[:, None])
+        n = len(next(iter(cond.values()))) if cond else 0
+        return np.concatenate(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def _cond(self, tokens: np.ndarray, cond: dict | None) -> dict:
+        cond = dict(cond or {})
+        missing = set(self.open) - set(cond)
+        if missing:
+            raise KeyError(f"no value given for the open parameter(s) {', '.join(sorted(missing))}")
+        if self._key is not None:
+            cond["_tonic"] = Key.tonic(self._key.params, cond, len(tokens))
+        return cond
+
+    def rewards(self, tokens, cond: dict | None = None) -> np.ndarray:
+        """(N, R) rewards in [0, 1]."""
+        t = _as_tokens(tokens)
+        c = self._cond(t, cond)
+        cols = [np.clip(np.asarray(r.kind.reward(t, r.params, c), dtype=float), 0.0, 1.0) for r in self.rules]
+        return np.stack(cols, 1) if cols else np.zeros((len(t), 0))
+
+    def satisfied(self, tokens, cond: dict | None = None) -> np.ndarray:
+        """(N, R) exact tests."""
+        t = _as_tokens(tokens)
+        c = self._cond(t, cond)
+        cols = [np.asarray(r.kind.satisfied(t, r.params, c), dtype=bool) for r in self.rules]
+        return np.stack(cols, 1) if cols else np.ones((len(t), 0), bool)
+
+    def reward(self, tokens, cond: dict | None = None) -> np.ndarray:
+        """(N,) weighted geometric mean of the rule rewards: 1 only when every rule is met."""
+        r = self.rewards(tokens, cond)
+        w = self.weights
+        return np.exp((np.log(np.maximum(r, 1e-12)) * w).sum(1) / w.sum()) if len(w) else np.ones(len(r))
+
+    def explain(self) -> str:
+        lines = [f"{self.path}: {len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}"]
+        for r in self.rules:
+            lines.append(f"  line {r.line}: {r.kind.name}: {r.describe()}")
+        if self.open:
+            lines.append("  open parameters (chosen when generating; one fitted actor serves every value): "
+                         + ", ".join(self.open))
+        return "\n".join(lines)
+
+
+def _as_tokens(tokens) -> np.ndarray:
+    """Kinds (plugins too) get signed int64 tokens of shape (N, 256): uint8 would wrap -1 to 255."""
+    t = np.asarray(tokens).astype(np.int64)
+    if t.ndim != 2 or t.shape[1] != 256:
+        raise ValueError(f"expected tokens of shape (N, 256), got {t.shape}")
+    return t
+
+
+# --------------------------------------------------------------------------------------------------
+def parse_rules(text: str, path: str = "<rules>") -> RuleSet:
+    """Parse and check a rules text; raise :class:`RulesError` at the first problem."""
+    kinds = registry()
+    rules = []
+    for rl in split_lines(text, path):
+        kind = kinds.get(rl.kind)
+        if kind is None:
+            raise RulesError(path, rl.line, rl.kind_column,
+                             f"unknown rule kind '{rl.kind}'" + did_you_mean(rl.kind, kinds)
+                             + f" (kinds: {', '.join(sorted({k.name for k in kinds.values()}))})")
+        cur = Cursor(path, rl.line, rl.args, rl.args_offset)
+        params = kind.parse(cur)
+        cur.done()
+        rules.append(Rule(kind, params, rl.weight, rl.line, rl.kind_column, rl.text))
+    if not rules:
+        raise RulesError(path, 1, 1, "no rules in this file (expected lines such as 'key: C major')")
+    check_contradictions(rules, path)
+    return RuleSet(rules, path, text)
+
+
+def load_rules(path: str | os.PathLike) -> RuleSet:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RulesError(str(p), 0, 0, "no such rules file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RulesError(str(p), 0, 0, f"cannot read: {e}") from None
+    return parse_rules(text, str(p))
+
+
+# --------------------------------------------------------------------------------------------------
+def _fail(path: str, rule: Rule, message: str):
+    raise RulesError(path, rule.line, rule.column, message)
+
+
+def _interval(rules: list[Rule], name: str) -> tuple[float, float, Rule | None]:
+    low, high, last = -np.inf, np.inf, None
+    for r in rules:
+        if r.kind.name == name and not r.params.get("open") and not r.params.get("average"):
+            if r.params["low"] is not None:
+                low = max(low, r.params["low"])
+            if r.params["high"] is not None:
+                high = min(high, r.params["high"])
+            last = r
+    return low, high, last
+
+
+def check_contradictions(rules: list[Rule], path: str) -> None:
+    """Rules that no melody can satisfy together, when that can be seen without sampling."""
+    keys = [r for r in rules if isinstance(r.kind, Key)]
+    for r in rules:
+        if r.kind.name in ("start", "end") and r.params["pc"] is None and not keys:
+            _fail(path, r, f"'{r.kind.name}: on tonic' needs a key rule to say which tonic")
+    allowed = np.ones(12, bool)
+    for k in keys:
+        p = k.params
+        if p["tonic"] is None:
+            continue
+        row = np.zeros(12, bool)
+        row[[(p["tonic"] + d) % 12 if p["mode"] else d for d in p["pcs"]]] = True
+        allowed &= row
+        if not allowed.any():
+            _fail(path, k, "contradicts the earlier key rule(s): no pitch class is in all of them")
+    for name, unit in (("density", "notes per bar"), ("leap", "semitones"), ("rests", "of the time"), ("distinct", "pitches")):
+        low, high, last = _interval(rules, name)
+        if last is not None and low > high:
+            _fail(path, last, f"contradicts an earlier {name} rule: at least {low:g} and at most {high:g} {unit}")
+    ranges = [r for r in rules if r.kind.name == "range"]
+    lo = max((r.params["low"] for r in ranges), default=0)
+    hi = min((r.params["high"] for r in ranges), default=127)
+    if ranges and lo > hi:
+        _fail(path, ranges[-1], f"contradicts an earlier range rule: no pitch lies in both ({pitch_name(lo)} above {pitch_name(hi)})")
+    d_low, _, d_rule = _interval(rules, "distinct")
+    if d_rule is not None:
+        fixed_key = all(k.params["tonic"] is not None for k in keys)
+        pitches = [p for p in range(lo, hi + 1) if allowed[p % 12]] if fixed_key else list(range(lo, hi + 1))
+        if d_low > len(pitches):
+            _fail(path, d_rule, f"asks for at least {d_low:g} different pitches but the key and range allow only {len(pitches)}")

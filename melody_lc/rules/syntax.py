@@ -1,0 +1,147 @@
+"""The rules file format: lines of ``kind: arguments [weight W]``, ``#`` comments, blank lines.
+
+    # bright and busy, in C major
+    key: C major
+    density: >= 3 notes per bar
+    range: C4 .. C6
+    leap: <= 7 semitones
+    rests: <= 25%            weight 2
+
+A ``#`` starts a comment at the start of a line or after a space (so ``F#`` stays a note name).
+This module splits a file into :class:`RuleLine` objects and gives each rule kind a
+:class:`Cursor` over its arguments, which reports errors as ``file:line:column: message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from melody_lc.melody.errors import MelodyError
+
+_TOKEN = re.compile(r"\s*(\.\.|>=|<=|==|[<>=%?,(){}]|[^\s<>=%?,(){}.]+(?:\.\d+)?|\.)")
+
+
+class RulesError(MelodyError):
+    """An error in a rules file, located at ``path:line:column``."""
+
+    def __init__(self, path: str, line: int, column: int, message: str) -> None:
+        self.path, self.line, self.column, self.message = path, line, column, message
+        super().__init__(f"{path}:{line}:{column}: {message}")
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    column: int  # 1-based, in the file's line
+
+
+class Cursor:
+    """Tokens of one rule's arguments, with helpers that raise located :class:`RulesError`."""
+
+    def __init__(self, path: str, line: int, text: str, offset: int) -> None:
+        self.path, self.line = path, line
+        self.tokens: list[Token] = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if not m or not m.group(1):
+                break
+            self.tokens.append(Token(m.group(1), offset + m.start(1) + 1))
+            pos = m.end()
+        self.i = 0
+        self.end_column = offset + len(text.rstrip()) + 1
+
+    # -- reading ---------------------------------------------------------------------------------
+    def peek(self, k: int = 0) -> Token | None:
+        return self.tokens[self.i + k] if self.i + k < len(self.tokens) else None
+
+    def at_end(self) -> bool:
+        return self.i >= len(self.tokens)
+
+    def next(self, expected: str) -> Token:
+        tok = self.peek()
+        if tok is None:
+            self.fail(f"expected {expected}, found the end of the line", self.end_column)
+        self.i += 1
+        return tok
+
+    def accept(self, *words: str) -> Token | None:
+        tok = self.peek()
+        if tok is not None and tok.text.lower() in words:
+            self.i += 1
+            return tok
+        return None
+
+    def expect(self, *words: str, what: str | None = None) -> Token:
+        tok = self.next(what or " or ".join(f"'{w}'" for w in words))
+        if tok.text.lower() not in words:
+            self.fail(f"expected {what or ' or '.join(repr(w) for w in words)}, found '{tok.text}'"
+                      + did_you_mean(tok.text, words), tok.column)
+        return tok
+
+    def number(self, what: str = "a number", integer: bool = False) -> tuple[float, Token]:
+        tok = self.next(what)
+        try:
+            value = int(tok.text) if integer else float(tok.text)
+        except ValueError:
+            self.fail(f"expected {what}, found '{tok.text}'", tok.column)
+        return value, tok
+
+    def done(self) -> None:
+        tok = self.peek()
+        if tok is not None:
+            self.fail(f"unexpected '{tok.text}' after the end of the rule", tok.column)
+
+    def fail(self, message: str, column: int | None = None):
+        raise RulesError(self.path, self.line, column or self.end_column, message)
+
+
+@dataclass(frozen=True)
+class RuleLine:
+    kind: str
+    kind_column: int
+    args: str
+    args_offset: int  # 0-based column where ``args`` starts in the line
+    weight: float
+    line: int
+    text: str
+
+
+_COMMENT = re.compile(r"(^|\s)#.*$")  # '#' starts a comment at the line start or after a space (F# is a note)
+_WEIGHT = re.compile(r"\s+weight\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def split_lines(text: str, path: str) -> list[RuleLine]:
+    """The rule lines of a file (comments and blank lines dropped), weights split off."""
+    out = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = _COMMENT.sub("", raw).rstrip()
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if ":" not in line:
+            raise RulesError(path, n, indent + 1, "expected 'kind: ...' (for example 'key: C major')")
+        kind, args = line.split(":", 1)
+        kind_name = kind.strip().lower()
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind_name):
+            raise RulesError(path, n, indent + 1, f"expected a rule kind before ':', found '{kind.strip()}'")
+        weight = 1.0
+        m = _WEIGHT.search(args)
+        if m:
+            wcol = len(kind) + 1 + m.start(1) + 1
+            try:
+                weight = float(m.group(1))
+            except ValueError:
+                raise RulesError(path, n, wcol, f"expected a number after 'weight', found '{m.group(1)}'") from None
+            if not weight > 0:
+                raise RulesError(path, n, wcol, f"a weight must be positive, found {m.group(1)}")
+            args = args[: m.start()]
+        out.append(RuleLine(kind_name, indent + 1, args, len(kind) + 1, weight, n, raw))
+    return out

@@ -1,0 +1,13 @@
+"""Latent constraints, modality-free: critics, actor, losses, gradient search and the fit loop.
+
+Knows only tensors in latent space (and numpy rewards from the caller); imports nothing from the
+melody, image, midi, tui or cli packages.
+"""
+
+from melody_lc.engine.fit import FitConfig, FitResult, LatentProblem, fit
+from melody_lc.engine.losses import actor_loss, critic_loss, distance_penalty, gradient_penalty
+from melody_lc.engine.nets import Actor, Critic
+from melody_lc.engine.search import gradient_search
+
+__all__ = ["Actor", "Critic", "FitConfig", "FitResult", "LatentProblem", "actor_loss", "critic_loss",
+           "distance_penalty", "fit", "gradient_penalty", "gradient_search"]

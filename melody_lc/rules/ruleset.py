@@ -91,6 +91,18 @@ class RuleSet:
         n = len(next(iter(cond.values()))) if cond else 0
         return np.concatenate(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
 
+    def conditions_from_vector(self, vec: np.ndarray) -> dict[str, np.ndarray]:
+        """Inverse of :meth:`condition_vector`."""
+        out, col = {}, 0
+        for name, spec in self.open.items():
+            if spec[0] == "category":
+                out[name] = vec[:, col : col + spec[1]].argmax(1)
+                col += spec[1]
+            else:
+                out[name] = (vec[:, col] + 1) / 2 * (spec[2] - spec[1]) + spec[1]
+                col += 1
+        return out
+
     # -- scoring ---------------------------------------------------------------------------------
     def _cond(self, tokens: np.ndarray, cond: dict | None) -> dict:
         cond = dict(cond or {})

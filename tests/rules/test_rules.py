@@ -191,3 +191,11 @@ def test_plugin_kind_is_discovered_and_scores(plugin_path):
                          env={**os.environ, **env})
     assert "climax [plugin climax_plugin]" in res.stdout
     assert "plugin failed to load: broken = climax_plugin_missing:Nothing: ModuleNotFoundError" in res.stdout
+
+
+def test_condition_vector_round_trips():
+    rs = parse_rules("key: ? dorian\ndensity: <= ? notes per bar")
+    cond = rs.sample_conditions(20, np.random.default_rng(1))
+    back = rs.conditions_from_vector(rs.condition_vector(cond))
+    np.testing.assert_array_equal(back["tonic"], cond["tonic"])
+    np.testing.assert_allclose(back["density"], cond["density"], rtol=1e-5)

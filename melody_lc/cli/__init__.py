@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import data, model, rules
+    from melody_lc.cli import constrain, data, model, rules
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     model.register(sub)
     rules.register(sub)
+    constrain.register(sub)
     return parser
 
 

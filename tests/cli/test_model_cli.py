@@ -149,3 +149,39 @@ def test_kill_9_never_corrupts_the_checkpoint(tiny_run, tmp_path):
         proc.wait()
         model, meta = load_model(out)  # always loadable: the previous checkpoint or the new one
         assert meta["steps"] >= 1
+
+
+def test_fit_generate_transform_commands(tiny_run, tmp_path):
+    root, data, model = tiny_run
+    env = {"MELODY_LC_CACHE": str(tmp_path / "cache")}
+    rules = tmp_path / "r.rules"
+    rules.write_text("key: ? major\ndensity: <= 16 notes per bar\n")
+    common = ["--model", str(model), "--data", str(data), "--rounds", "1", "--quiet"]
+    res = run_cli("fit", str(rules), *common, env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert "actor satisfies all rules in" in res.stdout and list((tmp_path / "cache" / "fits").glob("fit-*"))
+    out = tmp_path / "gen"
+    res = run_cli("generate", "--rules", str(rules), "-n", "5", "--out", str(out), "--set", "tonic=F#", *common, env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert len(list(out.glob("melody-*.mid"))) == 5 and (out / "sheet.png").stat().st_size > 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["melodies"] == 5 and "density:2" in report["rules"] and "all rules" in res.stdout
+    assert (out / "report.csv").read_text().startswith("rule,satisfied,mean_reward")
+    res = run_cli("generate", "--rules", str(rules), "--set", "tonic=H", *common, env_extra=env)
+    assert res.returncode == 2 and "pitch class" in res.stderr
+    res = run_cli("generate", "--rules", str(rules), "--set", "mode=dorian", *common, env_extra=env)
+    assert res.returncode == 2 and "not an open parameter" in res.stderr
+    melody = write_midi(tmp_path / "mine.mid", [scale_notes(16)])
+    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), *common, env_extra=env)
+    assert res.returncode == 2 and "--set" in res.stderr and not (tmp_path / "t.mid").exists()
+    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), "--set", "tonic=C",
+                  "--set", "density=3", *common, env_extra=env)
+    assert res.returncode == 2 and "not an open parameter" in res.stderr
+    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), "--set", "tonic=C",
+                  *common, env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "t.mid").exists() and "of steps changed" in res.stdout
+    bad = tmp_path / "bad.rules"
+    bad.write_text("key: C majr\n")
+    res = run_cli("generate", "--rules", str(bad), "--out", str(tmp_path / "nothing"), *common, env_extra=env)
+    assert res.returncode == 2 and "bad.rules:1:8" in res.stderr and not (tmp_path / "nothing").exists()

@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train the hierarchical melody VAE. Multi-GPU / multi-machine: run the same command "
                        "under torchrun, e.g. `torchrun --nproc-per-node=4 -m melody_lc train ...`.")
     t.add_argument("--preset", default="default", help="model preset: default, paper, tiny (default: default)")
+    t.add_argument("--model-config", metavar="JSON", help='overrides of the preset, e.g. \'{"encoder": "hierarchical"}\'')
     t.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
     t.add_argument("--steps", type=int, default=20_000, help="train until this step (default 20000)")
     t.add_argument("--out", metavar="DIR", default="runs/melody-vae", help="checkpoint directory (default runs/melody-vae)")
@@ -172,11 +173,17 @@ def cmd_train(args) -> int:
 
     from melody_lc.checkpoint import CheckpointError, exists
     from melody_lc.cli import CLIError
-    from melody_lc.melody.model import PRESETS
+    from melody_lc.melody.model import PRESETS, VAEConfig
     from melody_lc.melody.train import TrainConfig, Trainer, describe_hardware
 
     if args.preset not in PRESETS:
         raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    model_config = PRESETS[args.preset]
+    if args.model_config:
+        try:
+            model_config = VAEConfig.from_dict({**model_config.to_dict(), **json.loads(args.model_config)})
+        except (ValueError, TypeError) as e:
+            raise CLIError(f"--model-config: {e}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -200,7 +207,7 @@ def cmd_train(args) -> int:
                             tok_s=f"{entry['tokens_per_s']:.0f}", refresh=True)
 
     try:
-        trainer = Trainer(windows, PRESETS[args.preset], config, out, resume=args.resume, meta=meta, progress=progress)
+        trainer = Trainer(windows, model_config, config, out, resume=args.resume, meta=meta, progress=progress)
     except (CheckpointError, ValueError) as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:

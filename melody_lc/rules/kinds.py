@@ -287,58 +287,74 @@ class Range(RuleKind):
         return f"every note between {pitch_name(params['low'])} and {pitch_name(params['high'])}"
 
 
-class Leap(RuleKind):
+class _Bounded(RuleKind):
+    """A kind that bounds one number measured on each melody: ``>= a``, ``<= b`` or ``a .. b``."""
+
+    what = "a number"  # what the bound's number is, for error messages
+    units: tuple[str, ...] = ()  # the word(s) that must follow the number, e.g. ("semitones", "semitone")
+    label = ""  # the unit in descriptions
+    percent = False
+
+    def measure(self, tokens: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def phrase(self, bounds: str) -> str:
+        return bounds
+
+    def parse(self, cur):
+        b = parse_bounds(cur, self.what, percent=self.percent)
+        if self.units:
+            cur.expect(*self.units, what=f"'{self.units[0]}'")
+        if self.percent and any(v is not None and v > 1 for v in (b["low"], b["high"])):
+            cur.fail("a share of the steps cannot exceed 100%")
+        return b
+
+    def violation(self, tokens, params, cond):
+        return bound_violation(self.measure(tokens).astype(float), params["low"], params["high"])
+
+    def describe(self, params):
+        fmt = (lambda v: f"{v:.0%}") if self.percent else (lambda v: f"{v:g}")
+        return self.phrase(bounds_words(params["low"], params["high"], self.label, fmt=fmt))
+
+
+class Leap(_Bounded):
     name = "leap"
     summary = "largest interval between successive notes: '<= 7 semitones'"
     scale = 2.0
+    what, units, label = "a number of semitones", ("semitones", "semitone"), "semitones"
 
-    def parse(self, cur):
-        b = parse_bounds(cur, "a number of semitones")
-        cur.expect("semitones", "semitone", what="'semitones'")
-        return b
+    def measure(self, tokens):
+        return metrics.largest_leap(tokens)
 
-    def violation(self, tokens, params, cond):
-        return bound_violation(metrics.largest_leap(tokens).astype(float), params["low"], params["high"])
-
-    def describe(self, params):
-        return "the largest leap between successive notes is " + bounds_words(params["low"], params["high"], "semitones")
+    def phrase(self, bounds):
+        return "the largest leap between successive notes is " + bounds
 
 
-class Rests(RuleKind):
+class Rests(_Bounded):
     name = "rests"
     summary = "share of silent steps: '<= 25%', '10% .. 30%'"
     scale = 0.05
+    what, label, percent = "a percentage", "of the time", True
 
-    def parse(self, cur):
-        b = parse_bounds(cur, "a percentage", percent=True)
-        for v in (b["low"], b["high"]):
-            if v is not None and v > 1:
-                cur.fail("a share of the steps cannot exceed 100%")
-        return b
+    def measure(self, tokens):
+        return metrics.rest_fraction(tokens)
 
-    def violation(self, tokens, params, cond):
-        return bound_violation(metrics.rest_fraction(tokens), params["low"], params["high"])
-
-    def describe(self, params):
-        return "silence " + bounds_words(params["low"], params["high"], "of the time", fmt=lambda v: f"{v:.0%}")
+    def phrase(self, bounds):
+        return "silence " + bounds
 
 
-class Distinct(RuleKind):
+class Distinct(_Bounded):
     name = "distinct"
     aliases = ("pitches",)
     summary = "number of different pitches: '>= 5 pitches'"
     scale = 1.0
+    what, units, label = "a number of pitches", ("pitches", "pitch", "notes"), "different pitches"
 
-    def parse(self, cur):
-        b = parse_bounds(cur, "a number of pitches")
-        cur.expect("pitches", "pitch", "notes", what="'pitches'")
-        return b
+    def measure(self, tokens):
+        return metrics.distinct_pitches(tokens)
 
-    def violation(self, tokens, params, cond):
-        return bound_violation(metrics.distinct_pitches(tokens).astype(float), params["low"], params["high"])
-
-    def describe(self, params):
-        return "uses " + bounds_words(params["low"], params["high"], "different pitches")
+    def phrase(self, bounds):
+        return "uses " + bounds
 
 
 class _Edge(RuleKind):

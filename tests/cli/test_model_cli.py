@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,14 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     bad.write_text("key: C majr\n")
     res = run_cli("generate", "--rules", str(bad), "--out", str(tmp_path / "nothing"), *common, env_extra=env)
     assert res.returncode == 2 and "bad.rules:1:8" in res.stderr and not (tmp_path / "nothing").exists()
+
+
+def test_shipped_model_samples_with_no_model_named(tmp_path):
+    res = run_cli("sample", "-n", "3", "--out", str(tmp_path / "s"), "--seed", "5")
+    assert res.returncode == 0, res.stderr
+    melodies = [Melody.from_midi_file(f) for f in sorted((tmp_path / "s").glob("*.mid"))]
+    assert len(melodies) == 3 and all(m.num_notes >= 8 for m in melodies)
+    from melody_lc.cli.model import default_model_dir
+
+    assert (default_model_dir() / "MODEL_CARD.md").is_file()
+    assert Path(default_model_dir()).parent.name == "models"

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
-from melody_lc.engine import Actor, Critic, FitConfig, LatentProblem, fit, gradient_search
+from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit, gradient_search
 from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.melody.train import use_bf16
 from melody_lc.rules import RuleSet
 
 FIT_KIND = "melody-lc-actor"
@@ -54,27 +55,48 @@ def posterior_stats(model: HierarchicalMelodyVAE, windows: np.ndarray, limit: in
 @dataclass
 class Fitted:
     actor: Actor
-    critic: Critic
+    critic: CriticEnsemble
     sigma_bar: torch.Tensor
     meta: dict
 
 
-def _decode(model, z, temperature, generator):
-    return model.decode(z, temperature=temperature, generator=generator).numpy()
+def _decode(model, z, temperature, generator, batch: int = 512):
+    bf16 = use_bf16("auto", z.device)
+    return np.concatenate([model.decode(z[i : i + batch], temperature, generator, bf16).numpy()
+                           for i in range(0, len(z), batch)])
 
 
-def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows: np.ndarray, config: FitConfig = FitConfig(),
-              temperature: float = 1.0, cache_dir: str | os.PathLike | None = None,
-              progress: Callable[[dict], None] | None = None) -> Fitted:
+FIT_TEMPERATURE = 0.5  # melodies are decoded at this temperature while fitting (and by default when generating)
+
+
+def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:
+    """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
+    return hashlib.sha256(json.dumps([rules.digest(), model_fingerprint(model), asdict(config), temperature]).encode()).hexdigest()[:16]
+
+
+def shipped_fits_dir() -> Path:
+    from melody_lc.paths import shipped_dir
+
+    return shipped_dir("models") / "fits"
+
+
+def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: FitConfig = FitConfig(),
+              temperature: float = FIT_TEMPERATURE, cache_dir: str | os.PathLike | None = None,
+              progress: Callable[[dict], None] | None = None, search: tuple = ()) -> Fitted:
     """Zero-shot fit of a reward critic, a realism critic and an actor for ``rules``.
 
-    With ``cache_dir``, the result is stored under a key of (rules meaning, model, config, temperature)
-    and a second call loads it at once.
+    ``windows``: training windows (N, 256) for the encoder statistics, or a function returning
+    them (called only when a fit is needed). With ``cache_dir``, the result is stored under a key
+    of (rules meaning, model, config, temperature); a later call loads it from there or from one of
+    the ``search`` folders (the fits shipped in ``models/fits``) at once.
     """
-    key = hashlib.sha256(json.dumps([rules.digest(), model_fingerprint(model), asdict(config), temperature]).encode()).hexdigest()[:16]
+    key = fit_key(rules, model, config, temperature)
     path = Path(cache_dir) / f"fit-{key}" if cache_dir is not None else None
-    if path is not None and checkpoint.exists(path):
-        return load_fitted(path)
+    for folder in ([cache_dir] if cache_dir is not None else []) + list(search):
+        if checkpoint.exists(Path(folder) / f"fit-{key}"):
+            return load_fitted(Path(folder) / f"fit-{key}")
+    if callable(windows):
+        windows = windows()
     sigma_bar, real = posterior_stats(model, windows)
 
     def sample_condition(n, g):
@@ -111,15 +133,18 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
     weights["sigma_bar"] = f.sigma_bar
     cfg = f.meta["fit_config"]
     checkpoint.save(path, FIT_KIND, {"hidden": cfg["hidden"], "layers": cfg["layers"], "z_size": f.meta["z_size"],
-                                     "cond_size": f.meta["cond_size"], "num_constraints": f.meta["num_constraints"]},
+                                     "cond_size": f.meta["cond_size"], "num_constraints": f.meta["num_constraints"],
+                                     "ensemble": cfg["ensemble"], "pessimism": cfg["pessimism"],
+                                     "actor_hidden": cfg["actor_hidden"]},
                     weights, meta=f.meta)
 
 
 def load_fitted(path: str | os.PathLike) -> Fitted:
     ck = checkpoint.load(path, FIT_KIND)
     c, w = ck["config"], ck["weights"]
-    actor = Actor(c["z_size"], c["cond_size"], c["hidden"], c["layers"])
-    critic = Critic(c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"])
+    actor = Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"])
+    critic = CriticEnsemble(c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"],
+                            c["ensemble"], c["pessimism"])
     actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
     critic.load_state_dict({k[7:]: v for k, v in w.items() if k.startswith("critic.")})
     return Fitted(actor.eval(), critic.eval(), w["sigma_bar"], ck["meta"])
@@ -136,15 +161,22 @@ def _summary(rules: RuleSet, tokens: np.ndarray, cond, shift: np.ndarray, method
             "seconds": round(seconds, 3), "rules": per_rule}
 
 
+def conditions(rules: RuleSet, n: int, values: dict | None = None, rng: np.random.Generator | None = None):
+    """(cond, cvec): the open parameters' values for n melodies (given ``values``, else drawn with
+    ``rng``) and their condition vector (n, C); (None, an (n, 0) tensor) for rules with none open."""
+    if not rules.open:
+        return None, torch.zeros(n, 0)
+    cond = rules.fixed_conditions(n, **values) if values else rules.sample_conditions(n, rng or np.random.default_rng())
+    return cond, torch.from_numpy(rules.condition_vector(cond)).float()
+
+
 def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitted | None = None, method: str = "actor",
              seed: int = 0, temperature: float = 1.0, values: dict | None = None,
              max_tries: int = 64) -> tuple[np.ndarray, dict]:
     """n melodies meant to satisfy ``rules``: through the actor, by gradient search on the critic,
     or by rejection sampling from the prior (keep sampling until n satisfy, or ``max_tries`` batches)."""
     g = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    cond = rules.fixed_conditions(n, **values) if values else (rules.sample_conditions(n, rng) if rules.open else None)
-    cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
+    cond, cvec = conditions(rules, n, values, np.random.default_rng(seed))
     t0 = time.perf_counter()
     z = torch.randn(n, model.config.z_size, generator=g)
     if method == "actor":

@@ -264,8 +264,7 @@ def cmd_sample(args) -> int:
 
     model, _ = _load(args)
     gen = torch.Generator().manual_seed(args.seed)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16("auto", torch.device("cpu"))):
-        tokens = model.sample(args.n, args.temperature, gen).numpy()
+    tokens = model.sample(args.n, args.temperature, gen, bf16=use_bf16("auto", torch.device("cpu"))).numpy()
     _write_all(tokens, "sample", args)
     return 0
 

@@ -6,8 +6,8 @@ melody, image, midi, tui or cli packages.
 
 from melody_lc.engine.fit import FitConfig, FitResult, LatentProblem, fit
 from melody_lc.engine.losses import actor_loss, critic_loss, distance_penalty, gradient_penalty
-from melody_lc.engine.nets import Actor, Critic
+from melody_lc.engine.nets import Actor, Critic, CriticEnsemble
 from melody_lc.engine.search import gradient_search
 
-__all__ = ["Actor", "Critic", "FitConfig", "FitResult", "LatentProblem", "actor_loss", "critic_loss",
+__all__ = ["Actor", "Critic", "CriticEnsemble", "FitConfig", "FitResult", "LatentProblem", "actor_loss", "critic_loss",
            "distance_penalty", "fit", "gradient_penalty", "gradient_search"]

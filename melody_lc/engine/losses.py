@@ -2,7 +2,10 @@
 
 critic_loss       sigmoid cross-entropy against targets in [0, 1] (hard labels for realism,
                   soft rewards for zero-shot constraints), mean over examples, summed over constraints
-gradient_penalty  WGAN-GP-style: (|grad_z D(z_hat)| - 1)^2 on random interpolates z_hat, weight 10
+gradient_penalty  one-sided WGAN-GP-style: max(0, |grad_z D(z_hat)| - 1)^2 on random interpolates z_hat,
+                  weight 10. One-sided (a Lipschitz bound, not a unit slope everywhere): a critic
+                  forced to slope 1 everywhere always shows the actor an uphill direction past the
+                  data, and the actor-critic loop oscillated; a bounded slope lets it level off.
 distance_penalty  mean over dimensions of log(1 + (z' - z)^2) / sigma_bar^2: the actor should move
                   a latent as little as it can, measured in units of the encoder's posterior spread
 actor_loss        -log sigmoid(D(z')) summed over constraints (weighted) + lambda_dist * distance
@@ -27,7 +30,7 @@ def gradient_penalty(critic, z_a: torch.Tensor, z_b: torch.Tensor, c: torch.Tens
     z_hat = (t * z_a + (1 - t) * z_b).detach().requires_grad_(True)
     out = critic(z_hat, c).sum()
     (grad,) = torch.autograd.grad(out, z_hat, create_graph=True)
-    return ((grad.norm(dim=-1) - 1.0) ** 2).mean()
+    return (torch.relu(grad.norm(dim=-1) - 1.0) ** 2).mean()
 
 
 def distance_penalty(z: torch.Tensor, z_prime: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:

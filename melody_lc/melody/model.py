@@ -144,13 +144,18 @@ class HierarchicalMelodyVAE(nn.Module):
 
     # -- sampling --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Free-running decode: z (B, Z) -> tokens (B, 256) long. ``temperature`` 0 means argmax.
+    def decode(self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+               bf16: bool = False) -> torch.Tensor:
+        """Free-running decode: z (B, Z) -> tokens (B, 256) long. ``temperature`` 0 means argmax;
+        ``bf16`` runs the matmuls in bfloat16 (about twice as fast on CPUs with AVX-512 BF16 or AMX).
 
         A fused step loop: the bar embedding's share of the first layer's gates is computed once,
         the previous token's share is a column lookup, so each of the 16 steps costs one matmul
         per layer (over all B*16 bars at once) plus the output projection.
         """
+        if bf16:
+            with torch.autocast(z.device.type, dtype=torch.bfloat16):
+                return self.decode(z, temperature, generator)
         c = self.config
         B = z.shape[0]
         bars = self.bar_embeddings(z)
@@ -184,11 +189,11 @@ class HierarchicalMelodyVAE(nn.Module):
 
     @torch.inference_mode()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256, bf16: bool = False) -> torch.Tensor:
         """n melodies from the prior, decoded ``batch_size`` at a time: tokens (n, 256)."""
         device = self.output.weight.device
         z = torch.randn(n, self.config.z_size, generator=generator, device=device)
-        return torch.cat([self.decode(z[i : i + batch_size], temperature, generator) for i in range(0, n, batch_size)])
+        return torch.cat([self.decode(z[i : i + batch_size], temperature, generator, bf16) for i in range(0, n, batch_size)])
 
 
 def vae_loss(logits: torch.Tensor, tokens: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, config: VAEConfig) -> dict:

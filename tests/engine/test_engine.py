@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
-from melody_lc.engine import Actor, Critic, FitConfig, LatentProblem, distance_penalty, fit, gradient_penalty, gradient_search
+from melody_lc.engine import Actor, Critic, CriticEnsemble, FitConfig, LatentProblem, distance_penalty, fit, gradient_penalty, gradient_search
 
 Z = 8
 
@@ -33,7 +34,8 @@ def toy_problem(real=True) -> LatentProblem:
 
 def test_zero_shot_fit_satisfies_conditional_constraints_with_a_small_shift():
     prob = toy_problem()
-    res = fit(prob, FitConfig(rounds=10, samples_per_round=512, critic_steps=150, actor_steps=150, hidden=64, seed=0))
+    res = fit(prob, FitConfig(rounds=10, initial_samples=1024, samples_per_round=512, critic_steps=150, actor_steps=150,
+                                hidden=64, actor_hidden=64, seed=0))
     assert res.history[0]["prior_satisfaction"] < 0.1
     assert res.best_satisfaction > 0.9
     g = torch.Generator().manual_seed(123)
@@ -72,6 +74,36 @@ def test_losses_and_networks():
     gp = gradient_penalty(lambda zz, c: lin(zz), torch.randn(10, Z), torch.randn(10, Z))
     assert float(gp.detach()) < 1e-10
     assert Critic(Z, 3, 2)(z, torch.zeros(5, 2)).shape == (5, 3)
+    # one-sided: a slope under 1 costs nothing
+    gp = gradient_penalty(lambda zz, c: 0.5 * lin(zz), torch.randn(10, Z), torch.randn(10, Z))
+    assert float(gp.detach()) == 0.0
+    gp = gradient_penalty(lambda zz, c: 3 * lin(zz), torch.randn(10, Z), torch.randn(10, Z))
+    assert float(gp.detach()) == pytest.approx(4.0, rel=1e-5)
+
+
+def test_actor_keeps_the_norm_and_stays_in_the_prior_box():
+    torch.manual_seed(0)
+    actor = Actor(Z, 1, hidden=32)
+    with torch.no_grad():
+        actor.net[-1].bias[:Z] = 50.0  # dz far outside the prior
+        actor.net[-1].bias[Z:] = 10.0  # gates wide open
+    z = torch.randn(64, Z)
+    z2 = actor(z, torch.ones(64, 1))
+    assert torch.allclose(z2.norm(dim=-1), z.norm(dim=-1), rtol=1e-5)
+    # before the projection every coordinate was within 3: after it, the direction is (1, ..., 1)
+    assert torch.allclose(z2 / z2.norm(dim=-1, keepdim=True), torch.full((64, Z), Z**-0.5), atol=1e-3)
+
+
+def test_critic_ensemble_answers_pessimistically():
+    torch.manual_seed(0)
+    ens = CriticEnsemble(Z, 2, 0, hidden=16, members=3, pessimism=2.0)
+    z = torch.randn(7, Z)
+    each = ens.all_logits(z)
+    assert each.shape == (3, 7, 2)
+    assert torch.allclose(ens(z), each.mean(0) - 2.0 * each.std(0))
+    assert (ens(z) <= each.mean(0)).all()
+    single = CriticEnsemble(Z, 2, 0, hidden=16, members=1)
+    assert torch.equal(single(z), single.members[0](z))
 
 
 def test_engine_imports_no_modality():

@@ -67,11 +67,15 @@ def _decode(model, z, temperature, generator, batch: int = 512):
 
 
 FIT_TEMPERATURE = 0.5  # melodies are decoded at this temperature while fitting (and by default when generating)
+RELABELS = 4  # rules with open parameters: each scored prior melody is scored under this many values
 
 
 def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:
     """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
-    return hashlib.sha256(json.dumps([rules.digest(), model_fingerprint(model), asdict(config), temperature]).encode()).hexdigest()[:16]
+    parts = [rules.digest(), model_fingerprint(model), asdict(config), temperature]
+    if rules.open:
+        parts.append({"relabels": RELABELS})
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def shipped_fits_dir() -> Path:
@@ -103,17 +107,24 @@ def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: Fit
         values = rules.sample_conditions(n, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g))))
         return torch.from_numpy(rules.condition_vector(values)) if rules.open else torch.zeros(n, 0)
 
-    def score(z, c):
+    def score(z, c, extra=()):
         tokens = _decode(model, z, temperature, score_gen)
         cond = rules.conditions_from_vector(c.numpy()) if rules.open else None
-        return rules.rewards(tokens, cond), rules.satisfied(tokens, cond)
+        scored = (rules.rewards(tokens, cond), rules.satisfied(tokens, cond))
+        if not extra:
+            return scored
+        more = []
+        for e in extra:  # the same melodies under other values of the open parameters
+            t, ce = tokens[: len(e)], rules.conditions_from_vector(e.numpy())
+            more.append((rules.rewards(t, ce), rules.satisfied(t, ce)))
+        return (*scored, more)
 
     score_gen = torch.Generator().manual_seed(config.seed + 7)
     problem = LatentProblem(
         sample_prior=lambda n, g: torch.randn(n, model.config.z_size, generator=g),
         sample_condition=sample_condition, score=score, sigma_bar=sigma_bar,
         num_constraints=len(rules), cond_size=rules.condition_size, real_latents=real,
-        weights=torch.tensor(rules.weights, dtype=torch.float32))
+        weights=torch.tensor(rules.weights, dtype=torch.float32), relabels=RELABELS if rules.open else 1)
     t0 = time.perf_counter()
     result = fit(problem, config, progress)
     meta = {"rules": rules.source, "rules_digest": rules.digest(), "model": model_fingerprint(model),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,6 +16,12 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
 
 TPQ = 480  # ticks per quarter in the files the tests write
 STEP_TICKS = TPQ // 4
+
+
+def run_cli(*args, env_extra=None, **kw):
+    """``melody-lc ARGS`` in a fresh interpreter, as a user runs it."""
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "melody_lc", *args], capture_output=True, text=True, env=env, **kw)
 
 
 def write_midi(path: Path, tracks: list[list[tuple[int, int, int, int]]], *, tempos=((0, 500000),),
@@ -76,3 +85,23 @@ def random_melody_tokens(rng: np.random.Generator, n: int = 1) -> np.ndarray:
     choice = rng.random((n, 256))
     pitches = rng.integers(40, 90, (n, 256))
     return np.where(choice < 0.3, pitches, np.where(choice < 0.85, 128, 129))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A dataset of 60 small MIDI tunes and a tiny model trained on it for a few steps."""
+    root = tmp_path_factory.mktemp("model_cli")
+    src = root / "midi"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        notes = [(int(55 + rng.integers(0, 20)), s, s + 2, 90) for s in range(0, 16 * 17, 2)]
+        write_midi(src / f"t{i:02d}.mid", [notes])
+    data = root / "ds"
+    res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(data), "--quiet", "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    model = root / "model"
+    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "6", "--batch-size", "8",
+                  "--out", str(model), "--precision", "fp32", "--quiet")
+    assert res.returncode == 0, res.stderr
+    return root, data, model

@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import constrain, data, model, rules
+    from melody_lc.cli import constrain, data, live, model, rules
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.register(sub)
     rules.register(sub)
     constrain.register(sub)
+    live.register(sub)
     return parser
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser("fit", help="fit critics and an actor for a rules file (zero-shot, cached)")
-    f.add_argument("rules", metavar="RULES")
+    f = sub.add_parser("fit", help="fit critics and an actor for rules files (zero-shot, cached)")
+    f.add_argument("rules", metavar="RULES", nargs="+")
+    f.add_argument("--out", metavar="DIR", help="keep the fits in DIR (with an index.json) instead of the user cache; "
+                   "the shipped fits in models/fits were made this way")
     _common(f)
-    f.add_argument("--rounds", type=int, default=12)
+    f.add_argument("--rounds", type=int, help="fitting rounds (default: the engine's, 16)")
     f.set_defaults(func=cmd_fit)
 
     g = sub.add_parser("generate", help="write melodies that follow a rules file (fits first if needed)")
@@ -22,13 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("-n", type=int, default=16)
     g.add_argument("--out", metavar="DIR", default="generated")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=0.5,
+                   help="decoding temperature (default 0.5, the temperature the actor is fitted at)")
     g.add_argument("--bpm", type=float, default=120.0)
     g.add_argument("--program", type=int, default=0)
     g.add_argument("--method", choices=["actor", "gd", "reject"], default="actor")
     g.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="value of an open parameter, e.g. --set tonic=G or --set density=5")
-    g.add_argument("--rounds", type=int, default=12)
+    g.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
     _common(g)
     g.set_defaults(func=cmd_generate)
 
@@ -39,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", metavar="NAME=VALUE", action="append", default=[])
     t.add_argument("--bpm", type=float, default=120.0)
     t.add_argument("--program", type=int, default=0)
-    t.add_argument("--rounds", type=int, default=12)
+    t.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
     _common(t)
     t.set_defaults(func=cmd_transform)
 
@@ -78,22 +81,26 @@ def _parse_values(rules, items: list[str]) -> dict | None:
     return values or None
 
 
-def _prepare(args):
-    """(rules, model, fitted): loads everything, fitting if the cache has no fit yet."""
+def _prepare(args, rules_path: str | None = None, model=None, store=None):
+    """(rules, model, fitted): loads everything, fitting if no cache has a fit yet."""
     from melody_lc.cli.model import _dataset, _load
-    from melody_lc.constrain import fit_rules
+    from melody_lc.constrain import fit_rules, shipped_fits_dir
     from melody_lc.engine import FitConfig
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
-    rules = load_rules(args.rules)
-    model, _ = _load(args)
-    windows = _dataset(args.data).windows("train")
+    rules = load_rules(rules_path or args.rules)
+    if model is None:
+        model, _ = _load(args)
+
+    def windows():  # only when there is no fit yet
+        return _dataset(args.data).windows("train")
+
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False)
+        bar = tqdm(total=args.rounds or FitConfig().rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False)
 
     def progress(e):
         if bar is not None:
@@ -101,8 +108,9 @@ def _prepare(args):
             bar.set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
 
     try:
-        fitted = fit_rules(rules, model, windows, FitConfig(rounds=args.rounds), cache_dir=cache_dir() / "fits",
-                           progress=progress)
+        config = FitConfig() if args.rounds is None else FitConfig(rounds=args.rounds)
+        fitted = fit_rules(rules, model, windows, config, cache_dir=store or cache_dir() / "fits",
+                           progress=progress, search=(shipped_fits_dir(),))
     finally:
         if bar is not None:
             bar.close()
@@ -110,10 +118,28 @@ def _prepare(args):
 
 
 def cmd_fit(args) -> int:
-    rules, model, fitted = _prepare(args)
-    m = fitted.meta
-    print(f"fitted {args.rules}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
-          f"(best round {m['best_round']}, {m['seconds']} s)")
+    from melody_lc.cli.model import _load
+    from melody_lc.constrain import FIT_TEMPERATURE, fit_key
+    from melody_lc.engine import FitConfig
+    from melody_lc.fileio import write_json
+    from melody_lc.rules import load_rules
+
+    for path in args.rules:  # every file checked before any fitting starts
+        load_rules(path)
+    model, _ = _load(args)
+    index = {}
+    for path in args.rules:
+        rules, model, fitted = _prepare(args, path, model, Path(args.out) if args.out else None)
+        m = fitted.meta
+        print(f"fitted {path}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
+              f"(best round {m['best_round']}, {m['seconds']} s when fitted)")
+        config = FitConfig() if args.rounds is None else FitConfig(rounds=args.rounds)
+        index[Path(path).name] = {"fit": f"fit-{fit_key(rules, model, config, FIT_TEMPERATURE)}",
+                                  "satisfaction": m["satisfaction"], "seconds": m["seconds"], "best_round": m["best_round"]}
+    if args.out:
+        old = Path(args.out) / "index.json"
+        merged = json.loads(old.read_text()) if old.exists() else {}
+        write_json(old, {**merged, **index})
     return 0
 
 

@@ -42,7 +42,11 @@ class LatentProblem:
 
     sample_prior(n, generator) -> (n, Z) latents
     sample_condition(n, generator) -> (n, C) condition vectors (C may be 0)
-    score(z, c) -> (rewards (n, K) in [0, 1], satisfied (n, K) bool), both numpy or tensors
+    score(z, c) -> (rewards (n, K) in [0, 1], satisfied (n, K) bool), both numpy or tensors;
+        with relabels > 1, score(z, c, extra) where extra is a list of (m, C) condition tensors also
+        returns, third, a list of (rewards, satisfied) of the first m latents under each: one decode
+        scored under several values of the open parameters (hindsight relabelling), so that a
+        conditional critic sees every value often without more decoding
     sigma_bar: (Z,) mean posterior scale of the encoder
     real_latents: (M, Z) encodings of real data for the realism critic, or None for no realism critic
     """
@@ -55,6 +59,7 @@ class LatentProblem:
     cond_size: int = 0
     real_latents: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    relabels: int = 1  # > 1: score(z, c, extra) also scores the first rows under extra conditions
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
     buf_z, buf_c, buf_r = (torch.zeros(0, Z), torch.zeros(0, C), torch.zeros(0, K))
     result = FitResult(actor, critic, realism)
     best_state = copy.deepcopy(actor.state_dict())
+    best_reward = 0.0
     for rnd in range(config.rounds):
         t0 = time.perf_counter()
         # 1-2. score prior latents and the actor's moves of fresh ones (round 0: the prior only, more of it)
@@ -117,24 +123,36 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
             z_moved = actor(z_prior[n_prior:], c[n_prior:])
         z_all = torch.cat([z_prior[:n_prior], z_moved])
         t_score = time.perf_counter()
-        rewards, sat = problem.score(z_all, c)
+        if problem.relabels > 1 and C:
+            extra_c = [problem.sample_condition(n_prior, g) for _ in range(problem.relabels - 1)]
+            rewards, sat, extra = problem.score(z_all, c, extra_c)
+        else:
+            extra_c, extra = [], []
+            rewards, sat = problem.score(z_all, c)
         t_score = time.perf_counter() - t_score
         rewards = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
         sat = np.asarray(sat, dtype=bool)
         actor_sat = float(sat[n_prior:].all(1).mean()) if rnd > 0 else 0.0
         prior_sat = float(sat[:n_prior].all(1).mean())
         shift = float((z_moved - z_prior[n_prior:]).norm(dim=-1).mean()) if rnd > 0 else 0.0
-        if rnd > 0 and actor_sat > result.best_satisfaction:  # the actor of the round before, on fresh latents
-            result.best_satisfaction, result.best_round = actor_sat, rnd - 1
+        actor_reward = float(rewards[n_prior:].mean()) if rnd > 0 else 0.0
+        # the actor of the round before, on fresh latents; rules none of it satisfies yet: the mean reward decides
+        if rnd > 0 and (actor_sat, actor_reward) > (result.best_satisfaction, best_reward):
+            result.best_satisfaction, result.best_round, best_reward = actor_sat, rnd - 1, actor_reward
             best_state = copy.deepcopy(actor.state_dict())
         elif config.patience and rnd - 1 - result.best_round > config.patience:
             result.history.append({"round": rnd, "stopped": "no better actor for "
                                    f"{config.patience} rounds", "actor_satisfaction": actor_sat})
             break  # the actor has stopped improving: it is now learning the critics' errors
         keep = len(z_all) if config.critic_data == "all" else n_prior
-        buf_z = torch.cat([buf_z, z_all[:keep]])[-config.replay :]
-        buf_c = torch.cat([buf_c, c[:keep]])[-config.replay :]
-        buf_r = torch.cat([buf_r, rewards[:keep]])[-config.replay :]
+        new_z, new_c, new_r = [z_all[:keep]], [c[:keep]], [rewards[:keep]]
+        for ce, (re, _) in zip(extra_c, extra):
+            new_z.append(z_all[:n_prior])
+            new_c.append(ce)
+            new_r.append(torch.as_tensor(np.asarray(re), dtype=torch.float32))
+        buf_z = torch.cat([buf_z, *new_z])[-config.replay :]
+        buf_c = torch.cat([buf_c, *new_c])[-config.replay :]
+        buf_r = torch.cat([buf_r, *new_r])[-config.replay :]
         # 3. critics
         for _ in range(config.initial_critic_steps if rnd == 0 else config.critic_steps):
             idx = torch.randint(0, len(buf_z), (config.batch_size,), generator=g)

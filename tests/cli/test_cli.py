@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import scale_notes, write_midi
+from tests.conftest import run_cli, scale_notes, write_midi
 from tests.melody.test_dataset import make_bad_files
 
 HEAVY = ("torch", "music21", "note_seq", "rtmidi", "textual", "pretty_midi", "numpy")
-
-
-def run_cli(*args, env_extra=None, **kw):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "melody_lc", *args], capture_output=True, text=True, env=env, **kw)
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

@@ -10,32 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from melody_lc.melody import Melody
-from tests.cli.test_cli import run_cli
+from tests.conftest import run_cli
 from tests.conftest import scale_notes, write_midi
 from tests.melody.test_dataset import make_bad_files
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A dataset of 60 small MIDI tunes and a tiny model trained on it for a few steps."""
-    root = tmp_path_factory.mktemp("model_cli")
-    src = root / "midi"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(60):
-        notes = [(int(55 + rng.integers(0, 20)), s, s + 2, 90) for s in range(0, 16 * 17, 2)]
-        write_midi(src / f"t{i:02d}.mid", [notes])
-    data = root / "ds"
-    res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(data), "--quiet", "--workers", "1")
-    assert res.returncode == 0, res.stderr
-    model = root / "model"
-    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "6", "--batch-size", "8",
-                  "--out", str(model), "--precision", "fp32", "--quiet")
-    assert res.returncode == 0, res.stderr
-    return root, data, model
 
 
 def test_train_writes_a_checkpoint_and_refuses_to_overwrite(tiny_run):
@@ -161,6 +140,13 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     res = run_cli("fit", str(rules), *common, env_extra=env)
     assert res.returncode == 0, res.stderr
     assert "actor satisfies all rules in" in res.stdout and list((tmp_path / "cache" / "fits").glob("fit-*"))
+    other = tmp_path / "other.rules"
+    other.write_text("range: C3 .. C6\n")
+    res = run_cli("fit", str(rules), str(other), "--out", str(tmp_path / "shared"), *common, env_extra=env)
+    assert res.returncode == 0, res.stderr
+    index = json.loads((tmp_path / "shared" / "index.json").read_text())
+    assert set(index) == {"r.rules", "other.rules"}
+    assert all((tmp_path / "shared" / entry["fit"] / "weights.safetensors").exists() for entry in index.values())
     out = tmp_path / "gen"
     res = run_cli("generate", "--rules", str(rules), "-n", "5", "--out", str(out), "--set", "tonic=F#", *common, env_extra=env)
     assert res.returncode == 0, res.stderr

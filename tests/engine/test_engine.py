@@ -17,19 +17,22 @@ Z = 8
 def toy_problem(real=True) -> LatentProblem:
     """Constraint 1: z0 > 1.2 (about 11% of the prior). Constraint 2, conditional: z1 * c > 0.5."""
 
-    def score(z, c):
+    def score(z, c, extra=()):
         z, c = z.numpy(), c.numpy()[:, 0]
         s1 = z[:, 0] > 1.2
         s2 = z[:, 1] * c > 0.5
         r1 = np.where(s1, 1.0, np.exp(-(1.2 - z[:, 0])))
         r2 = np.where(s2, 1.0, np.exp(-(0.5 - z[:, 1] * c)))
-        return np.stack([r1, r2], 1), np.stack([s1, s2], 1)
+        scored = np.stack([r1, r2], 1), np.stack([s1, s2], 1)
+        if not extra:
+            return scored
+        return (*scored, [score(torch.from_numpy(z[: len(e)]), e) for e in extra])  # the same z, other conditions
 
     return LatentProblem(
         sample_prior=lambda n, g: torch.randn(n, Z, generator=g),
         sample_condition=lambda n, g: torch.randint(0, 2, (n, 1), generator=g).float() * 2 - 1,
         score=score, sigma_bar=torch.full((Z,), 0.5), num_constraints=2, cond_size=1,
-        real_latents=torch.randn(2000, Z, generator=torch.Generator().manual_seed(9)) if real else None)
+        real_latents=torch.randn(2000, Z, generator=torch.Generator().manual_seed(9)) if real else None, relabels=2)
 
 
 def test_zero_shot_fit_satisfies_conditional_constraints_with_a_small_shift():

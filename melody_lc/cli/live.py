@@ -1,0 +1,182 @@
+"""``melody-lc ports | stream``: constrained melodies to a MIDI port, in tempo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ports", help="list MIDI input and output ports")
+    p.add_argument("--json", action="store_true", help="print {inputs, outputs, api} as JSON")
+    p.set_defaults(func=cmd_ports)
+
+    s = sub.add_parser("stream", help="stream constrained melodies to a MIDI port in tempo",
+                       description="Play melodies that follow a rules file into a MIDI port, phrase after phrase. "
+                       "By default melody-lc opens a virtual output port named 'melody-lc' for your DAW to take as "
+                       "a MIDI input. Ctrl-C stops it; every sounding note is ended first.")
+    s.add_argument("--rules", required=True, metavar="RULES")
+    s.add_argument("--bpm", type=float, default=120.0)
+    s.add_argument("--port", metavar="NAME", help="send to this existing output port (part of its name will do) "
+                   "instead of opening a virtual one")
+    s.add_argument("--port-name", default="melody-lc", help="name of the virtual port (default melody-lc)")
+    s.add_argument("--channel", type=int, default=1, help="MIDI channel 1-16 (default 1)")
+    s.add_argument("--velocity", type=int, default=90)
+    s.add_argument("--phrases", type=int, help="stop after this many 16-bar phrases (default: until Ctrl-C)")
+    s.add_argument("--clock", choices=["internal", "send", "follow"], default="internal",
+                   help="internal: our own tempo; send: also send MIDI clock, start and stop (we are the master); "
+                   "follow: play to the clock, start, stop and song position of --clock-input")
+    s.add_argument("--clock-input", metavar="NAME", help="input port carrying the DAW's clock for --clock follow "
+                   "(default: --input, or a new virtual input 'melody-lc-in')")
+    s.add_argument("--input", metavar="NAME", help="call and response: listen to this input port ('virtual' opens "
+                   "one named melody-lc-in) and answer each phrase played into it")
+    s.add_argument("--record", metavar="OUT.mid", help="write everything sent to this .mid file when the stream ends")
+    s.add_argument("--temperature", type=float, default=0.5)
+    s.add_argument("--variation", type=float, default=0.35, help="how far each phrase moves from the last, 0..1")
+    s.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
+                   help="value of an open parameter, e.g. --set tonic=G")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    s.add_argument("--model", metavar="DIR")
+    s.add_argument("--data", metavar="PATH")
+    s.add_argument("--status", metavar="FILE", help="write a JSON line per phrase (what was played, how far ahead "
+                   "it was ready) to FILE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_stream)
+
+
+def _port_error(e) -> Exception:
+    from melody_lc.cli import CLIError
+
+    return CLIError(str(e))
+
+
+def cmd_ports(args) -> int:
+    from melody_lc.midi.ports import PortError, choose_api, list_ports
+
+    try:
+        api = choose_api()
+        inputs, outputs = list_ports()
+    except PortError as e:
+        raise _port_error(e) from None
+    if args.json:
+        print(json.dumps({"api": api.name, "inputs": inputs, "outputs": outputs}))
+        return 0
+    print(f"MIDI API: {api.name}" + ("" if api.virtual else " (no virtual ports: use --port with an existing one)"))
+    for title, names in (("inputs (melody-lc can listen to)", inputs), ("outputs (melody-lc can send to)", outputs)):
+        print(f"{title}:")
+        for n in names or ["(none)"]:
+            print(f"  {n}")
+    return 0
+
+
+def _check(args) -> None:
+    from melody_lc.cli import CLIError
+
+    if not 1 <= args.channel <= 16:
+        raise CLIError(f"--channel must be 1-16, got {args.channel}")
+    if not 20 <= args.bpm <= 999:
+        raise CLIError(f"--bpm must be 20-999, got {args.bpm:g}")
+    if not 1 <= args.velocity <= 127:
+        raise CLIError(f"--velocity must be 1-127, got {args.velocity}")
+    if args.phrases is not None and args.phrases < 1:
+        raise CLIError(f"--phrases must be at least 1, got {args.phrases}")
+    if args.temperature < 0:
+        raise CLIError("--temperature must be >= 0")
+    if not 0 <= args.variation <= 1:
+        raise CLIError(f"--variation must be 0..1, got {args.variation:g}")
+    if args.record and not args.record.lower().endswith((".mid", ".midi")):
+        raise CLIError(f"--record {args.record}: expected a .mid file name")
+
+
+def cmd_stream(args) -> int:
+    from melody_lc.cli import CLIError
+    from melody_lc.cli.constrain import _parse_values, _prepare
+    from melody_lc.fileio import atomic_path
+    from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, wait_for_follow_start
+    from melody_lc.midi.ports import PortError, PortWatch, open_input, open_output
+    from melody_lc.rules import load_rules
+
+    _check(args)
+    values = _parse_values(load_rules(args.rules), args.set)
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    ports, closers = [], []
+    try:
+        out = open_output(args.port, virtual_name=args.port_name)
+        ports.append(out)
+        rules, model, fitted = _prepare(args)
+        maker = PhraseMaker(model, rules, fitted, values, args.temperature, args.variation, args.seed)
+        config = LiveConfig(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
+                            phrases=args.phrases)
+        watch = PortWatch(out)
+        closers.append(watch)
+        engine = LiveEngine(maker, out, config, log=say, alive=watch.alive)
+        listen = args.input or (args.clock_input or "virtual" if args.clock == "follow" else None)
+        names = {n for n in (args.input, args.clock_input if args.clock == "follow" else None) if n}
+        if listen:
+            for name in names or {"virtual"}:
+                ports.append(open_input(None if name == "virtual" else name, callback=engine.on_message))
+        say(f"streaming {args.rules} to {out.name!r} at {args.bpm:g} bpm, channel {args.channel}"
+            + (f"; listening on {', '.join(repr(p.name) for p in ports[1:])}" if len(ports) > 1 else "")
+            + "; Ctrl-C stops")
+        status = StatusFile(args.status, engine, say) if args.status else None
+        try:
+            engine.start()
+            if args.clock == "follow":
+                engine.log("waiting for the DAW's start (MIDI clock)")
+                wait_for_follow_start(engine)
+            while not engine.done.wait(0.1) and not engine.stop_event.is_set():
+                engine.poll()
+                if status is not None:
+                    status.update()
+        finally:
+            engine.stop()
+            time.sleep(0.05)  # let the MIDI system deliver the last messages before the port closes
+            if status is not None:
+                status.update()
+                status.close()
+            if args.record:
+                with atomic_path(args.record) as tmp:
+                    engine.recording().save(tmp)
+                say(f"recorded {args.record}")
+        if engine.error:
+            raise CLIError(engine.error + " (stopped; every note was turned off)")
+        return 0
+    except PortError as e:
+        raise _port_error(e) from None
+    finally:
+        for p in closers + ports:
+            try:
+                p.close()
+            except Exception:  # noqa: BLE001, S110 - closing a port that already failed
+                pass
+
+
+class StatusFile:
+    """--status: a JSON line per phrase played (tokens, source, how far ahead it was ready) and per
+    log message, appended as they happen."""
+
+    def __init__(self, path: str, engine, say) -> None:
+        self.engine, self.written = engine, 0
+        self.f = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+
+        def log(message: str) -> None:
+            say(message)
+            self.f.write(json.dumps({"log": message}) + "\n")
+
+        engine.log = log
+
+    def update(self) -> None:
+        for rec in self.engine.played[self.written:]:
+            self.f.write(json.dumps({"phrase": rec.index, "source": rec.info.get("source"),
+                                     "tokens": [int(t) for t in rec.tokens], "margin_s": rec.margin,
+                                     "satisfied": rec.info.get("satisfied")}) + "\n")
+        self.written = len(self.engine.played)
+
+    def close(self) -> None:
+        late = self.engine.step_lateness
+        self.f.write(json.dumps({"steps": len(late), "max_send_error_s": max(late, default=0.0),
+                                 "late_phrases": self.engine.transport.late_phrases}) + "\n")
+        self.f.close()

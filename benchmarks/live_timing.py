@@ -48,7 +48,7 @@ def main() -> None:
     recv = subprocess.Popen([sys.executable, "-m", "tests.midi.receiver", "lc-bench", str(out_file)], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     assert recv.stdout.readline().strip() == "ready"
-    ns = argparse.Namespace(rules=args.rules, model=args.model, data=None, quiet=True, rounds=12)
+    ns = argparse.Namespace(rules=args.rules, model=args.model, data=None, quiet=True, rounds=None, quick=False)
     rules, model, fitted = _prepare(ns)
     out = open_output("lc-bench")
     maker = PhraseMaker(model, rules, fitted)

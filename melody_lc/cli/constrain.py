@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the shipped fits in models/fits were made this way")
     _common(f)
     f.add_argument("--rounds", type=int, help="fitting rounds (default: the engine's, 16)")
+    f.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
+                   "about a minute; less reliable")
     f.set_defaults(func=cmd_fit)
 
     g = sub.add_parser("generate", help="write melodies that follow a rules file (fits first if needed)")
@@ -32,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="value of an open parameter, e.g. --set tonic=G or --set density=5")
     g.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    g.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
+                   "about a minute; less reliable")
     _common(g)
     g.set_defaults(func=cmd_generate)
 
@@ -43,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--bpm", type=float, default=120.0)
     t.add_argument("--program", type=int, default=0)
     t.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    t.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
+                   "about a minute; less reliable")
     _common(t)
     t.set_defaults(func=cmd_transform)
 
@@ -81,11 +87,23 @@ def _parse_values(rules, items: list[str]) -> dict | None:
     return values or None
 
 
+def fit_config(args):
+    """The FitConfig of --rounds and --quick."""
+    from dataclasses import replace
+
+    from melody_lc.engine import FitConfig
+
+    config = FitConfig()
+    if args.quick:
+        config = replace(config, rounds=4, initial_samples=1024, initial_critic_steps=200, samples_per_round=256,
+                         critic_steps=100, actor_steps=100)
+    return config if args.rounds is None else replace(config, rounds=args.rounds)
+
+
 def _prepare(args, rules_path: str | None = None, model=None, store=None):
     """(rules, model, fitted): loads everything, fitting if no cache has a fit yet."""
     from melody_lc.cli.model import _dataset, _load
     from melody_lc.constrain import fit_rules, shipped_fits_dir
-    from melody_lc.engine import FitConfig
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
@@ -100,7 +118,7 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.rounds or FitConfig().rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False)
+        bar = tqdm(total=fit_config(args).rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False)
 
     def progress(e):
         if bar is not None:
@@ -108,7 +126,7 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
             bar.set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
 
     try:
-        config = FitConfig() if args.rounds is None else FitConfig(rounds=args.rounds)
+        config = fit_config(args)
         fitted = fit_rules(rules, model, windows, config, cache_dir=store or cache_dir() / "fits",
                            progress=progress, search=(shipped_fits_dir(),))
     finally:
@@ -120,7 +138,6 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
 def cmd_fit(args) -> int:
     from melody_lc.cli.model import _load
     from melody_lc.constrain import FIT_TEMPERATURE, fit_key
-    from melody_lc.engine import FitConfig
     from melody_lc.fileio import write_json
     from melody_lc.rules import load_rules
 
@@ -133,7 +150,7 @@ def cmd_fit(args) -> int:
         m = fitted.meta
         print(f"fitted {path}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
               f"(best round {m['best_round']}, {m['seconds']} s when fitted)")
-        config = FitConfig() if args.rounds is None else FitConfig(rounds=args.rounds)
+        config = fit_config(args)
         index[Path(path).name] = {"fit": f"fit-{fit_key(rules, model, config, FIT_TEMPERATURE)}",
                                   "satisfaction": m["satisfaction"], "seconds": m["seconds"], "best_round": m["best_round"]}
     if args.out:

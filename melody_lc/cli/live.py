@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="value of an open parameter, e.g. --set tonic=G")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    s.add_argument("--quick", action="store_true", help="if the rules have no fit yet, a sketch fit (about a minute)")
     s.add_argument("--model", metavar="DIR")
     s.add_argument("--data", metavar="PATH")
     s.add_argument("--status", metavar="FILE", help="write a JSON line per phrase (what was played, how far ahead "

@@ -136,7 +136,7 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     env = {"MELODY_LC_CACHE": str(tmp_path / "cache")}
     rules = tmp_path / "r.rules"
     rules.write_text("key: ? major\ndensity: <= 16 notes per bar\n")
-    common = ["--model", str(model), "--data", str(data), "--rounds", "1", "--quiet"]
+    common = ["--model", str(model), "--data", str(data), "--rounds", "1", "--quick", "--quiet"]
     res = run_cli("fit", str(rules), *common, env_extra=env)
     assert res.returncode == 0, res.stderr
     assert "actor satisfies all rules in" in res.stdout and list((tmp_path / "cache" / "fits").glob("fit-*"))

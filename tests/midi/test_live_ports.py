@@ -27,7 +27,7 @@ def setup(tiny_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("live")
     rules = d / "busy.rules"
     rules.write_text("key: C major\ndensity: >= 1 notes per bar\n")
-    return {"rules": rules, "common": ["--model", str(model), "--data", str(data), "--rounds", "1", "--bpm", str(BPM)],
+    return {"rules": rules, "common": ["--model", str(model), "--data", str(data), "--rounds", "1", "--quick", "--bpm", str(BPM)],
             "env": {"MELODY_LC_CACHE": str(d / "cache"), "MELODY_LC_MIDI_API": "jack"}}
 
 
@@ -127,11 +127,14 @@ def test_clock_send_is_the_master(setup, receiver, tmp_path):
     assert kinds[0] == "start" and "stop" in kinds[-4:]
     clocks = np.array([t for t, m in msgs if m.type == "clock"])
     assert len(clocks) == PULSES_PER_PHRASE
-    assert np.median(np.diff(clocks)) == pytest.approx(60 / BPM / 24, rel=0.05)
-    # notes start on clock pulses that begin a sixteenth
-    first_on = next(t for t, m in msgs if m.type == "note_on")
-    k = int(np.argmin(np.abs(clocks - first_on)))
-    assert k % PULSES_PER_STEP == 0
+    # 24 per quarter on average (they arrive a JACK period at a time, so single gaps say little)
+    assert (clocks[-1] - clocks[0]) / (len(clocks) - 1) == pytest.approx(60 / BPM / 24, rel=0.02)
+    # every note starts right after the clock pulse that begins its sixteenth
+    seen = 0
+    for _, m in msgs:
+        seen += m.type == "clock"
+        if m.type == "note_on":
+            assert (seen - 1) % PULSES_PER_STEP == 0
     _assert_no_hanging_notes(msgs)
 
 

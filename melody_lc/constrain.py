@@ -147,7 +147,7 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
                                      "cond_size": f.meta["cond_size"], "num_constraints": f.meta["num_constraints"],
                                      "ensemble": cfg["ensemble"], "pessimism": cfg["pessimism"],
                                      "actor_hidden": cfg["actor_hidden"]},
-                    weights, meta=f.meta)
+                    weights, meta=f.meta, dtype=torch.float16)  # half the size; the nets run in float32
 
 
 def load_fitted(path: str | os.PathLike) -> Fitted:
@@ -158,7 +158,7 @@ def load_fitted(path: str | os.PathLike) -> Fitted:
                             c["ensemble"], c["pessimism"])
     actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
     critic.load_state_dict({k[7:]: v for k, v in w.items() if k.startswith("critic.")})
-    return Fitted(actor.eval(), critic.eval(), w["sigma_bar"], ck["meta"])
+    return Fitted(actor.eval(), critic.eval(), w["sigma_bar"].float(), ck["meta"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -114,23 +114,24 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
     def windows():  # only when there is no fit yet
         return _dataset(args.data).windows("train")
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=fit_config(args).rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False)
+    bars = []  # made at the first round: a fit found in a cache shows no bar
 
     def progress(e):
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
+        if args.quiet:
+            return
+        if not bars:
+            from tqdm import tqdm
+
+            bars.append(tqdm(total=fit_config(args).rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False))
+        bars[0].update(1)
+        bars[0].set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
 
     try:
         config = fit_config(args)
         fitted = fit_rules(rules, model, windows, config, cache_dir=store or cache_dir() / "fits",
                            progress=progress, search=(shipped_fits_dir(),))
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
     return rules, model, fitted
 

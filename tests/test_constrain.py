@@ -38,8 +38,8 @@ def test_fit_is_cached_and_generate_reports(tmp_path):
     again = fit_rules(parse_rules("# same meaning, other spacing\nkey:   ? major\ndensity: <= 16 notes per bar"),
                       model, windows, FAST, cache_dir=tmp_path)
     assert time.perf_counter() - t < first
-    for k, v in fitted.actor.state_dict().items():
-        assert torch.equal(v, again.actor.state_dict()[k])
+    for k, v in fitted.actor.state_dict().items():  # the same fit, stored in float16
+        assert torch.allclose(v, again.actor.state_dict()[k], rtol=1e-3, atol=1e-4)
     for method in ("actor", "gd", "reject"):
         tokens, report = generate(rules, model, 6, fitted, method=method, values={"tonic": 2})
         assert tokens.shape == (6, 256)

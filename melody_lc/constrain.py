@@ -67,7 +67,7 @@ def _decode(model, z, temperature, generator, batch: int = 512):
 
 
 FIT_TEMPERATURE = 0.5  # melodies are decoded at this temperature while fitting (and by default when generating)
-RELABELS = 4  # rules with open parameters: each scored prior melody is scored under this many values
+RELABELS = 8  # rules with open parameters: each scored prior melody is scored under this many values
 
 
 def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:

@@ -112,6 +112,7 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
     result = FitResult(actor, critic, realism)
     best_state = copy.deepcopy(actor.state_dict())
     best_reward = 0.0
+    replay = max(config.replay, config.initial_samples * problem.relabels)  # room for every relabelled copy
     for rnd in range(config.rounds):
         t0 = time.perf_counter()
         # 1-2. score prior latents and the actor's moves of fresh ones (round 0: the prior only, more of it)
@@ -150,9 +151,9 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
             new_z.append(z_all[:n_prior])
             new_c.append(ce)
             new_r.append(torch.as_tensor(np.asarray(re), dtype=torch.float32))
-        buf_z = torch.cat([buf_z, *new_z])[-config.replay :]
-        buf_c = torch.cat([buf_c, *new_c])[-config.replay :]
-        buf_r = torch.cat([buf_r, *new_r])[-config.replay :]
+        buf_z = torch.cat([buf_z, *new_z])[-replay:]
+        buf_c = torch.cat([buf_c, *new_c])[-replay:]
+        buf_r = torch.cat([buf_r, *new_r])[-replay:]
         # 3. critics
         for _ in range(config.initial_critic_steps if rnd == 0 else config.critic_steps):
             idx = torch.randint(0, len(buf_z), (config.batch_size,), generator=g)

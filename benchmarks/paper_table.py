@@ -8,8 +8,7 @@ prior for C major + density. Columns: satisfaction and mean reward per constrain
 mean latent shift, and wall time per satisfying melody (generation only; fitting is reported apart).
 
 All melodies are decoded by sampling at the same temperature (default 0.5, the temperature the
-actors are fitted at). For scale, the script also prints the mean distance between two prior
-samples and between an encoding's mean and a sample of its posterior.
+actors are fitted at). For the scale of the latent shifts, see benchmarks/latent_scale.py.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from melody_lc.constrain import FIT_TEMPERATURE, fit_rules, generate, posterior_stats, shipped_fits_dir
+from melody_lc.constrain import FIT_TEMPERATURE, fit_rules, generate, shipped_fits_dir
 from melody_lc.engine import FitConfig
 from melody_lc.melody.dataset import MelodyDataset
 from melody_lc.melody.train import load_model, use_bf16
@@ -85,13 +84,7 @@ def main() -> None:
               f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {per * 1000:.1f} |")
     ratio = per_ok["rejection: C major + density"] / per_ok["actor: C major + density"]
     print(f"\nactor vs rejection sampling, time per melody satisfying C major + density: {ratio:.0f}x faster")
-    z = torch.randn(4096, model.config.z_size, generator=g)
-    _, mu = posterior_stats(model, windows, limit=1024)
-    sigma_bar, _ = posterior_stats(model, windows, limit=1024)
-    print(f"scale: two prior samples lie {float((z[::2] - z[1::2]).norm(dim=-1).mean()):.1f} apart; a posterior sample "
-          f"lies {float((sigma_bar * torch.randn(1024, len(sigma_bar), generator=g)).norm(dim=-1).mean()):.1f} from its mean; "
-          f"prior samples have norm {float(z.norm(dim=-1).mean()):.1f}, posterior means {float(mu.norm(dim=-1).mean()):.1f}")
-
+    print("for the scale of latent shifts: python benchmarks/latent_scale.py")
 
 if __name__ == "__main__":
     main()

@@ -94,11 +94,10 @@ def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: Fit
     of (rules meaning, model, config, temperature); a later call loads it from there or from one of
     the ``search`` folders (the fits shipped in ``models/fits``) at once.
     """
-    key = fit_key(rules, model, config, temperature)
-    path = Path(cache_dir) / f"fit-{key}" if cache_dir is not None else None
-    for folder in ([cache_dir] if cache_dir is not None else []) + list(search):
-        if checkpoint.exists(Path(folder) / f"fit-{key}"):
-            return load_fitted(Path(folder) / f"fit-{key}")
+    found = cached_fit(rules, model, [cache_dir] if cache_dir is not None else [], config, temperature, search)
+    if found is not None:
+        return found
+    path = Path(cache_dir) / f"fit-{fit_key(rules, model, config, temperature)}" if cache_dir is not None else None
     if callable(windows):
         windows = windows()
     sigma_bar, real = posterior_stats(model, windows)
@@ -136,6 +135,17 @@ def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: Fit
     if path is not None:
         save_fitted(fitted, path)
     return fitted
+
+
+def cached_fit(rules: RuleSet, model: HierarchicalMelodyVAE, folders=(), config: FitConfig = FitConfig(),
+               temperature: float = FIT_TEMPERATURE, search: tuple = ()) -> Fitted | None:
+    """The fit of ``rules`` already stored in one of ``folders`` (then ``search``), or None: tells
+    at once whether ``fit_rules`` would have to fit."""
+    key = fit_key(rules, model, config, temperature)
+    for folder in [*folders, *search]:
+        if checkpoint.exists(Path(folder) / f"fit-{key}"):
+            return load_fitted(Path(folder) / f"fit-{key}")
+    return None
 
 
 def save_fitted(f: Fitted, path: str | os.PathLike) -> None:

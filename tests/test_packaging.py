@@ -25,6 +25,7 @@ def test_installed_wheel_carries_models_and_rules():
     names = {str(f) for f in dist.files or []}
     assert "melody_lc/_shipped/models/README.md" in names
     assert "melody_lc/_shipped/rules/README.md" in names
+    assert "melody_lc/tui/app.tcss" in names  # the terminal UI's stylesheet
 
 
 def test_atomic_writes_get_the_usual_permissions(tmp_path):

@@ -17,6 +17,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Play melodies that follow a rules file into a MIDI port, phrase after phrase. "
                        "By default melody-lc opens a virtual output port named 'melody-lc' for your DAW to take as "
                        "a MIDI input. Ctrl-C stops it; every sounding note is ended first.")
+    _play_args(s)
+    s.add_argument("--phrases", type=int, help="stop after this many 16-bar phrases (default: until Ctrl-C)")
+    s.add_argument("--record", metavar="OUT.mid", help="write everything sent to this .mid file when the stream ends")
+    s.add_argument("--status", metavar="FILE", help="write a JSON line per phrase (what was played, how far ahead "
+                   "it was ready) to FILE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_stream)
+
+
+    v = sub.add_parser("live", help="the terminal instrument: play, steer and capture constrained melodies",
+                       description="A terminal UI over the live stream: piano rolls of the phrase playing and the "
+                       "next one, each rule's state, open parameters, tempo, clock, ports, hold, mutate, capture, "
+                       "call and response. Press ? in the app for every key. The rules file is watched and "
+                       "reloaded when you save it.")
+    _play_args(v)
+    v.add_argument("--captures", metavar="DIR", default="captures", help="where captures go (default ./captures)")
+    v.add_argument("--capture-last", type=int, default=4, metavar="N", help="phrases that 'capture last' writes (default 4)")
+    v.add_argument("--paused", action="store_true", help="open stopped (space plays)")
+    v.set_defaults(func=cmd_live)
+
+
+def _play_args(s: argparse.ArgumentParser) -> None:
+    """The options ``stream`` and ``live`` share."""
     s.add_argument("--rules", required=True, metavar="RULES")
     s.add_argument("--bpm", type=float, default=120.0)
     s.add_argument("--port", metavar="NAME", help="send to this existing output port (part of its name will do) "
@@ -24,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port-name", default="melody-lc", help="name of the virtual port (default melody-lc)")
     s.add_argument("--channel", type=int, default=1, help="MIDI channel 1-16 (default 1)")
     s.add_argument("--velocity", type=int, default=90)
-    s.add_argument("--phrases", type=int, help="stop after this many 16-bar phrases (default: until Ctrl-C)")
     s.add_argument("--clock", choices=["internal", "send", "follow"], default="internal",
                    help="internal: our own tempo; send: also send MIDI clock, start and stop (we are the master); "
                    "follow: play to the clock, start, stop and song position of --clock-input")
@@ -32,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: --input, or a new virtual input 'melody-lc-in')")
     s.add_argument("--input", metavar="NAME", help="call and response: listen to this input port ('virtual' opens "
                    "one named melody-lc-in) and answer each phrase played into it")
-    s.add_argument("--record", metavar="OUT.mid", help="write everything sent to this .mid file when the stream ends")
     s.add_argument("--temperature", type=float, default=0.5)
     s.add_argument("--variation", type=float, default=0.35, help="how far each phrase moves from the last, 0..1")
     s.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
@@ -42,10 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quick", action="store_true", help="if the rules have no fit yet, a sketch fit (about a minute)")
     s.add_argument("--model", metavar="DIR")
     s.add_argument("--data", metavar="PATH")
-    s.add_argument("--status", metavar="FILE", help="write a JSON line per phrase (what was played, how far ahead "
-                   "it was ready) to FILE")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_stream)
 
 
 def _port_error(e) -> Exception:
@@ -76,20 +93,24 @@ def cmd_ports(args) -> int:
 def _check(args) -> None:
     from melody_lc.cli import CLIError
 
+    phrases, record = getattr(args, "phrases", None), getattr(args, "record", None)
+
     if not 1 <= args.channel <= 16:
         raise CLIError(f"--channel must be 1-16, got {args.channel}")
     if not 20 <= args.bpm <= 999:
         raise CLIError(f"--bpm must be 20-999, got {args.bpm:g}")
     if not 1 <= args.velocity <= 127:
         raise CLIError(f"--velocity must be 1-127, got {args.velocity}")
-    if args.phrases is not None and args.phrases < 1:
+    if phrases is not None and phrases < 1:
         raise CLIError(f"--phrases must be at least 1, got {args.phrases}")
     if args.temperature < 0:
         raise CLIError("--temperature must be >= 0")
     if not 0 <= args.variation <= 1:
         raise CLIError(f"--variation must be 0..1, got {args.variation:g}")
-    if args.record and not args.record.lower().endswith((".mid", ".midi")):
-        raise CLIError(f"--record {args.record}: expected a .mid file name")
+    if record and not record.lower().endswith((".mid", ".midi")):
+        raise CLIError(f"--record {record}: expected a .mid file name")
+    if getattr(args, "capture_last", 1) < 1:
+        raise CLIError(f"--capture-last must be at least 1, got {args.capture_last}")
 
 
 def cmd_stream(args) -> int:
@@ -181,3 +202,48 @@ class StatusFile:
         self.f.write(json.dumps({"steps": len(late), "max_send_error_s": max(late, default=0.0),
                                  "late_phrases": self.engine.transport.late_phrases}) + "\n")
         self.f.close()
+
+
+def cmd_live(args) -> int:
+    from melody_lc.cli import CLIError
+    from melody_lc.cli.constrain import _parse_values, fit_config
+    from melody_lc.cli.model import _dataset, _load
+    from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, fit_rules, shipped_fits_dir
+    from melody_lc.midi.ports import PortError, choose_api
+    from melody_lc.paths import cache_dir
+    from melody_lc.rules import load_rules
+
+    _check(args)
+    rules = load_rules(args.rules)  # a broken file: one line, exit code 2, before anything opens
+    values = _parse_values(rules, args.set)
+    if not sys.stdout.isatty():
+        raise CLIError("melody-lc live needs a terminal (use `melody-lc stream` in scripts)")
+    try:
+        choose_api()
+    except PortError as e:
+        raise _port_error(e) from None
+    from melody_lc.tui.app import LiveApp
+    from melody_lc.tui.session import LiveSession, LiveSettings
+
+    model, _ = _load(args)
+    config = fit_config(args)
+    store = cache_dir() / "fits"
+
+    def find_fit(r):
+        return cached_fit(r, model, [store], config, FIT_TEMPERATURE, search=(shipped_fits_dir(),))
+
+    def fit(r, progress):
+        return fit_rules(r, model, lambda: _dataset(args.data).windows("train"), config, cache_dir=store,
+                         progress=progress, search=(shipped_fits_dir(),))
+
+    settings = LiveSettings(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
+                            temperature=args.temperature, variation=args.variation, output=args.port,
+                            port_name=args.port_name, input=args.input, clock_input=args.clock_input,
+                            capture_last=args.capture_last, seed=args.seed)
+    session = LiveSession(model, args.rules, settings, values, find_fit, args.captures)
+    app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=config.rounds)
+    try:
+        app.run()
+    finally:
+        app.shutdown()  # panic and close the ports whatever ended the app
+    return 0

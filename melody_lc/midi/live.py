@@ -42,6 +42,8 @@ class PhraseMaker:
         self.values, self.temperature, self.variation = values, temperature, variation
         self.gen = torch.Generator().manual_seed(seed)
         self.z = torch.randn(1, model.config.z_size, generator=self.gen)
+        self.held: tuple[np.ndarray, dict] | None = None  # hold: (tokens, info) played again and again
+        self._step: float | None = None  # a one-off walk step (mutate), instead of ``variation``
         self.lock = threading.Lock()
         self.version = 0  # bumped by every change, so queued phrases can tell they are stale
 
@@ -52,6 +54,17 @@ class PhraseMaker:
                 if not hasattr(self, k):
                     raise AttributeError(k)
                 setattr(self, k, v)
+            self.version += 1
+
+    def hold(self, phrase: tuple[np.ndarray, dict] | None) -> None:
+        """Loop ``phrase`` (tokens, info) from the next phrase on; None lets the walk go on."""
+        self.update(held=None if phrase is None else (np.array(phrase[0]), dict(phrase[1])))
+
+    def mutate(self, z: torch.Tensor, amount: float = 0.15) -> None:
+        """The next phrase is a small step (``amount``, like ``variation``) from latent ``z``, the
+        walk position of the phrase now playing; the walk goes on from there. Ends a hold."""
+        with self.lock:
+            self.z, self._step, self.held = z.clone().reshape(1, -1), amount, None
             self.version += 1
 
     def _condition(self, n: int):
@@ -67,12 +80,16 @@ class PhraseMaker:
     @torch.inference_mode()
     def next(self) -> tuple[np.ndarray, dict]:
         with self.lock:
-            a = self.variation
+            if self.held is not None:
+                tokens, info = self.held
+                return tokens.copy(), {**info, "source": "hold", "version": self.version}
+            a = self.variation if self._step is None else self._step
+            self._step = None
             self.z = math.sqrt(1 - a * a) * self.z + a * torch.randn(self.z.shape, generator=self.gen)
             cond, cvec = self._condition(1)
             z2 = self.fitted.actor(self.z, cvec) if self.fitted is not None else self.z
             tokens = self.model.decode(z2, temperature=self.temperature, generator=self.gen).numpy()[0]
-            info = {"source": "generated", "version": self.version}
+            info = {"source": "generated", "version": self.version, "z": self.z.clone()}
             if self.rules is not None:
                 info["satisfied"] = self.rules.satisfied(tokens[None], cond)[0].tolist()
                 info["values"] = {k: float(v[0]) for k, v in cond.items()} if cond else {}
@@ -102,7 +119,7 @@ class LiveConfig:
     pause_bars: float = 1.0  # call and response: this much silence ends a capture
 
 
-@dataclass
+@dataclass(eq=False)  # records are compared by identity (they hold arrays)
 class PhraseRecord:
     index: int
     tokens: np.ndarray
@@ -174,6 +191,9 @@ class LiveEngine:
         with self._cond:
             if k > self.transport.phrase_index:  # not started while we worked
                 self._queue[k] = rec
+            elif pending is not None:  # an answer that missed its phrase plays at the next one
+                rec.index = self.transport.phrase_index + 1
+                self._queue[rec.index] = rec
 
     def _worker(self) -> None:
         try:
@@ -246,6 +266,22 @@ class LiveEngine:
         pulse = max(0, math.ceil(self.position()))
         self.tempo.change(bpm, pulse)
         self.tempo_changes.append((pulse, float(bpm)))
+
+    def current(self) -> PhraseRecord | None:
+        """The phrase now playing (None before the first or after a late one)."""
+        with self._cond:
+            rec = self.played[-1] if self.played else None
+            return rec if rec is not None and rec.index == self.transport.phrase_index else None
+
+    def upcoming(self) -> PhraseRecord | None:
+        """The next phrase, once it is ready and still up to date."""
+        with self._cond:
+            rec = self._queue.get(self.transport.phrase_index + 1)
+            return rec if rec is not None and rec.info.get("version") == self.maker.version else None
+
+    def step(self) -> float:
+        """Where the playhead is within the current phrase, in sixteenth steps (0..256)."""
+        return max(0.0, self.position()) / PULSES_PER_STEP % STEPS
 
     def poll(self) -> None:
         """Call a few times a second: ends a capture at a pause or a phrase boundary."""

@@ -1,0 +1,505 @@
+"""``melody-lc live``: the terminal instrument that plays, steers and captures constrained melodies.
+
+The screen, top to bottom: the transport line; a piano roll of the phrase now playing with its
+playhead, and of the next phrase once it is ready; the rules with each one's state for the phrase
+now playing; the log; the bindings. Everything the app does goes through :class:`LiveSession`
+(``session.py``), which drives the same live engine as ``melody-lc stream``. The engine generates
+on its own threads; fits run in a Textual worker thread; the screen is refreshed by a timer and by
+``call_from_thread`` from those threads, so it never waits for torch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Header, Label, OptionList, ProgressBar, RichLog, Select, Static
+
+from melody_lc.melody.encoding import HOLD, STEPS
+from melody_lc.midi.ports import PortError, list_ports
+from melody_lc.rules.kinds import pitch_name
+from melody_lc.tui.session import LiveSession, value_text
+
+BAR = 16
+
+
+def pitch_per_step(tokens) -> tuple[np.ndarray, np.ndarray]:
+    """(pitch (256,) with -1 where silent, onset (256,) bool) of a token string."""
+    t = np.asarray(tokens, dtype=np.int64)
+    pitch = np.full(STEPS, -1)
+    onset = t < 128
+    now = -1
+    for s in range(STEPS):
+        if t[s] < 128:
+            now = int(t[s])
+        elif t[s] != HOLD:
+            now = -1
+        pitch[s] = now
+    return pitch, onset
+
+
+class PianoRoll(Widget):
+    """A phrase as a piano roll: a row per pitch (or per few, when the phrase spans more pitches
+    than there are rows), a column per one or two sixteenths, bar lines, and the playhead."""
+
+    tokens: reactive[tuple | None] = reactive(None)
+    playhead: reactive[int | None] = reactive(None)  # the step now playing, or None
+
+    def __init__(self, empty: str = "", **kw) -> None:
+        super().__init__(**kw)
+        self.empty = empty
+
+    def render(self) -> Text:
+        if self.tokens is None:
+            return Text(self.empty, style="dim italic")
+        pitch, onset = pitch_per_step(self.tokens)
+        sounding = pitch[pitch >= 0]
+        if not len(sounding):
+            return Text("(a silent phrase)", style="dim italic")
+        label_w = 4
+        ncols = int(np.clip(self.size.width - label_w, 16, STEPS))
+        col = np.arange(STEPS) * ncols // STEPS  # the column of each step
+        starts = np.flatnonzero(np.diff(col, prepend=-1))  # each column's first step
+        bar_cols = set((np.arange(0, STEPS, BAR) * ncols // STEPS).tolist())
+        lo, hi = int(sounding.min()), int(sounding.max())
+        ppr = max(1, math.ceil((hi - lo + 1) / max(1, self.size.height)))  # pitches per row
+        head = None if self.playhead is None else int(col[min(STEPS - 1, int(self.playhead))])
+        text = Text(no_wrap=True, overflow="crop")
+        top = hi
+        while top >= lo:
+            bottom = top - ppr + 1
+            inside = (pitch >= bottom) & (pitch <= top)
+            on = np.logical_or.reduceat(inside & onset, starts)
+            held = np.logical_or.reduceat(inside, starts)
+            text.append(f"{pitch_name(top):>3} ", style="dim")
+            for c in range(ncols):
+                bar_line = c in bar_cols
+                if on[c]:
+                    ch, style = "█", "bold green"
+                elif held[c]:
+                    ch, style = "▬", "green"
+                else:
+                    ch, style = ("┊" if bar_line else " "), "grey37"
+                if c == head:
+                    style += " on grey30"
+                text.append(ch, style=style)
+            text.append("\n")
+            top = bottom - 1
+        text.rstrip()
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+class HelpScreen(ModalScreen):
+    """Every key of the main screen, from its bindings (so the list is never out of date)."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="keys", cursor_type="none", zebra_stripes=True)
+        table.add_columns("key", "what it does")
+        for b in self.app.key_map():
+            table.add_row(*b)
+        with Vertical(id="help"):
+            yield Label("melody-lc live: keys (ctrl+p: the same actions by name; escape closes)", id="help-title")
+            yield table
+
+
+class ChoiceScreen(ModalScreen):
+    """Pick one of a list (ports); dismisses with the chosen value, or nothing on escape."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Cancel")]
+
+    def __init__(self, title: str, choices: list[tuple[str, object]]) -> None:
+        super().__init__()
+        self.title_text, self.choices = title, choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="choice"):
+            yield Label(self.title_text)
+            yield OptionList(*[label for label, _ in self.choices], id="choices")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices[event.option_index][1])
+
+
+class ValuesScreen(ModalScreen):
+    """A selector for each open parameter of the rules (a tonic, a density...)."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, session: LiveSession) -> None:
+        super().__init__()
+        self.session = session
+
+    def compose(self) -> ComposeResult:
+        rules = self.session.rules
+        with Vertical(id="values"):
+            yield Label("open parameters (from the next phrase; escape closes)")
+            for name, spec in rules.open.items():
+                choices = range(spec[1]) if spec[0] == "category" else range(math.ceil(spec[1]), math.floor(spec[2]) + 1)
+                options = [(value_text(rules, name, v), v) for v in choices]
+                now = self.session.values[name]
+                yield Label(name)
+                yield Select(options, value=int(now) if spec[0] == "category" else round(now), allow_blank=False,
+                             id=f"value-{name}")
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        name = event.select.id.removeprefix("value-")
+        if event.value != self.session.values.get(name):
+            self.app.set_value(name, event.value)
+
+
+# --------------------------------------------------------------------------------------------------
+class LiveApp(App):
+    """The main screen. ``fit(rules, progress) -> Fitted`` makes a fit for rules that have none
+    (run in a worker); ``autoplay`` starts the stream as the app opens."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "melody-lc live"
+    BINDINGS = [
+        Binding("space", "toggle_play", "Play/stop"),
+        Binding("escape", "panic", "Panic"),
+        Binding("plus,equals_sign", "tempo(5)", "Tempo +5"),
+        Binding("minus", "tempo(-5)", "Tempo -5", key_display="-"),
+        Binding("k", "value('tonic', 1)", "Key up"),
+        Binding("K", "value('tonic', -1)", "Key down", show=False),
+        Binding("d", "value('density', 1)", "Density +1", show=False),
+        Binding("D", "value('density', -1)", "Density -1", show=False),
+        Binding("v", "values", "Open parameters", show=False),
+        Binding("t", "temperature(0.1)", "Temperature +0.1", show=False),
+        Binding("T", "temperature(-0.1)", "Temperature -0.1", show=False),
+        Binding("c", "clock", "Clock mode", show=False),
+        Binding("o", "output", "Output port", show=False),
+        Binding("i", "input", "Input port (call and response)", show=False),
+        Binding("right_square_bracket", "channel(1)", "Channel +1", show=False, key_display="]"),
+        Binding("left_square_bracket", "channel(-1)", "Channel -1", show=False, key_display="["),
+        Binding("l", "hold", "Hold"),
+        Binding("m", "mutate", "Mutate"),
+        Binding("s", "capture(1)", "Capture"),
+        Binding("S", "capture_last", "Capture last N", show=False),
+        Binding("r", "reload", "Reload rules", show=False),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, session: LiveSession, fit: Callable | None = None, autoplay: bool = True,
+                 watch_interval: float = 0.5, fit_rounds: int | None = None) -> None:
+        super().__init__()
+        self.session, self.fit_fn, self.autoplay = session, fit, autoplay
+        self.watch_interval, self.fit_rounds = watch_interval, fit_rounds
+        self._shown: object = None  # the phrase record the rules table was last filled for
+        self._counts: list[int] = []  # per rule: phrases that met it
+        self._phrases = 0
+        self._ui_thread = threading.get_ident()
+        self._closed = False
+        session.log = self.log_line
+
+    # -- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="transport")
+        yield Static(id="values-line")
+        yield Label("now playing", classes="roll-title", id="now-title")
+        yield PianoRoll("press space to play", id="now")
+        yield Label("next", classes="roll-title")
+        yield PianoRoll("(made while the phrase before it plays)", id="next")
+        with Horizontal(id="bottom"):
+            yield DataTable(id="rules", cursor_type="none", zebra_stripes=True)
+            yield RichLog(id="log", wrap=True, markup=False, max_lines=500)
+        yield Static(id="rules-error")
+        yield ProgressBar(id="fit", show_eta=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.session.rules_path.name
+        self.query_one("#log", RichLog).border_title = "log"
+        self._fill_rules_table()
+        self.set_interval(0.1, self._tick)
+        self.set_interval(self.watch_interval, self._watch_rules)
+        if self.session.fitted is None:
+            self.session.pending_rules = self.session.rules
+            self.log_line(f"{self.session.rules_path.name} has no fit yet: playing unconstrained melodies "
+                          "until the fit is ready")
+            self.start_fit()
+        if self.autoplay:
+            self.action_toggle_play()
+        self._update_status()
+
+    def key_map(self) -> list[tuple[str, str]]:
+        """(key, description) of every binding, as the help screen shows them."""
+        rows = []
+        for b in self.BINDINGS:
+            keys = b.key_display or " / ".join(self.get_key_display(Binding(k, "")) for k in b.key.split(","))
+            rows.append((keys, b.description))
+        return rows
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            if b.action not in ("quit",):
+                yield SystemCommand(b.description, f"key: {self.get_key_display(Binding(b.key.split(',')[0], ''))}",
+                                    lambda action=b.action: self.run_action(action))
+
+    # -- logging from any thread -------------------------------------------------------------------
+    def log_line(self, message: str) -> None:
+        if self._closed:
+            return
+        if threading.get_ident() == self._ui_thread:
+            self._write_log(message)
+        else:
+            try:
+                self.call_from_thread(self._write_log, message)
+            except RuntimeError:  # the app is closing
+                pass
+
+    def _write_log(self, message: str) -> None:
+        try:
+            self.query_one("#log", RichLog).write(message)
+        except Exception:  # noqa: BLE001 - before mount or after unmount: nothing to show it in
+            pass
+
+    # -- the timer: playhead, phrases, rules -------------------------------------------------------
+    def _tick(self) -> None:
+        s = self.session
+        engine = s.engine
+        if engine is not None:
+            engine.poll()
+            if engine.error:
+                self.log_line(f"stream stopped: {engine.error}")
+                s.stop()
+        cur = s.current()
+        now = self.query_one("#now", PianoRoll)
+        nxt = self.query_one("#next", PianoRoll)
+        shown = cur or (s.played()[-1] if s.played() else None)
+        now.tokens = None if shown is None else tuple(int(x) for x in shown.tokens)
+        now.playhead = int(s.engine.step()) if cur is not None and s.engine is not None else None
+        up = s.upcoming()
+        nxt.tokens = None if up is None else tuple(int(x) for x in up.tokens)
+        self.query_one("#now-title", Label).update("now playing" if cur is not None or shown is None
+                                                   else "last played (stopped)")
+        if shown is not self._shown:
+            self._shown = shown
+            self._phrase_changed(shown)
+        self._update_status()
+
+    def _watch_rules(self) -> None:
+        result = self.session.check_rules_file()
+        if result is not None:
+            self._rules_file_changed(result)
+
+    def _rules_file_changed(self, result: str) -> None:
+        err = self.query_one("#rules-error", Static)
+        if result == "error":
+            err.update(self.session.rules_error)
+            err.display = True
+            return
+        err.display = False
+        if result == "needs fit":
+            self.start_fit()
+        elif result == "applied":
+            self._fill_rules_table()
+
+    def _fill_rules_table(self) -> None:
+        table = self.query_one("#rules", DataTable)
+        table.clear(columns=True)
+        table.add_column("now", key="now", width=3)
+        table.add_column("played", key="played", width=9)
+        table.add_column("rule (line: what it asks)", key="rule")
+        for r in self.session.rules.rules:
+            table.add_row("", "", f"{r.line}: {r.describe()}", key=str(r.line))
+        table.border_title = self.session.rules_path.name
+        self._counts = [0] * len(self.session.rules)
+        self._phrases = 0
+        self._shown = None
+
+    def _phrase_changed(self, rec) -> None:
+        ok = self.session.satisfaction(rec)
+        table = self.query_one("#rules", DataTable)
+        if ok is None or len(ok) != len(self._counts):
+            return
+        self._phrases += 1
+        for k, (rule, good) in enumerate(zip(self.session.rules.rules, ok, strict=True)):
+            self._counts[k] += int(good)
+            table.update_cell(str(rule.line), "now", Text("✓", style="bold green") if good else Text("✗", style="bold red"))
+            table.update_cell(str(rule.line), "played", f"{self._counts[k] / self._phrases:.0%} of {self._phrases}")
+
+    def _update_status(self) -> None:
+        s, st = self.session, self.session.settings
+        state = "▶ playing" if s.playing else "■ stopped"
+        if s.holding:
+            state += " (hold)"
+        bpm = f"{st.bpm:g} bpm"
+        if s.engine is not None and s.engine.follower is not None and s.engine.follower.bpm:
+            bpm = f"{s.engine.follower.bpm:.1f} bpm (DAW)"
+        cur = s.current()
+        where = f"phrase {cur.index + 1}, bar {int(s.engine.step()) // BAR + 1}" if cur is not None else ""
+        inp = f"   in {st.input}" if st.input else ""
+        self.query_one("#transport", Static).update(
+            f"{state}   {bpm}   clock {st.clock}   out {s.output_name}   ch {st.channel + 1}{inp}   "
+            f"temp {st.temperature:.2f}   {where}")
+        if s.rules.open:
+            parts = [f"{n} = {value_text(s.rules, n, v)}" for n, v in s.values.items()]
+            line = "open: " + ", ".join(parts) + "   (k/K key, d/D density, v selector)"
+        else:
+            line = "no open parameters (write 'key: ? major' or 'density: >= ? notes per bar' to steer them live)"
+        if s.pending_rules is not None:
+            line += "   · new rules wait for their fit"
+        self.query_one("#values-line", Static).update(line)
+
+    # -- fitting in a worker -----------------------------------------------------------------------
+    def start_fit(self) -> None:
+        if self.fit_fn is None:
+            self.log_line("no fitting here (no dataset given): the old rules keep playing")
+            return
+        bar = self.query_one("#fit", ProgressBar)
+        bar.update(total=self.fit_rounds, progress=0)
+        bar.display = True
+        self._fit(self.session.pending_rules)
+
+    @work(thread=True, exclusive=True, group="fit")
+    def _fit(self, rules) -> None:
+        def progress(entry: dict) -> None:
+            self.call_from_thread(self._fit_progress, entry)
+
+        try:
+            fitted = self.fit_fn(rules, progress)
+        except Exception as e:  # noqa: BLE001 - reported in the log; the old rules keep playing
+            self.call_from_thread(self._fit_failed, f"{type(e).__name__}: {e}" if not str(e) else str(e))
+            return
+        self.call_from_thread(self._fit_done, rules, fitted)
+
+    def _fit_progress(self, entry: dict) -> None:
+        self.query_one("#fit", ProgressBar).advance(1)
+        self.log_line(f"fit round {entry['round'] + 1}: actor satisfies the rules in "
+                      f"{entry['actor_satisfaction']:.0%} of fresh samples")
+
+    def _fit_failed(self, message: str) -> None:
+        self.query_one("#fit", ProgressBar).display = False
+        self.log_line(f"fit failed: {message}; the old rules keep playing")
+
+    def _fit_done(self, rules, fitted) -> None:
+        self.query_one("#fit", ProgressBar).display = False
+        if self.session.pending_rules is not rules:
+            return  # the file changed again while fitting; that fit is on its way
+        self.session.apply_rules(rules, fitted)
+        self.log_line(f"fitted: {fitted.meta['satisfaction']:.0%} of fresh samples meet every rule")
+        self._fill_rules_table()
+
+    # -- actions -----------------------------------------------------------------------------------
+    def _try(self, fn, *args):
+        try:
+            return fn(*args)
+        except PortError as e:
+            self.log_line(f"port: {e}")
+            self.bell()
+            return None
+
+    def action_toggle_play(self) -> None:
+        self._try(self.session.toggle)
+        self._update_status()
+
+    def action_panic(self) -> None:
+        self.session.panic()
+        self._update_status()
+
+    def action_tempo(self, delta: float) -> None:
+        self.session.set_bpm(self.session.settings.bpm + delta)
+        self._update_status()
+
+    def action_value(self, name: str, delta: int) -> None:
+        if name not in self.session.rules.open:
+            self.log_line(f"the rules leave no {name} open: write '?' in the rules file to steer it live")
+            return
+        self.session.step_value(name, delta)
+        self._update_status()
+
+    def set_value(self, name: str, value) -> None:
+        self.session.set_value(name, value)
+        self._update_status()
+
+    def action_values(self) -> None:
+        if not self.session.rules.open:
+            self.log_line("these rules have no open parameters")
+            return
+        self.push_screen(ValuesScreen(self.session))
+
+    def action_temperature(self, delta: float) -> None:
+        self.session.set_temperature(self.session.settings.temperature + delta)
+        self.log_line(f"temperature {self.session.settings.temperature:.2f} from the next phrase")
+
+    def action_clock(self) -> None:
+        clock = self._try(self.session.cycle_clock)
+        if clock:
+            self.log_line(f"clock: {clock}")
+
+    def action_channel(self, delta: int) -> None:
+        self.session.set_channel(self.session.settings.channel + delta)
+        self.log_line(f"channel {self.session.settings.channel + 1} from the next phrase")
+
+    def action_output(self) -> None:
+        try:
+            _, outputs = list_ports()
+        except PortError as e:
+            self.log_line(f"port: {e}")
+            return
+        choices = [(f"{self.session.settings.port_name} (a virtual port of melody-lc's own)", None)]
+        choices += [(n, n) for n in outputs if not n.startswith(self.session.settings.port_name)]
+        self.push_screen(ChoiceScreen("send to which output?", choices),
+                         lambda name: self._try(self.session.set_output, name))
+
+    def action_input(self) -> None:
+        try:
+            inputs, _ = list_ports()
+        except PortError as e:
+            self.log_line(f"port: {e}")
+            return
+        choices = [("none (no call and response)", ""), ("melody-lc-in (a virtual input)", "virtual")]
+        choices += [(n, n) for n in inputs if not n.startswith(self.session.settings.port_name)]
+        self.push_screen(ChoiceScreen("listen to which input? what you play there is answered", choices),
+                         lambda name: name is not None and self._try(self.session.set_input, name or None))
+
+    def action_hold(self) -> None:
+        self.session.toggle_hold()
+        self._update_status()
+
+    def action_mutate(self) -> None:
+        self.session.mutate()
+
+    def action_capture(self, last: int) -> Path | None:
+        return self.session.capture(last)
+
+    def action_capture_last(self) -> Path | None:
+        return self.session.capture(self.session.settings.capture_last)
+
+    def action_reload(self) -> None:
+        result = self.session.check_rules_file(force=True)
+        self._rules_file_changed(result or "applied")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        self.shutdown()
+        self.exit()
+
+    def shutdown(self) -> None:
+        """Stop with panic and close the ports (idempotent: every way out calls it)."""
+        if not self._closed:
+            self.session.close()
+            self._closed = True
+
+    def on_unmount(self) -> None:
+        self.shutdown()

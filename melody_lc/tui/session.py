@@ -1,0 +1,345 @@
+"""What the terminal UI plays with, without the UI: one live session of the engine.
+
+    session = LiveSession(model, "rules/c_major_busy.rules", LiveSettings(bpm=100), find_fit=...)
+    session.play(); session.set_bpm(110); session.step_value("tonic", +1); session.capture(4)
+    session.close()                                       # stop, panic, close the ports
+
+The session owns the output (and input) ports, the phrase maker (the latent walk, kept across
+play and stop) and a :class:`LiveEngine` while playing. Every change that the engine can take on
+the fly (tempo, channel, temperature, open parameters, rules, hold, mutate) goes to the running
+engine and takes effect at the next phrase (tempo: the next pulse); a change of clock mode or port
+restarts the stream. The rules file is watched: :meth:`check_rules_file` reloads it when it
+changes, and a file with errors leaves the old rules playing. Keys and widgets live in ``app.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from melody_lc.midi.files import next_take, write_phrases
+from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, PhraseRecord
+from melody_lc.midi.ports import DEFAULT_PORT, PortError, PortWatch, open_input, open_output
+from melody_lc.rules import RuleSet, RulesError, load_rules
+from melody_lc.rules.kinds import NAMES
+
+CLOCKS = ("internal", "send", "follow")
+
+
+@dataclass
+class LiveSettings:
+    bpm: float = 120.0
+    channel: int = 0  # 0-15 (shown as 1-16)
+    velocity: int = 90
+    clock: str = "internal"  # internal | send | follow
+    temperature: float = 0.5
+    variation: float = 0.35
+    output: str | None = None  # an existing output port; None opens a virtual one named port_name
+    port_name: str = DEFAULT_PORT
+    input: str | None = None  # call and response from this input ('virtual': a port named melody-lc-in)
+    clock_input: str | None = None  # follow mode: the DAW's clock (default: input, else a virtual one)
+    capture_last: int = 4  # 'capture last N phrases'
+    seed: int = 0
+
+
+def value_text(rules: RuleSet, name: str, value: float) -> str:
+    """How an open parameter's value reads: a note name for a tonic, a number otherwise."""
+    spec = rules.open.get(name)
+    if spec is not None and spec[0] == "category" and name == "tonic":
+        return NAMES[int(value) % 12]
+    return f"{value:g}"
+
+
+def default_values(rules: RuleSet, keep: dict | None = None) -> dict:
+    """A value for each open parameter: kept from ``keep`` where it still fits, else the first
+    category or the middle of the range."""
+    out = {}
+    for name, spec in rules.open.items():
+        old = (keep or {}).get(name)
+        if spec[0] == "category":
+            out[name] = int(old) % spec[1] if old is not None else 0
+        else:
+            lo, hi = spec[1], spec[2]
+            out[name] = float(np.clip(old, lo, hi)) if old is not None else float(round((lo + hi) / 2))
+    return out
+
+
+class LiveSession:
+    """``find_fit(rules) -> Fitted | None`` looks a fit up without fitting (the UI fits in a worker
+    when it returns None); ``log(message)`` may be called from any thread."""
+
+    def __init__(self, model, rules_path: str | os.PathLike, settings: LiveSettings | None = None,
+                 values: dict | None = None, find_fit: Callable | None = None,
+                 captures: str | os.PathLike = "captures", log: Callable[[str], None] | None = None) -> None:
+        self.model, self.settings = model, settings or LiveSettings()
+        self.rules_path = Path(rules_path)
+        self.find_fit = find_fit or (lambda rules: None)
+        self.captures = Path(captures)
+        self.log = log or (lambda s: None)
+        self.rules = load_rules(self.rules_path)  # a broken file at start is the caller's error to report
+        self.rules_error: str | None = None
+        self.pending_rules: RuleSet | None = None  # parsed, waiting for its fit
+        self._mtime = self._stat()
+        self.fitted = self.find_fit(self.rules)
+        self.values = default_values(self.rules, values)
+        self.maker = PhraseMaker(model, self.rules, self.fitted, self.values or None, self.settings.temperature,
+                                 self.settings.variation, self.settings.seed)
+        self.engine: LiveEngine | None = None
+        self.out = None
+        self.inputs: list = []
+        self.watch: PortWatch | None = None
+        self.history: list[PhraseRecord] = []  # every phrase played, over every play
+        self.last_capture: tuple[Path, list[PhraseRecord]] | None = None
+        self.lock = threading.RLock()
+
+    # -- ports and the stream ----------------------------------------------------------------------
+    @property
+    def playing(self) -> bool:
+        return self.engine is not None and not self.engine.stop_event.is_set()
+
+    @property
+    def output_name(self) -> str:
+        return self.settings.output or f"{self.settings.port_name} (virtual)"
+
+    def _open_output(self) -> None:
+        if self.out is None:
+            self.out = open_output(self.settings.output, virtual_name=self.settings.port_name)
+            self.watch = PortWatch(self.out)
+
+    def _open_inputs(self, engine: LiveEngine) -> None:
+        s = self.settings
+        names = {n for n in (s.input, (s.clock_input or s.input or "virtual") if s.clock == "follow" else None) if n}
+        for name in sorted(names):
+            self.inputs.append(open_input(None if name == "virtual" else name, callback=engine.on_message))
+
+    def _close_inputs(self) -> None:
+        for p in self.inputs:
+            p.close()
+        self.inputs = []
+
+    def play(self) -> None:
+        """Start streaming (a no-op while playing). Port problems raise :class:`PortError`."""
+        with self.lock:
+            if self.playing:
+                return
+            self._end_engine()
+            self._open_output()
+            s = self.settings
+            config = LiveConfig(bpm=s.bpm, channel=s.channel, velocity=s.velocity, clock=s.clock)
+            engine = LiveEngine(self.maker, self.out, config, log=self.log, alive=self.watch.alive)
+            try:
+                self._open_inputs(engine)
+            except PortError:
+                self._close_inputs()
+                raise
+            self.engine = engine
+            engine.start()
+            self.log(f"playing to {self.out.name!r} at {s.bpm:g} bpm, clock {s.clock}"
+                     + (" (waiting for the DAW's start)" if s.clock == "follow" else ""))
+
+    def stop(self) -> None:
+        """Stop with panic: every sounding note ends, then All Notes Off and All Sound Off."""
+        with self.lock:
+            if self.engine is not None:
+                self._end_engine()
+                self.log("stopped")
+
+    def _end_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            self.history.extend(self.engine.played)
+            self.engine = None
+            self._close_inputs()
+
+    def toggle(self) -> None:
+        self.stop() if self.playing else self.play()
+
+    def panic(self) -> None:
+        """The panic key: stop at once, every note off on every channel used."""
+        with self.lock:
+            self._end_engine()
+            self.log("panic: all notes off")
+
+    def _restart(self) -> None:
+        if self.playing:
+            self.stop()
+            self.play()
+
+    def close(self) -> None:
+        """Stop (with panic) and close every port: the app calls this on every way out."""
+        with self.lock:
+            self._end_engine()
+            for p in [self.watch, self.out]:
+                if p is not None:
+                    try:
+                        p.close()
+                    except Exception:  # noqa: BLE001, S110 - a port that already failed
+                        pass
+            self.out = self.watch = None
+
+    # -- settings that apply on the fly ------------------------------------------------------------
+    def set_bpm(self, bpm: float) -> None:
+        self.settings.bpm = float(np.clip(bpm, 20, 999))  # as `stream --bpm` allows
+        if self.playing and self.settings.clock != "follow":
+            self.engine.set_bpm(self.settings.bpm)
+
+    def set_channel(self, channel: int) -> None:
+        """From the next phrase on (notes sounding on the old channel still end there)."""
+        self.settings.channel = int(channel) % 16
+        if self.engine is not None:
+            self.engine.config.channel = self.engine.transport.channel = self.settings.channel
+
+    def set_temperature(self, t: float) -> None:
+        self.settings.temperature = round(float(np.clip(t, 0.0, 2.0)), 2)
+        self._update(temperature=self.settings.temperature)
+
+    def cycle_clock(self) -> str:
+        self.settings.clock = CLOCKS[(CLOCKS.index(self.settings.clock) + 1) % len(CLOCKS)]
+        self._restart()
+        return self.settings.clock
+
+    def set_output(self, name: str | None) -> None:
+        """An existing output port by name, or None for melody-lc's own virtual port."""
+        with self.lock:
+            was = self.playing
+            self.close()
+            self.settings.output = name
+            if was:
+                self.play()
+
+    def set_input(self, name: str | None) -> None:
+        """Call and response from ``name`` ('virtual' for melody-lc-in), or None for no input."""
+        self.settings.input = name
+        self._restart()
+
+    def step_value(self, name: str, delta: int) -> float:
+        """Move an open parameter (a tonic by semitones, a range by 1) and apply it from the next phrase."""
+        spec = self.rules.open[name]
+        v = self.values[name]
+        v = (int(v) + delta) % spec[1] if spec[0] == "category" else float(np.clip(v + delta, spec[1], spec[2]))
+        return self.set_value(name, v)
+
+    def set_value(self, name: str, value: float) -> float:
+        self.values = {**self.values, name: value}
+        self._update(values=dict(self.values))
+        self.log(f"{name} = {value_text(self.rules, name, value)} from the next phrase")
+        return value
+
+    def _update(self, **changes) -> None:
+        self.maker.update(**changes)
+        if self.engine is not None:
+            self.engine.changed()
+
+    # -- phrases -----------------------------------------------------------------------------------
+    def current(self) -> PhraseRecord | None:
+        return self.engine.current() if self.playing else None
+
+    def upcoming(self) -> PhraseRecord | None:
+        return self.engine.upcoming() if self.playing else None
+
+    def played(self) -> list[PhraseRecord]:
+        return self.history + (list(self.engine.played) if self.engine is not None else [])
+
+    @property
+    def holding(self) -> bool:
+        return self.maker.held is not None
+
+    def toggle_hold(self) -> bool:
+        """Loop the phrase now playing (from the next phrase), or let the walk go on again."""
+        if self.holding:
+            self.maker.hold(None)
+            self.log("hold off: the walk goes on")
+        else:
+            rec = self.current() or (self.played()[-1] if self.played() else None)
+            if rec is None:
+                self.log("nothing to hold yet")
+                return False
+            self.maker.hold((rec.tokens, rec.info))
+            self.log(f"holding phrase {rec.index + 1}")
+        if self.engine is not None:
+            self.engine.changed()
+        return self.holding
+
+    def mutate(self, amount: float = 0.15) -> None:
+        """The next phrase: a small latent step from the phrase now playing."""
+        rec = self.current() or (self.played()[-1] if self.played() else None)
+        z = rec.info.get("z") if rec is not None else None
+        if z is None:  # a held or answered phrase has no latent of its own: step from the walk
+            z = self.maker.z
+        self.maker.mutate(z, amount)
+        if self.engine is not None:
+            self.engine.changed()
+        self.log(f"mutate: the next phrase is a small step ({amount:g}) from this one")
+
+    def capture(self, last: int = 1) -> Path | None:
+        """Write the phrase now playing (``last`` = 1) or the last N phrases played, back to back,
+        to the next ``captures/take-NNN.mid``."""
+        played = self.played()
+        if not played:
+            self.log("nothing played yet: nothing to capture")
+            return None
+        cur = self.current()
+        end = next((k + 1 for k, r in enumerate(played) if r is cur), len(played))
+        recs = played[max(0, end - last) : end]
+        path = next_take(self.captures)
+        write_phrases([r.tokens for r in recs], path, bpm=self.settings.bpm, channel=self.settings.channel,
+                      velocity=self.settings.velocity)
+        self.last_capture = (path, recs)
+        self.log(f"captured {len(recs)} phrase{'s' if len(recs) > 1 else ''} to {path}")
+        return path
+
+    def satisfaction(self, rec: PhraseRecord | None) -> list[bool] | None:
+        """Each rule of the rules now active, met by ``rec`` or not (with the values it was made for)."""
+        if rec is None:
+            return None
+        values = rec.info.get("values") or (self.values if self.rules.open else None)
+        try:
+            cond = self.rules.fixed_conditions(1, **values) if self.rules.open else None
+            return self.rules.satisfied(np.asarray(rec.tokens)[None], cond)[0].tolist()
+        except KeyError:  # made under rules with other open parameters
+            return None
+
+    # -- the rules file ----------------------------------------------------------------------------
+    def _stat(self) -> float | None:
+        try:
+            st = os.stat(self.rules_path)
+            return st.st_mtime_ns + st.st_size
+        except OSError:
+            return None
+
+    def check_rules_file(self, force: bool = False) -> str | None:
+        """Reload the rules file if it changed on disk. Returns None (unchanged), "error" (the old
+        rules keep playing; :attr:`rules_error` says where and what), "applied", or "needs fit"
+        (:attr:`pending_rules` waits for a fit; the old rules keep playing until :meth:`apply_rules`)."""
+        stamp = self._stat()
+        if not force and stamp == self._mtime:
+            return None
+        self._mtime = stamp
+        try:
+            rules = load_rules(self.rules_path)
+        except RulesError as e:
+            self.rules_error = str(e)
+            self.log(f"rules not reloaded, the old ones keep playing: {e}")
+            return "error"
+        self.rules_error = None
+        if rules.digest() == self.rules.digest() and self.pending_rules is None:
+            return None  # comments or spacing only
+        fitted = self.find_fit(rules)
+        if fitted is None:
+            self.pending_rules = rules
+            self.log(f"{self.rules_path.name} changed: it needs a fit first; the old rules keep playing")
+            return "needs fit"
+        self.apply_rules(rules, fitted)
+        return "applied"
+
+    def apply_rules(self, rules: RuleSet, fitted) -> None:
+        """Play ``rules`` from the next phrase (ends a hold)."""
+        self.rules, self.fitted, self.pending_rules = rules, fitted, None
+        self.values = default_values(rules, self.values)
+        self._update(rules=rules, fitted=fitted, values=dict(self.values) or None, held=None)
+        self.log(f"rules from {self.rules_path.name} play from the next phrase")

@@ -190,9 +190,10 @@ class LiveApp(App):
         Binding("s", "capture(1)", "Capture"),
         Binding("S", "capture_last", "Capture last N", show=False),
         Binding("r", "reload", "Reload rules", show=False),
+        Binding("f", "rules_file", "Rules file", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit", priority=True),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, key_display="ctrl+c"),
     ]
 
     def __init__(self, session: LiveSession, fit: Callable | None = None, autoplay: bool = True,
@@ -486,6 +487,24 @@ class LiveApp(App):
 
     def action_reload(self) -> None:
         result = self.session.check_rules_file(force=True)
+        self._rules_file_changed(result or "applied")
+
+    def action_rules_file(self) -> None:
+        here = Path.cwd()
+        choices = []
+        for p in self.session.rules_files():
+            try:
+                label = str(p.resolve().relative_to(here))
+            except ValueError:
+                label = str(p)
+            choices.append((label, p))
+        self.push_screen(ChoiceScreen("play which rules file? (it is watched for changes)", choices), self._switch)
+
+    def _switch(self, path) -> None:
+        if path is None:
+            return
+        result = self.session.switch_rules(path)
+        self.sub_title = self.session.rules_path.name
         self._rules_file_changed(result or "applied")
 
     def action_help(self) -> None:

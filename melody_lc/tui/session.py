@@ -328,7 +328,8 @@ class LiveSession:
             return "error"
         self.rules_error = None
         if rules.digest() == self.rules.digest() and self.pending_rules is None:
-            return None  # comments or spacing only
+            self.rules = rules  # the same meaning: comments, spacing, or another file saying the same
+            return "applied" if force else None
         fitted = self.find_fit(rules)
         if fitted is None:
             self.pending_rules = rules
@@ -336,6 +337,22 @@ class LiveSession:
             return "needs fit"
         self.apply_rules(rules, fitted)
         return "applied"
+
+    def switch_rules(self, path: str | os.PathLike) -> str | None:
+        """Play another rules file (watched from now on); as :meth:`check_rules_file` answers."""
+        self.rules_path, self.pending_rules = Path(path), None
+        self._mtime = self._stat()
+        return self.check_rules_file(force=True)
+
+    def rules_files(self) -> list[Path]:
+        """Rules files to switch to: those beside the current one, then the shipped examples."""
+        from melody_lc.paths import shipped_dir
+
+        found: dict[str, Path] = {}
+        for folder in (self.rules_path.parent, shipped_dir("rules")):
+            for p in sorted(folder.glob("*.rules")):
+                found.setdefault(str(p.resolve()), p)
+        return list(found.values())
 
     def apply_rules(self, rules: RuleSet, fitted) -> None:
         """Play ``rules`` from the next phrase (ends a hold)."""

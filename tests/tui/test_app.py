@@ -16,6 +16,7 @@ from melody_lc.melody import Melody
 from melody_lc.midi.files import phrases_to_midi
 from melody_lc.midi.ports import open_output
 from melody_lc.tui.app import LiveApp, PianoRoll
+from tests.tui.conftest import REPO
 
 
 async def until(pilot, condition, timeout: float = 30.0, what: str = "") -> None:
@@ -68,6 +69,18 @@ def test_keys_change_tempo_key_hold_and_capture_and_quit_panics(make_session, re
                         what="two phrases after hold")
             for rec in session.played()[held.index + 1:]:
                 assert rec.info["source"] == "hold" and np.array_equal(rec.tokens, held.tokens)
+            # mutate: the next phrase is a small latent step from this one (and hold ends)
+            await pilot.press("l")
+            assert not session.holding
+            await until(pilot, lambda: session.current() is not None and session.current().info["source"] == "generated",
+                        what="a generated phrase")
+            base = session.current()
+            await pilot.press("m")
+            await until(pilot, lambda: session.current() is not None and session.current().index > base.index,
+                        what="the mutated phrase")
+            mutated = session.current()
+            walk = session.settings.variation * (2 * base.info["z"].numel()) ** 0.5  # a usual step of the walk
+            assert float((mutated.info["z"] - base.info["z"]).norm()) < 0.6 * walk
             # capture: the phrase playing, then the last 4 phrases, as .mid files
             k = session.current().index
             await pilot.press("s")
@@ -123,6 +136,18 @@ def test_a_broken_rules_file_shows_where_and_the_old_rules_keep_playing(make_ses
             changed_at = len(session.played())
             await until(pilot, lambda: len(session.played()) > changed_at + 1, what="a phrase of the new rules")
             assert "values" not in session.played()[-1].info or session.played()[-1].info["values"] == {}
+            # another rules file, chosen by key from those beside it and the shipped examples
+            await pilot.press("f")
+            options = app.screen.query_one("#choices")
+            labels = [str(options.get_option_at_index(k).prompt) for k in range(options.option_count)]
+            assert labels[0].endswith("any_key_major.rules")  # the file beside comes first
+            options.highlighted = next(k for k, label in enumerate(labels) if label.endswith("dorian_folk.rules"))
+            await pilot.press("enter")
+            assert session.rules_path.name == "dorian_folk.rules" and app.sub_title == "dorian_folk.rules"
+            assert session.pending_rules is None and session.fitted is not None  # its shipped fit
+            assert any(r.kind.name == "key" and r.params["mode"] == "dorian" for r in session.rules.rules)
+            switched_at = len(session.played())
+            await until(pilot, lambda: len(session.played()) > switched_at, what="a phrase of dorian_folk")
             await pilot.press("q")
 
     asyncio.run(scenario())
@@ -183,6 +208,11 @@ def test_help_lists_every_key_and_the_palette_offers_the_same_actions(make_sessi
                 assert b.description in described
             assert any(r[0] == "space" for r in rows) and any(r[0] == "?" for r in rows)
             await pilot.press("escape")
+            readme = (REPO / "README.md").read_text()
+            keymap = readme[readme.index("| key | what it does |"):]
+            for keys, _ in rows:  # the README's key map has every key
+                for key in keys.split(" / "):
+                    assert f"`{key}`" in keymap, key
             commands = {c.title for c in app.get_system_commands(app.screen)}
             for needed in ("Play/stop", "Hold", "Mutate", "Capture", "Capture last N", "Panic", "Key up",
                            "Output port", "Input port (call and response)", "Clock mode", "Reload rules"):

@@ -5,7 +5,10 @@
 Rows: prior samples; the actor fitted for C major; the actor fitted for C major + density (at least
 3 notes in every bar); gradient search on the C major + density critics; rejection sampling from the
 prior for C major + density. Columns: satisfaction and mean reward per constraint, both together,
-mean latent shift, and wall time per satisfying melody (generation only; fitting is reported apart).
+mean latent shift, spread (the mean distance between the latents of the row's melodies over that
+between the prior latents they came from: near 0, every melody comes from nearly one place), and
+wall time per satisfying melody (generation only; fitting is reported apart). The paper's gated
+actor is fitted too, for comparison with the bounded step that melody-lc uses (see engine/nets.py).
 
 All melodies are decoded by sampling at the same temperature (default 0.5, the temperature the
 actors are fitted at). For the scale of the latent shifts, see benchmarks/latent_scale.py.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -47,9 +51,9 @@ def main() -> None:
     windows = MelodyDataset(args.data).windows("train")
     both = parse_rules(C_MAJOR_DENSE, "c_major_dense")
     key_only = parse_rules(C_MAJOR, "c_major")
-    cfg = FitConfig()
     fits = {}
-    for name, rules in (("C major", key_only), ("C major + density", both)):
+    for name, rules, cfg in (("C major", key_only, FitConfig()), ("C major + density", both, FitConfig()),
+                             ("gated", both, replace(FitConfig(), actor_max_step=None))):
         t = time.perf_counter()
         fits[name] = fit_rules(rules, model, windows, cfg, cache_dir=cache_dir() / "fits", search=(shipped_fits_dir(),))
         m = fits[name].meta
@@ -60,28 +64,30 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     t = time.perf_counter()
     prior = model.sample(args.n, args.temperature, g, bf16=use_bf16("auto", torch.device("cpu"))).numpy()
-    rows.append(("prior", both, prior, 0.0, time.perf_counter() - t))
+    rows.append(("prior", both, prior, 0.0, 1.0, time.perf_counter() - t))
     for name, rules, fitted, method in (("actor: C major", key_only, fits["C major"], "actor"),
                                         ("actor: C major + density", both, fits["C major + density"], "actor"),
+                                        ("paper's gated actor: C major + density", both, fits["gated"], "actor"),
                                         ("gradient search: C major + density", both, fits["C major + density"], "gd"),
                                         ("rejection: C major + density", both, None, "reject")):
         n = args.reject_n if method == "reject" else args.n
         tokens, report = generate(rules, model, n, fitted, method=method, seed=1, temperature=args.temperature,
                                   max_tries=2000)
-        rows.append((name, rules, tokens, report["mean_latent_shift"], report["seconds"]))
+        rows.append((name, rules, tokens, report["mean_latent_shift"], report.get("spread", float("nan")),
+                     report["seconds"]))
 
     print(f"\n{args.n} melodies per row ({args.reject_n} for rejection sampling: it keeps only those that satisfy), "
           f"decoded at temperature {args.temperature:g}")
-    print("| row | C major | reward | density | reward | both | latent shift | ms per melody satisfying its row's rules |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| row | C major | reward | density | reward | both | latent shift | spread | ms per melody satisfying its row's rules |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     per_ok = {}
-    for name, target, tokens, shift, seconds in rows:
+    for name, target, tokens, shift, spread, seconds in rows:
         sat, rew = both.satisfied(tokens), both.rewards(tokens)
         all_ok = sat.all(1)
         per = seconds / max(int(target.satisfied(tokens).all(1).sum()), 1)
         per_ok[name] = per
         print(f"| {name} | {sat[:, 0].mean():.1%} | {rew[:, 0].mean():.3f} | {sat[:, 1].mean():.1%} | {rew[:, 1].mean():.3f} "
-              f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {per * 1000:.1f} |")
+              f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {spread:.2f} | {per * 1000:.1f} |")
     ratio = per_ok["rejection: C major + density"] / per_ok["actor: C major + density"]
     print(f"\nactor vs rejection sampling, time per melody satisfying C major + density: {ratio:.0f}x faster")
     print("for the scale of latent shifts: python benchmarks/latent_scale.py")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
-from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit, gradient_search
+from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit, gradient_search, latent_spread
 from melody_lc.melody.model import HierarchicalMelodyVAE
 from melody_lc.melody.train import use_bf16
 from melody_lc.rules import RuleSet
@@ -156,14 +156,14 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
     checkpoint.save(path, FIT_KIND, {"hidden": cfg["hidden"], "layers": cfg["layers"], "z_size": f.meta["z_size"],
                                      "cond_size": f.meta["cond_size"], "num_constraints": f.meta["num_constraints"],
                                      "ensemble": cfg["ensemble"], "pessimism": cfg["pessimism"],
-                                     "actor_hidden": cfg["actor_hidden"]},
+                                     "actor_hidden": cfg["actor_hidden"], "actor_max_step": cfg.get("actor_max_step")},
                     weights, meta=f.meta, dtype=torch.float16)  # half the size; the nets run in float32
 
 
 def load_fitted(path: str | os.PathLike) -> Fitted:
     ck = checkpoint.load(path, FIT_KIND)
     c, w = ck["config"], ck["weights"]
-    actor = Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"])
+    actor = Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"], c.get("actor_max_step"))
     critic = CriticEnsemble(c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"],
                             c["ensemble"], c["pessimism"])
     actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
@@ -226,7 +226,9 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
     else:
         raise ValueError(f"method must be actor, gd or reject, not {method!r}")
     shift = (z2 - z).norm(dim=-1).numpy()
-    return tokens, _summary(rules, tokens, cond, shift, method, time.perf_counter() - t0)
+    report = _summary(rules, tokens, cond, shift, method, time.perf_counter() - t0)
+    report["spread"] = latent_spread(z, z2) if n > 2 else 1.0  # near 0: every melody from nearly one latent
+    return tokens, report
 
 
 def transform(tokens: np.ndarray, rules: RuleSet, model: HierarchicalMelodyVAE, fitted: Fitted,

@@ -166,7 +166,7 @@ def _report_table(report: dict) -> str:
     for name, r in report["rules"].items():
         lines.append(f"{name:<14} {r['satisfied']:>9.1%} {r['mean_reward']:>11.3f}")
     lines.append(f"{'all rules':<14} {report['all_rules']:>9.1%} {report['mean_reward']:>11.3f}   "
-                 f"mean latent shift {report['mean_latent_shift']:.2f}")
+                 f"mean latent shift {report['mean_latent_shift']:.2f}, spread {report.get('spread', 1.0):.2f}")
     return "\n".join(lines)
 
 

@@ -4,10 +4,10 @@ Knows only tensors in latent space (and numpy rewards from the caller); imports 
 melody, image, midi, tui or cli packages.
 """
 
-from melody_lc.engine.fit import FitConfig, FitResult, LatentProblem, fit
+from melody_lc.engine.fit import FitConfig, FitResult, LatentProblem, fit, latent_spread
 from melody_lc.engine.losses import actor_loss, critic_loss, distance_penalty, gradient_penalty
 from melody_lc.engine.nets import Actor, Critic, CriticEnsemble
 from melody_lc.engine.search import gradient_search
 
 __all__ = ["Actor", "Critic", "CriticEnsemble", "FitConfig", "FitResult", "LatentProblem", "actor_loss", "critic_loss",
-           "distance_penalty", "fit", "gradient_penalty", "gradient_search"]
+           "distance_penalty", "fit", "gradient_penalty", "gradient_search", "latent_spread"]

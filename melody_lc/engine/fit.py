@@ -78,6 +78,7 @@ class FitConfig:
     ensemble: int = 4  # reward critics; the actor follows their pessimistic answer (mean - k * std)
     pessimism: float = 2.0
     lambda_dist: float = 0.1
+    actor_max_step: float | None = 2.0  # see nets.Actor; None: the paper's gated actor (it collapsed here)
     realism_weight: float = 1.0  # weight of the realism critic's cost in the actor's loss
     realism_fakes: str = "prior"  # "prior", or "prior+actor" (a GAN: the critic chases the actor)
     critic_data: str = "prior"  # the reward critics learn from scored prior latents, or "all" (actor outputs too)
@@ -86,6 +87,12 @@ class FitConfig:
     replay: int = 32_768  # most recent scored latents kept for the critic
     patience: int = 3  # stop after this many rounds without a better actor (0: run every round)
     seed: int = 0
+
+
+def latent_spread(z: torch.Tensor, moved: torch.Tensor, limit: int = 256) -> float:
+    """How far apart the actor's outputs stay, over how far apart its inputs were (mean pairwise
+    distances): 1 keeps the prior's variety; near 0, the actor sends every latent to one place."""
+    return float(torch.pdist(moved[:limit]).mean() / torch.pdist(z[:limit]).mean())
 
 
 @dataclass
@@ -105,7 +112,7 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
     Z, C, K = problem.sigma_bar.shape[0], problem.cond_size, problem.num_constraints
     critic = CriticEnsemble(Z, K, C, config.hidden, config.layers, config.ensemble, config.pessimism)
     realism = Critic(Z, 1, 0, config.hidden, config.layers) if problem.real_latents is not None else None
-    actor = Actor(Z, C, config.actor_hidden, config.layers)
+    actor = Actor(Z, C, config.actor_hidden, config.layers, config.actor_max_step)
     opt_c = torch.optim.Adam(list(critic.parameters()) + (list(realism.parameters()) if realism else []), lr=config.lr)
     opt_a = torch.optim.Adam(actor.parameters(), lr=config.actor_lr)
     buf_z, buf_c, buf_r = (torch.zeros(0, Z), torch.zeros(0, C), torch.zeros(0, K))
@@ -137,6 +144,7 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
         prior_sat = float(sat[:n_prior].all(1).mean())
         shift = float((z_moved - z_prior[n_prior:]).norm(dim=-1).mean()) if rnd > 0 else 0.0
         actor_reward = float(rewards[n_prior:].mean()) if rnd > 0 else 0.0
+        spread = latent_spread(z_prior[n_prior:], z_moved) if rnd > 0 else 1.0
         # the actor of the round before, on fresh latents; rules none of it satisfies yet: the mean reward decides
         if rnd > 0 and (actor_sat, actor_reward) > (result.best_satisfaction, best_reward):
             result.best_satisfaction, result.best_round, best_reward = actor_sat, rnd - 1, actor_reward
@@ -189,7 +197,7 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
             terms["loss"].backward()
             opt_a.step()
         entry = {"round": rnd, "prior_satisfaction": prior_sat, "actor_satisfaction": actor_sat,
-                 "mean_reward": float(rewards[n_prior:].mean()) if rnd > 0 else float(rewards.mean()), "latent_shift": shift,
+                 "mean_reward": float(rewards[n_prior:].mean()) if rnd > 0 else float(rewards.mean()), "latent_shift": shift, "spread": spread,
                  "actor_distance": float(terms["distance"]), "seconds": round(time.perf_counter() - t0, 2),
                  "score_seconds": round(t_score, 2)}
         result.history.append(entry)

@@ -5,12 +5,22 @@ attributes), K constraints.
 
     Critic  D([z, c]) -> (N, K) logits, one per constraint; sigmoid(logit) ~ P(constraint holds).
             CriticEnsemble: several, answering pessimistically (mean - k * std).
-    Actor   G([z, c]) -> (dz, gates), z' = (1 - sigmoid(gates)) * z + sigmoid(gates) * dz:
-            the gates let the actor leave most of z alone and move only what the constraints need.
-            dz is bounded to the prior's support (|dz| <= 3, by a scaled tanh), and z' is given the
-            norm of z: a Gaussian prior's samples lie on a thin shell (|z| ~ sqrt(Z)), and off that
-            shell the critics have seen no data and extrapolate. Measured on the melody VAE: one
-            round of fitting reached 34% satisfaction without the projection, 62% with it.
+    Actor   G([z, c]) -> (dz, gates). The paper's gated actor (``max_step=None``):
+            z' = (1 - sigmoid(gates)) * z + sigmoid(gates) * dz, dz bounded to the prior's support
+            (|dz| <= 3, by a scaled tanh). The default here is a bounded step instead:
+            z' = z + sigmoid(gates) * max_step * tanh(dz), at most ``max_step`` per dimension.
+            Either way z' is given the norm of z: a Gaussian prior's samples lie on a thin shell
+            (|z| ~ sqrt(Z)), and off that shell the critics have seen no data and extrapolate
+            (measured on the melody VAE: one round of fitting reached 34% satisfaction without
+            the projection, 62% with it).
+
+            Why the bounded step: the gated actor can open every gate and replace z, and it did.
+            On the melody VAE (C major + >= 3 notes per bar) it satisfied 97.6% of samples by
+            sending every latent to nearly one place (its outputs lay 0.15 times as far apart as
+            its inputs, and 21.5 from them, about as far as a fresh draw); on digits, every '7' it
+            drew was the same '7'. With max_step 2 the same fit satisfied 92.9% at a shift of
+            15.5 with outputs 0.54 times as far apart; on digits, 96.6% against 96.8%, shift 4.9
+            against 7.1, and 2.5 times the variety (benchmarks/paper_table.py, image_table.py).
 """
 
 from __future__ import annotations
@@ -78,15 +88,20 @@ class Actor(nn.Module):
 
     bound = 3.0  # |dz| <= 3 prior standard deviations
 
-    def __init__(self, z_size: int, cond_size: int = 0, hidden: int = 512, layers: int = 2) -> None:
+    def __init__(self, z_size: int, cond_size: int = 0, hidden: int = 512, layers: int = 2,
+                 max_step: float | None = None) -> None:
         super().__init__()
-        self.z_size, self.cond_size = z_size, cond_size
+        self.z_size, self.cond_size, self.max_step = z_size, cond_size, max_step
         self.net = mlp(z_size + cond_size, hidden, layers, 2 * z_size)
         # start close to the identity: gates mostly closed
         nn.init.constant_(self.net[-1].bias[z_size:], -2.0)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         dz, gates = self.net(_join(z, c)).chunk(2, -1)
-        g = torch.sigmoid(gates)
-        moved = (1 - g) * z + g * (self.bound * torch.tanh(dz / self.bound))
+        if self.max_step is not None:  # a step of at most max_step per dimension: z' keeps z's identity
+            g = torch.sigmoid(gates)
+            moved = z + g * self.max_step * torch.tanh(dz)
+        else:
+            g = torch.sigmoid(gates)
+            moved = (1 - g) * z + g * (self.bound * torch.tanh(dz / self.bound))
         return moved * (z.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(1e-6))

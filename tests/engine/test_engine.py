@@ -37,8 +37,9 @@ def toy_problem(real=True) -> LatentProblem:
 
 def test_zero_shot_fit_satisfies_conditional_constraints_with_a_small_shift():
     prob = toy_problem()
+    # z0 > 1.2 from z0 ~ N(0, 1) needs moves of up to 3 or more in that dimension: a step bound of 3
     res = fit(prob, FitConfig(rounds=10, initial_samples=1024, samples_per_round=512, critic_steps=150, actor_steps=150,
-                                hidden=64, actor_hidden=64, seed=0))
+                                hidden=64, actor_hidden=64, seed=0, actor_max_step=3.0))
     assert res.history[0]["prior_satisfaction"] < 0.1
     assert res.best_satisfaction > 0.9
     g = torch.Generator().manual_seed(123)
@@ -113,3 +114,30 @@ def test_engine_imports_no_modality():
     code = "import sys, melody_lc.engine; print(sorted(m for m in sys.modules if m.startswith('melody_lc.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "melody_lc.melody" not in out and "melody_lc.rules" not in out and "melody_lc.cli" not in out
+
+
+def test_the_bounded_actor_moves_each_dimension_at_most_max_step_and_keeps_variety():
+    from melody_lc.engine import latent_spread
+
+    torch.manual_seed(0)
+    actor = Actor(Z, 0, hidden=32, max_step=0.5)
+    with torch.no_grad():
+        actor.net[-1].bias[:Z] = 50.0  # dz saturated and gates wide open: the largest move it can make
+        actor.net[-1].bias[Z:] = 50.0
+    z = torch.randn(500, Z, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z2 = actor(z)
+    # before the projection onto |z| the step is at most 0.5 per dimension; after it, still close
+    assert (z2 - z).norm(dim=-1).max() < 2 * 0.5 * Z**0.5
+    assert torch.allclose(z2.norm(dim=-1), z.norm(dim=-1), atol=1e-4)
+    assert latent_spread(z, z2) > 0.8  # outputs as far apart as their inputs, nearly
+    # what the spread measures: an actor sending everything to one place scores near 0
+    collapsed = torch.randn(1, Z).expand(500, Z) + 0.01 * torch.randn(500, Z)
+    assert latent_spread(z, collapsed) < 0.05
+    gated = Actor(Z, 0, hidden=32)  # the paper's gated actor can replace z outright
+    with torch.no_grad():
+        gated.net[-1].bias[Z:] = 50.0
+        gated.net[-1].weight[:Z] = 0.0
+        gated.net[-1].bias[:Z] = 1.0
+        z3 = gated(z)
+    assert latent_spread(z, z3) < 0.3  # one direction: only the norms (kept from z) still differ

@@ -52,6 +52,16 @@ def test_keys_change_tempo_key_hold_and_capture_and_quit_panics(make_session, re
             assert session.engine.tempo.bpm == 595
             await pilot.press("k", "k")  # the tonic two semitones up: D major from the next phrase
             assert session.values == {"tonic": 2}
+            await pilot.press("v")  # the selector: the same parameter, from a list
+            select = app.screen.query_one("#value-tonic")
+            assert select.value == 2
+            select.value = 9
+            await pilot.pause(0.1)
+            assert session.values == {"tonic": 9}
+            select.value = 2
+            await pilot.pause(0.1)
+            await pilot.press("escape")
+            assert session.values == {"tonic": 2}
             first = session.current().index
             await until(pilot, lambda: (session.current() or session.played()[0]).index > first, what="the next phrase")
             assert session.current().info["values"] == {"tonic": 2.0}
@@ -231,12 +241,21 @@ def test_help_lists_every_key_and_the_palette_offers_the_same_actions(make_sessi
 
 def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receiver):
     daw = receiver("daw-call")
-    session = make_session("c_major_busy.rules", bpm=600.0, output="daw-call")
+    session = make_session("c_major_busy.rules", bpm=600.0)
     player = open_output(None, virtual_name="player-tui")  # the keyboard, made before the stream starts
     app = LiveApp(session, autoplay=False)
 
+    async def choose(pilot, key: str, part: str) -> None:
+        await pilot.press(key)
+        options = app.screen.query_one("#choices")
+        labels = [str(options.get_option_at_index(k).prompt) for k in range(options.option_count)]
+        options.highlighted = next(k for k, label in enumerate(labels) if part in label)
+        await pilot.press("enter")
+
     async def scenario():
         async with app.run_test(size=(140, 44)) as pilot:
+            await choose(pilot, "o", "daw-call")  # the output, chosen in the UI
+            assert session.settings.output and "daw-call" in session.settings.output
             await pilot.press("i")
             options = app.screen.query_one("#choices")
             labels = [str(options.get_option_at_index(k).prompt) for k in range(options.option_count)]
@@ -255,6 +274,13 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
                         timeout=60, what="the answer")
             answer = next(r for r in session.played() if r.info["source"] == "response")
             assert len(Melody(np.array(answer.info["called"])).notes()) == 8
+            # the panic key: everything stops at once, every note ends, then CC 123 and CC 120
+            await pilot.press("escape")
+            assert not session.playing
+            await pilot.pause(0.3)
+            got = daw.messages()
+            assert [(m.type, m.control) for _, m in got[-2:]] == [("control_change", 123), ("control_change", 120)]
+            assert no_hanging_notes(got)
             await pilot.press("q")
 
     try:

@@ -1,10 +1,10 @@
 """The paper's image table (Engel et al. 2018, table 1 style) for a melody-lc image model, in one run.
 
     python benchmarks/image_table.py --dataset mnist --data DIR --model VAE_DIR --classifier CLF_DIR \\
-        --fit FIT_DIR --fit-no-distance FIT0_DIR [-n 1000]
+        --fit FIT_DIR --fit-no-distance FIT0_DIR [--fit-gated GATED_DIR] [-n 1000]
 
 Rows: the test data itself, prior samples, the conditional actor with the distance penalty, the
-actor without it, and gradient search on the critics. Each generated row asks for attribute rows
+actor without it, the paper's gated actor, and gradient search on the critics. Each generated row asks for attribute rows
 drawn from the test set's labels; the separately trained pixel-space classifier judges the images.
 Columns: accuracy of the requested attributes (MNIST: the share classified as the requested digit;
 CelebA: per-attribute accuracy averaged over the attributes), the mean latent shift, and the
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--classifier", required=True)
     ap.add_argument("--fit", required=True, help="fit with the distance penalty")
     ap.add_argument("--fit-no-distance", help="fit without it (image fit --lambda-dist 0)")
-    ap.add_argument("--fit-bounded", help="fit with a bounded actor (image fit --max-step 1)")
+    ap.add_argument("--fit-gated", help="fit with the paper's gated actor (image fit --gated)")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -51,8 +51,8 @@ def main() -> None:
     fits = {"actor (distance penalty)": load_fit(args.fit)}
     if args.fit_no_distance:
         fits["actor (no distance penalty)"] = load_fit(args.fit_no_distance)
-    if args.fit_bounded:
-        fits["actor, bounded step (distance penalty)"] = load_fit(args.fit_bounded)
+    if args.fit_gated:
+        fits["paper's gated actor (distance penalty)"] = load_fit(args.fit_gated)
     names = fits["actor (distance penalty)"].names
     if cmeta["attributes"] != names:
         raise SystemExit(f"the classifier judges {cmeta['attributes']}, the fit constrains {names}")

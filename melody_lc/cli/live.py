@@ -246,4 +246,4 @@ def cmd_live(args) -> int:
         app.run()
     finally:
         app.shutdown()  # panic and close the ports whatever ended the app
-    return 0
+    return app.return_code or 0  # 130 after SIGTERM

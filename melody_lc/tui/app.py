@@ -10,7 +10,9 @@ on its own threads; fits run in a Textual worker thread; the screen is refreshed
 
 from __future__ import annotations
 
+import asyncio
 import math
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -225,6 +227,10 @@ class LiveApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        try:  # SIGTERM ends the app like q (panic, ports closed), with exit code 130
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.call_later, self._terminated)
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals here (Windows, a thread)
+            pass
         self.sub_title = self.session.rules_path.name
         self.query_one("#log", RichLog).border_title = "log"
         self._fill_rules_table()
@@ -450,27 +456,27 @@ class LiveApp(App):
         self.session.set_channel(self.session.settings.channel + delta)
         self.log_line(f"channel {self.session.settings.channel + 1} from the next phrase")
 
-    def action_output(self) -> None:
+    def _choose_port(self, inputs: bool, title: str, first: list[tuple[str, object]], apply) -> None:
+        """A list of ports to pick from; escape changes nothing."""
         try:
-            _, outputs = list_ports()
+            names = list_ports()[0 if inputs else 1]
         except PortError as e:
             self.log_line(f"port: {e}")
             return
-        choices = [(f"{self.session.settings.port_name} (a virtual port of melody-lc's own)", None)]
-        choices += [(n, n) for n in outputs if not n.startswith(self.session.settings.port_name)]
-        self.push_screen(ChoiceScreen("send to which output?", choices),
-                         lambda name: self._try(self.session.set_output, name))
+        ours = self.session.settings.port_name
+        choices = first + [(n, n) for n in names if not n.startswith(ours)]
+        self.push_screen(ChoiceScreen(title, [(label, (value,)) for label, value in choices]),
+                         lambda picked: picked is not None and self._try(apply, picked[0]))
+
+    def action_output(self) -> None:
+        self._choose_port(False, "send to which output?",
+                          [(f"{self.session.settings.port_name} (a virtual port of melody-lc's own)", None)],
+                          self.session.set_output)
 
     def action_input(self) -> None:
-        try:
-            inputs, _ = list_ports()
-        except PortError as e:
-            self.log_line(f"port: {e}")
-            return
-        choices = [("none (no call and response)", ""), ("melody-lc-in (a virtual input)", "virtual")]
-        choices += [(n, n) for n in inputs if not n.startswith(self.session.settings.port_name)]
-        self.push_screen(ChoiceScreen("listen to which input? what you play there is answered", choices),
-                         lambda name: name is not None and self._try(self.session.set_input, name or None))
+        self._choose_port(True, "listen to which input? what you play there is answered",
+                          [("none (no call and response)", None), ("melody-lc-in (a virtual input)", "virtual")],
+                          self.session.set_input)
 
     def action_hold(self) -> None:
         self.session.toggle_hold()
@@ -509,6 +515,10 @@ class LiveApp(App):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def _terminated(self) -> None:
+        self.shutdown()
+        self.exit(return_code=130)
 
     async def action_quit(self) -> None:
         self.shutdown()

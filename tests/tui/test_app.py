@@ -256,6 +256,8 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
         async with app.run_test(size=(140, 44)) as pilot:
             await choose(pilot, "o", "daw-call")  # the output, chosen in the UI
             assert session.settings.output and "daw-call" in session.settings.output
+            await pilot.press("o", "escape")  # escape changes nothing
+            assert "daw-call" in session.settings.output
             await pilot.press("i")
             options = app.screen.query_one("#choices")
             labels = [str(options.get_option_at_index(k).prompt) for k in range(options.option_count)]

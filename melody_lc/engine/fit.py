@@ -17,7 +17,10 @@ numbers are the actor's true satisfaction on fresh samples):
   - one critic is exploited: the longer the actor trains against it, the worse the true result.
     An ensemble answering mean - 2 std holds up far better (see nets.CriticEnsemble);
   - an actor free to leave the prior's shell finds regions where the critics extrapolate (see
-    nets.Actor).
+    nets.Actor);
+  - the paper's gated actor, free to replace z, sent every latent to nearly one place (97.6%
+    satisfied, but its outputs 0.16 times as far apart as its inputs): the default bounded step
+    keeps the variety (92.9%, 0.54). Each round logs that ratio as ``spread``.
 
 The engine knows only tensors in latent space; :class:`LatentProblem` is what the caller supplies.
 """

@@ -31,10 +31,9 @@ FIT_KIND = "melody-lc-actor"
 
 def model_fingerprint(model: HierarchicalMelodyVAE) -> str:
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().numpy().tobytes()[:4096])  # enough to tell checkpoints apart
-        h.update(str(float(v.float().sum())).encode())
+    for k, v in sorted(model.state_dict().items()):  # every weight's exact bytes: the same whatever the
+        h.update(k.encode())                          # thread count (a float sum was not)
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

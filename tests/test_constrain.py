@@ -56,3 +56,26 @@ def test_transform_reports_before_and_after(tmp_path):
     out, report = transform(windows[:3], rules, model, fitted, steps=5)
     assert out.shape == (3, 256) and "before" in report and 0 <= report["steps_changed"] <= 1
     assert load_fitted(next(tmp_path.glob("fit-*"))).meta["rules_digest"] == rules.digest()
+
+
+def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count():
+    """The live engine's worker sets torch to 1 thread for the whole process; a fit found before must
+    still be found after (a float sum of the weights differed between thread counts)."""
+    import torch
+
+    from melody_lc.constrain import model_fingerprint
+    from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE
+
+    model = HierarchicalMelodyVAE(PRESETS["tiny"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = model_fingerprint(model)
+        torch.set_num_threads(2)
+        two = model_fingerprint(model)
+    finally:
+        torch.set_num_threads(before)
+    assert one == two
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[-1] += 1e-3  # any change of the weights changes it
+    assert model_fingerprint(model) != one

@@ -113,7 +113,9 @@ def fit_labelled(problem: LabelledProblem, config: LabelledFitConfig = LabelledF
                 progress(entry)
     for p in list(realism.parameters()) + list(attributes.parameters()):
         p.requires_grad_(True)
-    return out.__class__(actor.eval(), realism.eval(), attributes.eval(), out.sigma_bar, out.history)
+    for net in (actor, realism, attributes):
+        net.eval()
+    return out
 
 
 def attribute_cost(realism: Critic, attributes: Critic, wanted: torch.Tensor, targets: torch.Tensor):

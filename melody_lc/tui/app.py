@@ -203,7 +203,8 @@ class LiveApp(App):
         super().__init__()
         self.session, self.fit_fn, self.autoplay = session, fit, autoplay
         self.watch_interval, self.fit_rounds = watch_interval, fit_rounds
-        self._shown: object = None  # the phrase record the rules table was last filled for
+        self._shown: object = None  # the phrase record on the roll and in the rules table
+        self._upcoming: object = None  # the phrase record on the 'next' roll
         self._counts: list[int] = []  # per rule: phrases that met it
         self._phrases = 0
         self._ui_thread = threading.get_ident()
@@ -243,7 +244,7 @@ class LiveApp(App):
             self.start_fit()
         if self.autoplay:
             self.action_toggle_play()
-        self._update_status()
+        self._tick()  # the first frame shows the state at once, not after the timer's first beat
 
     def key_map(self) -> list[tuple[str, str]]:
         """(key, description) of every binding, as the help screen shows them."""
@@ -290,15 +291,18 @@ class LiveApp(App):
         cur = s.current()
         now = self.query_one("#now", PianoRoll)
         nxt = self.query_one("#next", PianoRoll)
-        shown = cur or (s.played()[-1] if s.played() else None)
-        now.tokens = None if shown is None else tuple(int(x) for x in shown.tokens)
+        played = s.played()
+        shown = cur or (played[-1] if played else None)
         now.playhead = int(s.engine.step()) if cur is not None and s.engine is not None else None
         up = s.upcoming()
-        nxt.tokens = None if up is None else tuple(int(x) for x in up.tokens)
+        if up is not self._upcoming:  # the rolls take new tokens only when the phrase changes
+            self._upcoming = up
+            nxt.tokens = None if up is None else tuple(int(x) for x in up.tokens)
         self.query_one("#now-title", Label).update("now playing" if cur is not None or shown is None
                                                    else "last played (stopped)")
         if shown is not self._shown:
             self._shown = shown
+            now.tokens = None if shown is None else tuple(int(x) for x in shown.tokens)
             self._phrase_changed(shown)
         self._update_status()
 

@@ -327,6 +327,8 @@ class LiveSession:
             self.log(f"rules not reloaded, the old ones keep playing: {e}")
             return "error"
         self.rules_error = None
+        if self.pending_rules is not None and rules.digest() == self.pending_rules.digest():
+            return None  # the same rules already wait for their fit (a file saved in two writes)
         if rules.digest() == self.rules.digest() and self.pending_rules is None:
             self.rules = rules  # the same meaning: comments, spacing, or another file saying the same
             return "applied" if force else None

@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import constrain, data, image, live, model, rules
+    from melody_lc.cli import chain, constrain, data, image, live, model, rules
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules.register(sub)
     constrain.register(sub)
     live.register(sub)
+    chain.register(sub)
     image.register(sub)
     return parser
 

@@ -218,17 +218,19 @@ class LiveEngine:
             self._cond.notify_all()
 
     # -- running -----------------------------------------------------------------------------------
-    def start(self, follow_input=None) -> None:
-        """Make the first phrase, then start the clock (or wait for the DAW's start in follow mode)."""
+    def start(self, follow_input=None, tempo: Tempo | None = None) -> None:
+        """Make the first phrase, then start the clock (or wait for the DAW's start in follow mode).
+        ``tempo``: play on this (shared, already anchored) tempo, as chains of a rack do."""
         sys.setswitchinterval(0.0005)  # the clock thread gets the GIL back quickly from the worker
         self.started_at = self.clock.now()
-        self._make(0)
+        if 0 not in self._queue:  # a rack makes the first phrase before it sets the clock going
+            self._make(0)
         self.first_phrase_s = self.clock.now() - self.started_at
         workers = [threading.Thread(target=self._worker, name="melody-lc-phrases", daemon=True)]
         if self.config.clock == "follow":
             self.follower = Follower(self.transport, self.clock)
         else:
-            self.tempo = Tempo(self.config.bpm, self.clock.now() + self.config.lead)
+            self.tempo = tempo or Tempo(self.config.bpm, self.clock.now() + self.config.lead)
             workers.append(threading.Thread(target=self._clock, name="melody-lc-clock", daemon=True))
         self._threads = workers
         for t in workers:

@@ -1,0 +1,355 @@
+"""The built-in transforms: scale snap, transpose, quantize, humanize, velocity curve, note length,
+channel/program map, echo, and the constraint transform (latent gradient search toward rules).
+
+Each one follows the processor API in ``api.py`` exactly as a plugin would. Sources (generator,
+input, file) and sinks (out, record) are the host's own and are declared in ``host.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import mido
+import numpy as np
+
+from melody_lc.chain.api import Context, Event, NoteMap, Param, Processor
+from melody_lc.rules.kinds import MODES
+
+SCALES = tuple(sorted(m.replace(" ", "_") for m in MODES))
+
+
+def _clip_note(n: int) -> int:
+    return int(min(127, max(0, n)))
+
+
+class _PitchMap(Processor):
+    """A transform that maps each note to another pitch; note-offs follow their note-ons."""
+
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.notes = NoteMap()
+
+    def pitch(self, note: int) -> int:
+        raise NotImplementedError
+
+    def process(self, events, ctx):
+        out = []
+        for e in events:
+            if e.is_note_on:
+                out += self.notes.on(e, [e.with_msg(note=_clip_note(self.pitch(e.msg.note)))])
+            elif e.is_note_off:
+                out += self.notes.off(e)
+            else:
+                out.append(e)
+        return out
+
+    def reset(self) -> None:
+        self.notes.clear()
+
+
+class ScaleSnap(_PitchMap):
+    name = "scale"
+    summary = "snaps every note to a scale (like a DAW's scale effect)"
+    params = (Param("key", "key", 0, help="the tonic"),
+              Param("scale", "choice", "major", choices=SCALES, help="the scale"),
+              Param("direction", "choice", "nearest", choices=("nearest", "up", "down"),
+                    help="where a note outside the scale goes (nearest: down on a tie)"))
+
+    def pitch(self, note: int) -> int:
+        degrees = {(self.values["key"] + d) % 12 for d in MODES[self.values["scale"].replace("_", " ")]}
+        order = {"nearest": (0, -1, 1, -2, 2, -3, 3), "up": (0, 1, 2, 3), "down": (0, -1, -2, -3)}[self.values["direction"]]
+        for d in order:
+            if (note + d) % 12 in degrees and 0 <= note + d <= 127:
+                return note + d
+        return note
+
+
+class Transpose(_PitchMap):
+    name = "transpose"
+    summary = "moves every note by semitones and octaves"
+    params = (Param("semitones", "int", 0, min=-48, max=48), Param("octaves", "int", 0, min=-4, max=4))
+
+    def pitch(self, note: int) -> int:
+        return note + self.values["semitones"] + 12 * self.values["octaves"]
+
+
+class Quantize(Processor):
+    name = "quantize"
+    summary = "moves note starts toward a grid (a note cannot move into the past: live input only moves later)"
+    params = (Param("grid", "duration", "1/16", help="the grid"),
+              Param("strength", "float", 100.0, min=0, max=100, help="percent of the way to the grid line"))
+
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.notes = NoteMap()
+
+    def process(self, events, ctx):
+        grid = ctx.seconds(self.values["grid"]) * ctx.bpm / 60.0  # in beats
+        out = []
+        for e in events:
+            if e.is_note_on:
+                beat = ctx.beat_at(e.time)
+                target = ctx.time_at(round(beat / grid) * grid)
+                t = e.time + (target - e.time) * self.values["strength"] / 100.0
+                out += self.notes.on(e, [e.at(max(t, ctx.now))])
+            elif e.is_note_off:
+                out += self.notes.off(e)
+            else:
+                out.append(e)
+        return out
+
+    def reset(self) -> None:
+        self.notes.clear()
+
+
+class Humanize(Processor):
+    name = "humanize"
+    summary = "random timing and velocity offsets, seeded (the chain is delayed by the timing so notes can move earlier)"
+    params = (Param("timing", "duration", "10ms", min=0, help="notes move up to this much either way"),
+              Param("velocity", "int", 10, min=0, max=127, help="velocities move up to this much either way"),
+              Param("seed", "int", 0, min=0))
+
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.rng = np.random.default_rng(self.values["seed"])
+        self.notes = NoteMap()
+        self.starts: dict[tuple[int, int], float] = {}  # where each sounding note-on went
+
+    def lookahead(self, bpm: float) -> float:
+        return self.values["timing"].seconds(bpm)
+
+    def process(self, events, ctx):
+        spread = ctx.seconds(self.values["timing"])
+        out = []
+        for e in events:
+            if e.is_note_on:
+                t = max(ctx.now, e.time + float(self.rng.uniform(-spread, spread)))
+                v = int(np.clip(e.msg.velocity + self.rng.integers(-self.values["velocity"], self.values["velocity"] + 1), 1, 127))
+                self.starts[(e.msg.channel, e.msg.note)] = t
+                out += self.notes.on(e, [Event(t, e.msg.copy(velocity=v))])
+            elif e.is_note_off:
+                # Every note ends ``timing`` early (so at most 2 x timing shorter): its note-off can
+                # then never land after the next note-on of the same pitch, however that one moves.
+                start = self.starts.pop((e.msg.channel, e.msg.note), ctx.now)
+                out += [o.at(max(e.time - spread, start + 0.001, ctx.now)) for o in self.notes.off(e)]
+            else:
+                out.append(e)
+        return out
+
+    def reset(self) -> None:
+        self.notes.clear()
+        self.starts.clear()
+
+
+class VelocityCurve(Processor):
+    name = "velocity"
+    summary = "a velocity curve: out = min + (max - min) * (in / 127) ^ curve, or one fixed velocity"
+    params = (Param("curve", "float", 1.0, min=0.1, max=10, help="above 1 softer, below 1 louder"),
+              Param("min", "int", 1, min=1, max=127), Param("max", "int", 127, min=1, max=127),
+              Param("fixed", "int", 0, min=0, max=127, help="every note at this velocity (0: use the curve)"))
+
+    def process(self, events, ctx):
+        v = self.values
+        out = []
+        for e in events:
+            if e.is_note_on:
+                vel = v["fixed"] or round(v["min"] + (v["max"] - v["min"]) * (e.msg.velocity / 127) ** v["curve"])
+                out.append(e.with_msg(velocity=int(np.clip(vel, 1, 127))))
+            else:
+                out.append(e)
+        return out
+
+
+class NoteLength(Processor):
+    name = "notelength"
+    summary = "sets note lengths: a fixed length, or a minimum and a maximum (0: no limit)"
+    params = (Param("length", "duration", "0ms", min=0, help="every note lasts this long (0: as played)"),
+              Param("min", "duration", "0ms", min=0, help="shorter notes are held this long"),
+              Param("max", "duration", "0ms", min=0, help="longer notes end after this long"))
+
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.sounding: dict[tuple[int, int], float] = {}  # (channel, note) -> when it started
+        self.pending: list[Event] = []  # note-offs this processor will release when due
+
+    def _limits(self, ctx) -> tuple[float, float]:
+        fixed = ctx.seconds(self.values["length"])
+        if fixed > 0:
+            return fixed, fixed
+        return ctx.seconds(self.values["min"]), ctx.seconds(self.values["max"]) or float("inf")
+
+    def process(self, events, ctx):
+        lo, hi = self._limits(ctx)
+        out = []
+        for e in events:
+            key = (e.msg.channel, e.msg.note) if e.is_note else None
+            if e.is_note_on:
+                if key in self.sounding:  # struck again: the earlier one ends now
+                    out.append(Event(e.time, mido.Message("note_off", channel=key[0], note=key[1], velocity=0)))
+                    self.pending = [p for p in self.pending if (p.msg.channel, p.msg.note) != key]
+                self.sounding[key] = e.time
+                out.append(e)
+                if hi < float("inf"):
+                    self.pending.append(Event(e.time + hi, mido.Message("note_off", channel=key[0], note=key[1], velocity=0)))
+            elif e.is_note_off:
+                start = self.sounding.get(key)
+                if start is None:
+                    continue  # already ended by the maximum (or never started here)
+                if e.time - start < lo:
+                    self.pending = [p for p in self.pending if (p.msg.channel, p.msg.note) != key]
+                    self.pending.append(Event(start + lo, e.msg))
+                else:
+                    del self.sounding[key]
+                    self.pending = [p for p in self.pending if (p.msg.channel, p.msg.note) != key]
+                    out.append(e)
+            else:
+                out.append(e)
+        due = [p for p in self.pending if p.time <= ctx.now + ctx.horizon]
+        if due:
+            self.pending = [p for p in self.pending if p.time > ctx.now + ctx.horizon]
+            for p in due:
+                self.sounding.pop((p.msg.channel, p.msg.note), None)
+            out += due
+        return out
+
+    def reset(self) -> None:
+        self.sounding.clear()
+        self.pending.clear()
+
+
+class ChannelMap(Processor):
+    name = "channel"
+    summary = "moves messages to another MIDI channel, and can set its program (instrument) first"
+    params = (Param("to", "int", 1, min=1, max=16, help="the channel to send on (1-16)"),
+              Param("from", "int", 0, min=0, max=16, help="only messages on this channel (0: all)"),
+              Param("program", "int", 0, min=0, max=128, help="a program change (1-128) sent first (0: none)"))
+
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.sent_program = False
+
+    def process(self, events, ctx):
+        to, src, program = self.values["to"] - 1, self.values["from"], self.values["program"]
+        out = []
+        if program and not self.sent_program:
+            out.append(Event(ctx.now, mido.Message("program_change", channel=to, program=program - 1)))
+            self.sent_program = True
+        for e in events:
+            if hasattr(e.msg, "channel") and (src == 0 or e.msg.channel == src - 1):
+                out.append(e.with_msg(channel=to))
+            else:
+                out.append(e)
+        return out
+
+    def reset(self) -> None:
+        self.sent_program = False
+
+
+class Echo(Processor):
+    name = "echo"
+    summary = "repeats each note after a delay, softer each time"
+    params = (Param("delay", "duration", "1/8", min=0.001, help="time between repeats"),
+              Param("repeats", "int", 2, min=1, max=16),
+              Param("feedback", "float", 0.6, min=0.05, max=1.0, help="each repeat's velocity, times the one before"))
+
+    def process(self, events, ctx):
+        d = ctx.seconds(self.values["delay"])
+        out = list(events)
+        for e in events:
+            if not e.is_note:
+                continue
+            for k in range(1, self.values["repeats"] + 1):
+                if e.is_note_on:
+                    v = max(1, round(e.msg.velocity * self.values["feedback"] ** k))
+                    out.append(Event(e.time + k * d, e.msg.copy(velocity=v)))
+                else:
+                    out.append(Event(e.time + k * d, e.msg))
+        return out
+
+
+class Constrain(Processor):
+    """Gathers the notes played into it, one 16-bar phrase at a time (phrases start on multiples of
+    16 bars from the stream's start), and plays each phrase moved toward the rules by the latent
+    gradient search (the identity-preserving transformation) during the next phrase. The search
+    runs on a thread of its own; the processor itself only gathers and releases notes."""
+
+    name = "constrain"
+    summary = "plays each 16-bar phrase moved toward a rules file (latent gradient search), one phrase later"
+    params = (Param("rules", "path", help="the rules file"),
+              Param("dry", "bool", False, help="also pass the notes played through"),
+              Param("velocity", "int", 90, min=1, max=127),
+              Param("steps", "int", 300, min=1, max=5000, help="gradient search steps"))
+    budget = 0.02
+
+    def __init__(self, model=None, rules=None, fitted=None, **values) -> None:
+        super().__init__(**values)
+        self.model, self.rules, self.fitted = model, rules, fitted  # given by the host before it runs
+        self.notes: list[list] = []  # [pitch, start_beat, end_beat or None, channel]
+        self.phrase: int | None = None
+        self.pending: list[Event] = []
+        self.lock = threading.Lock()
+        self.results: list[tuple[int, np.ndarray, int]] = []  # (phrase to play in, tokens, channel)
+
+    PHRASE_BEATS = 64
+
+    def process(self, events, ctx):
+        out = [e for e in events if not e.is_note] + ([e for e in events if e.is_note] if self.values["dry"] else [])
+        for e in events:
+            beat = ctx.beat_at(e.time)
+            if self.notes and self.notes[-1][2] is None and (e.is_note_on or (e.is_note_off and e.msg.note == self.notes[-1][0])):
+                self.notes[-1][2] = beat
+            if e.is_note_on:
+                if self.phrase is None:
+                    self.phrase = int(beat // self.PHRASE_BEATS)
+                self.notes.append([e.msg.note, beat, None, e.msg.channel])
+        now_phrase = int(ctx.beat // self.PHRASE_BEATS)
+        if self.phrase is not None and now_phrase > self.phrase:
+            self._submit(self.phrase, ctx)
+        with self.lock:
+            for k, tokens, channel in self.results:
+                self._schedule(k, tokens, channel, ctx)
+            self.results = []
+        due = [p for p in self.pending if p.time <= ctx.now + ctx.horizon]
+        self.pending = [p for p in self.pending if p.time > ctx.now + ctx.horizon]
+        return out + due
+
+    def _submit(self, k: int, ctx: Context) -> None:
+        from melody_lc.melody import Melody
+
+        origin = k * self.PHRASE_BEATS
+        notes, channel = [], 0
+        for pitch, s, e, ch in self.notes:
+            e = (k + 1) * self.PHRASE_BEATS if e is None else e
+            s0, e0 = round((s - origin) * 4), min(256, round((e - origin) * 4))
+            if 0 <= s0 < 256 and e0 > s0:
+                notes.append((pitch, s0, e0))
+                channel = ch
+        self.notes, self.phrase = [], None
+        if notes:
+            tokens = Melody.from_notes(notes).tokens.astype(np.int64)
+            threading.Thread(target=self._search, args=(k + 1, tokens, channel), daemon=True,
+                             name="melody-lc-constrain").start()
+
+    def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
+        from melody_lc.constrain import transform
+
+        out, _ = transform(tokens, self.rules, self.model, self.fitted, steps=self.values["steps"])
+        with self.lock:
+            self.results.append((k, out[0], channel))
+
+    def _schedule(self, k: int, tokens, channel: int, ctx: Context) -> None:
+        from melody_lc.midi.schedule import Phrase
+
+        phrase = Phrase.from_tokens(tokens, channel, self.values["velocity"])
+        for step in sorted(phrase.events):
+            t = ctx.time_at(k * self.PHRASE_BEATS + step / 4)
+            if t >= ctx.now or step == 256:
+                self.pending += [Event(max(t, ctx.now), m) for m in phrase.events[step]]
+            # notes of a phrase that started before its search ended are skipped, not played late
+
+    def reset(self) -> None:
+        self.notes, self.phrase, self.pending = [], None, []
+
+
+TRANSFORMS: tuple[type[Processor], ...] = (ScaleSnap, Transpose, Quantize, Humanize, VelocityCurve, NoteLength,
+                                           ChannelMap, Echo, Constrain)

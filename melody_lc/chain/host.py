@@ -1,0 +1,553 @@
+"""Running chains: sources feed events into a chain of processors, whose output goes to a sink.
+
+    cf = load_chains("live.chain")
+    rack = Rack(cf, prepare=lambda rules_path: (rules, model, fitted), bpm=100, log=print)
+    rack.start(); ...; rack.stop()            # stop ends every sounding note at every sink
+
+Each chain has a thread of its own that runs its processors: sources only hand it messages
+(:meth:`ChainRunner.feed`, from the clock thread or a port callback), so the clock never waits
+for a processor. The thread stamps each message with its arrival time plus the chain's delay (the
+sum of the processors' lookahead), runs the processors, sends what is due at once and keeps later
+events in a heap until they are due. It also calls every processor at least once per sixteenth
+with no events (a tick), so processors can release events of their own.
+
+Isolation: a processor that raises, returns something other than events, uses more CPU time
+than its budget in one call, or does not return at all (a watchdog notices) is bypassed from then
+on and reported; the events it was given pass on unchanged, and the sink ends the notes sounding
+through the chain so none hangs. A sink knows what it has sounding: stopping always ends it all
+with note-offs, then All Notes Off and All Sound Off.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mido
+
+from melody_lc.chain.api import Context, Event, ParamError, Processor
+from melody_lc.chain.builtin import Constrain
+from melody_lc.chain.syntax import ChainError, ChainFile, ChainSpec, Link
+from melody_lc.midi.schedule import PULSES_PER_QUARTER, Clock, Tempo
+
+SYSTEM = ("clock", "start", "stop", "continue", "songpos", "song_select", "reset", "active_sensing")
+HANG_S = 0.25  # a call still running after this long is a processor that does not return
+
+
+@dataclass
+class Slot:
+    """A processor in a running chain, with what the host measured of it."""
+
+    proc: Processor
+    link: Link
+    failed: str | None = None
+    calls: int = 0
+    cpu_s: float = 0.0  # thread CPU time over all calls
+    max_cpu_s: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return not self.link.bypass and self.failed is None
+
+    @property
+    def state(self) -> str:
+        return "failed" if self.failed else "bypassed" if self.link.bypass else "on"
+
+
+class Sink:
+    """An output port (shared between chains, with a lock) and/or a recording; it tracks the notes
+    it has sounding so that :meth:`panic` can end them."""
+
+    def __init__(self, port=None, port_lock: threading.Lock | None = None, channel: int = 0,
+                 record: str | None = None) -> None:
+        self.port, self.port_lock = port, port_lock or threading.Lock()
+        self.channel = channel  # 1-16 forces every channel message there; 0 keeps them
+        self.record_path = record
+        self.recorded: list[tuple[float, mido.Message]] = []
+        self.sounding: set[tuple[int, int]] = set()
+        self.channels: set[int] = set()
+        self.sent = 0
+
+    def send(self, msg: mido.Message, t: float) -> None:
+        if self.channel and hasattr(msg, "channel"):
+            msg = msg.copy(channel=self.channel - 1)
+        if msg.type == "note_on" and msg.velocity > 0:
+            self.sounding.add((msg.channel, msg.note))
+        elif msg.type in ("note_on", "note_off"):
+            self.sounding.discard((msg.channel, msg.note))
+        if hasattr(msg, "channel"):
+            self.channels.add(msg.channel)
+        if self.port is not None:
+            with self.port_lock:
+                self.port.send(msg)
+        if self.record_path:
+            self.recorded.append((t, msg))
+        self.sent += 1
+
+    def notes_off(self, t: float) -> None:
+        for ch, note in sorted(self.sounding):
+            self.send(mido.Message("note_off", channel=ch, note=note, velocity=0), t)
+
+    def panic(self, t: float) -> None:
+        self.notes_off(t)
+        for ch in sorted(self.channels):
+            for cc in (123, 120):
+                self.send(mido.Message("control_change", channel=ch, control=cc, value=0), t)
+
+    def write_record(self, tempo: Tempo) -> None:
+        """The recording as a type-0 .mid (480 ticks per quarter), written atomically."""
+        if not self.record_path:
+            return
+        from melody_lc.fileio import atomic_path
+
+        tpq = 480
+        track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo.bpm), time=0)])
+        now = 0
+        for t, msg in self.recorded:
+            tick = max(now, round((t - tempo.t_anchor) / tempo.seconds_per_pulse * tpq / PULSES_PER_QUARTER
+                                  + tempo.pulse_anchor * tpq / PULSES_PER_QUARTER))
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        Path(self.record_path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.record_path) as tmp:
+            mido.MidiFile(type=0, ticks_per_beat=tpq, tracks=[track]).save(tmp)
+
+
+class ChainRunner:
+    """One chain at run time: processors between a source's messages and a sink."""
+
+    def __init__(self, spec: ChainSpec, slots: list[Slot], sink: Sink, tempo: Tempo, clock: Clock | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.spec, self.slots, self.sink, self.tempo = spec, slots, sink, tempo
+        self.clock = clock or Clock()
+        self.log = log or (lambda s: None)
+        self.lock = threading.Condition()
+        self._inbox: list[tuple[int, list[Event]]] = []  # (first slot to run, events)
+        self._heap: list[tuple[float, int, mido.Message]] = []
+        self._seq = itertools.count()
+        self._gen = 0  # a new loop thread takes over when one hangs; the old one then stops
+        self._busy: tuple[int, int, list[Event], float] | None = None  # (gen, slot, events, started)
+        self._next_tick = 0.0
+        self.running = False
+        self.thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- sources hand messages in ----------------------------------------------------------------
+    def feed(self, msgs: list[mido.Message], t: float | None = None) -> None:
+        t = self.clock.now() if t is None else t
+        with self.lock:
+            self._inbox.append((0, [Event(t, m) for m in msgs]))
+            self.lock.notify()
+
+    def send(self, msg: mido.Message) -> None:  # so a LiveEngine can use a chain as its port
+        self.feed([msg])
+
+    def delay(self) -> float:
+        return sum(s.proc.lookahead(self.tempo.bpm) for s in self.slots if s.active)
+
+    def context(self, now: float) -> Context:
+        step = 60.0 / self.tempo.bpm / 4
+        period = min(step, 0.025)
+        return Context(now, self.tempo.bpm, self.tempo.t_anchor, self.tempo.pulse_anchor / PULSES_PER_QUARTER,
+                       horizon=2 * period, chain=self.spec.name)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.running = True
+        self._next_tick = self.clock.now()
+        self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name=f"melody-lc-watchdog-{self.name}", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while self.running:
+            time.sleep(0.02)
+            self.watch()
+
+    def _spawn(self) -> None:
+        with self.lock:
+            self._gen += 1
+        self.thread = threading.Thread(target=self._loop, args=(self._gen,), name=f"melody-lc-chain-{self.name}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _loop(self, gen: int) -> None:
+        from melody_lc.midi.live import _set_thread_priority
+
+        _set_thread_priority(realtime=True)
+        while True:
+            with self.lock:
+                if not self.running or gen != self._gen:
+                    return
+                now = self.clock.now()
+                wake = min(self._next_tick, self._heap[0][0] if self._heap else math.inf)
+                if not self._inbox and wake > now:
+                    self.lock.wait(min(wake - now, 0.05))
+                    if not self.running or gen != self._gen:
+                        return
+                batch, self._inbox = self._inbox, []
+            now = self.clock.now()
+            tick = now >= self._next_tick
+            if tick:
+                self._next_tick = now + min(60.0 / self.tempo.bpm / 4, 0.025)
+            if batch or tick:
+                delay = self.delay()
+                todo = [(start, [e.at(e.time + delay) for e in events]) for start, events in batch] or [(0, [])]
+                for start, events in todo:
+                    system = [e for e in events if e.msg.type in SYSTEM]
+                    out = self._run(gen, start, [e for e in events if e.msg.type not in SYSTEM], now)
+                    if out is None:
+                        return  # this thread hung and was replaced
+                    self._schedule(system + out, gen)
+            self._send_due(gen)
+
+    def _run(self, gen: int, start: int, events: list[Event], now: float) -> list[Event] | None:
+        ctx = self.context(now)
+        for i in range(start, len(self.slots)):
+            slot = self.slots[i]
+            if not slot.active:
+                continue
+            self._busy = (gen, i, events, time.monotonic())
+            c0 = time.thread_time()
+            try:
+                out = slot.proc.process(list(events), ctx)
+                if not isinstance(out, list) or not all(isinstance(e, Event) for e in out):
+                    raise TypeError(f"process returned {type(out).__name__}, not a list of Events")
+                problem = None
+            except Exception as e:  # noqa: BLE001 - a processor's failure is reported, not fatal
+                problem, out = f"raised {type(e).__name__}: {e}", events
+            cpu = time.thread_time() - c0
+            self._busy = None
+            if gen != self._gen:
+                return None
+            slot.calls += 1
+            slot.cpu_s += cpu
+            slot.max_cpu_s = max(slot.max_cpu_s, cpu)
+            if problem is None and cpu > slot.proc.budget:
+                problem, out = f"took {cpu * 1000:.1f} ms of CPU in one call, over its {slot.proc.budget * 1000:g} ms budget", events
+            if problem is not None:
+                self._fail(slot, problem)
+            events = out
+        return events
+
+    def _fail(self, slot: Slot, problem: str) -> None:
+        slot.failed = problem
+        self.log(f"chain {self.name}: {slot.link.name} bypassed: {problem}")
+        with self.lock:
+            self.sink.notes_off(self.clock.now())
+        try:
+            slot.proc.reset()
+        except Exception:  # noqa: BLE001, S110 - it has failed already
+            pass
+
+    def _schedule(self, events: list[Event], gen: int) -> None:
+        now = self.clock.now()
+        with self.lock:
+            if gen != self._gen:
+                return
+            for e in events:
+                if e.time <= now:
+                    self.sink.send(e.msg, now)
+                else:
+                    heapq.heappush(self._heap, (e.time, next(self._seq), e.msg))
+
+    def _send_due(self, gen: int) -> None:
+        with self.lock:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now + 0.0002 and gen == self._gen:
+                t, _, msg = heapq.heappop(self._heap)
+                self.sink.send(msg, t)
+
+    def watch(self) -> None:
+        """The watchdog's check: replaces a loop thread stuck in a processor."""
+        busy = self._busy
+        if busy is None or not self.running:
+            return
+        gen, i, events, started = busy
+        if gen == self._gen and time.monotonic() - started > max(HANG_S, 10 * self.slots[i].proc.budget):
+            self._fail(self.slots[i], f"did not return within {HANG_S * 1000:.0f} ms")
+            with self.lock:
+                self._inbox.insert(0, (i + 1, events))  # what it was given goes on without it
+            self._busy = None
+            self._spawn()  # a new generation: the stuck thread's results are dropped if it ever returns
+
+    def stop(self) -> None:
+        """Stop the loop, drop what was still to come, and end every note at the sink."""
+        with self.lock:
+            self.running = False
+            self.lock.notify_all()
+        for th in (self.thread, getattr(self, "_watchdog", None)):
+            if th is not None and th is not threading.current_thread():
+                th.join(timeout=1.0)
+        with self.lock:
+            self._heap.clear()
+            self._inbox.clear()
+            self.sink.panic(self.clock.now())
+        for s in self.slots:
+            try:
+                s.proc.reset()
+            except Exception:  # noqa: BLE001, S110
+                pass
+
+    # -- live changes (the terminal UI) -----------------------------------------------------------
+    def set_bypass(self, index: int, on: bool) -> None:
+        """Bypass transform ``index`` (or take it back); a failed one stays bypassed until reset."""
+        slot = self.slots[index]
+        slot.link.bypass = on
+        if not on:
+            slot.failed = None
+        with self.lock:
+            self.sink.notes_off(self.clock.now())
+            slot.proc.reset()
+
+    def move(self, index: int, delta: int) -> int:
+        """Move transform ``index`` earlier (-1) or later (+1) in the chain; returns where it went."""
+        j = min(max(index + delta, 0), len(self.slots) - 1)
+        if j != index:
+            with self.lock:
+                self.slots[index], self.slots[j] = self.slots[j], self.slots[index]
+                links = self.spec.links
+                links[index + 1], links[j + 1] = links[j + 1], links[index + 1]
+                self.sink.notes_off(self.clock.now())
+        return j
+
+    def set_param(self, index: int, name: str, text: str) -> None:
+        """Change a parameter (checked; raises ParamError). The processor is made again with the
+        new values, so its notes in flight end first."""
+        slot = self.slots[index]
+        old = (dict(slot.link.values), dict(slot.link.written))
+        slot.link.set(name, text)
+        try:
+            proc = make_processor(slot.link, getattr(slot.proc, "resources", None))
+        except Exception as e:
+            slot.link.values, slot.link.written = old
+            raise ParamError(f"{slot.link.name}: {e}") from None
+        with self.lock:
+            self.sink.notes_off(self.clock.now())
+            slot.proc = proc
+
+
+def make_processor(link: Link, resources=None) -> Processor:
+    if link.cls is Constrain:
+        rules, model, fitted = resources
+        proc = Constrain(model=model, rules=rules, fitted=fitted, **link.values)
+    else:
+        proc = link.cls(**link.values)
+    proc.resources = resources
+    return proc
+
+
+# ------------------------------------------------------------------------------------------------
+# Sources
+# ------------------------------------------------------------------------------------------------
+class GeneratorSource:
+    """The live engine's phrases (the latent walk steered by the fitted actor) into a chain."""
+
+    def __init__(self, link: Link, prepared, runner: ChainRunner, maker=None, log=None) -> None:
+        from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker
+
+        v = link.values
+        rules, model, fitted = prepared
+        self.maker = maker or PhraseMaker(model, rules, fitted, None, v["temperature"], v["variation"], v["seed"])
+        self.engine = LiveEngine(self.maker, runner, LiveConfig(channel=v["channel"] - 1, velocity=v["velocity"]),
+                                 clock=runner.clock, log=log)
+
+    def prime(self) -> None:
+        """Make the first phrase now, before the clock is set going."""
+        self.engine._make(0)
+
+    def start(self, tempo: Tempo) -> None:
+        self.engine.start(tempo=tempo)
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+
+class InputSource:
+    def __init__(self, link: Link, runner: ChainRunner) -> None:
+        self.link, self.runner, self.port = link, runner, None
+
+    def start(self, tempo: Tempo) -> None:
+        from melody_lc.midi.ports import open_input
+
+        port, virtual = self.link.values["port"], self.link.values["virtual"]
+        self.port = open_input(port or None, virtual_name=virtual or "melody-lc-in",
+                               callback=lambda msg: self.runner.feed([msg]))
+
+    def stop(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
+
+
+def read_loop(path: str) -> tuple[list[tuple[float, mido.Message]], float]:
+    """(beat, message) of every channel message of a .mid file, and its length in beats, rounded
+    up to whole 4/4 bars."""
+    mid = mido.MidiFile(path)
+    events, tick = [], 0
+    for msg in mido.merge_tracks(mid.tracks):
+        tick += msg.time
+        if not msg.is_meta and hasattr(msg, "channel"):
+            events.append((tick / mid.ticks_per_beat, msg.copy(time=0)))
+    end = max((b for b, _ in events), default=0.0)
+    return events, max(4.0, math.ceil(end / 4 - 1e-9) * 4.0)
+
+
+class FileSource:
+    """A .mid file played in tempo from the chain's start, looped."""
+
+    def __init__(self, link: Link, runner: ChainRunner) -> None:
+        self.runner, self.loop = runner, link.values["loop"]
+        self.events, self.length = read_loop(link.values["path"])
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, tempo: Tempo) -> None:
+        self.tempo = tempo
+        self.thread = threading.Thread(target=self._play, name="melody-lc-file", daemon=True)
+        self.thread.start()
+
+    def _play(self) -> None:
+        clock = self.runner.clock
+        for n in itertools.count():
+            for beat, msg in self.events:
+                t = self.tempo.time_of((n * self.length + beat) * PULSES_PER_QUARTER)
+                clock.sleep_until(t)
+                if self.stop_event.is_set():
+                    return
+                self.runner.feed([msg], t)
+            if not self.loop:
+                return
+            clock.sleep_until(self.tempo.time_of((n + 1) * self.length * PULSES_PER_QUARTER))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Rack:
+    """Every chain of a chain file, running together on one tempo.
+
+    ``prepare(rules_path) -> (rules, model, fitted)`` loads (and fits, if need be) what generators
+    and the constraint transform use. ``sources`` may give a ready source for a chain by name (the
+    terminal UI gives its own steerable generator)."""
+
+    chains: ChainFile
+    prepare: Callable | None = None
+    bpm: float = 120.0
+    clock: Clock = field(default_factory=Clock)
+    log: Callable[[str], None] = lambda s: None
+    lead: float = 0.05
+    runners: list[ChainRunner] = field(default_factory=list)
+    sources: dict = field(default_factory=dict)
+    ports: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tempo = Tempo(self.chains.bpm or self.bpm, 0.0)
+        self._prepared: dict[str, tuple] = {}
+        try:
+            for spec in self.chains.chains:
+                self._build(spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def _resources(self, link: Link):
+        path = link.values["rules"]
+        if path not in self._prepared:
+            if self.prepare is None:
+                raise ChainError(str(self.chains.path), link.line, link.column, f"{link.name} needs a model")
+            self._prepared[path] = self.prepare(path)
+        return self._prepared[path]
+
+    def _port(self, link: Link):
+        from melody_lc.midi.ports import open_output
+
+        port, virtual = link.values.get("port"), link.values.get("virtual")
+        key = ("port", port) if port else ("virtual", virtual or "melody-lc")
+        if key not in self.ports:
+            opened = open_output(port) if port else open_output(None, virtual_name=virtual or "melody-lc")
+            self.ports[key] = (opened, threading.Lock())
+        return self.ports[key]
+
+    def _build(self, spec: ChainSpec) -> None:
+        sink_link = spec.sink
+        if sink_link.name == "record":
+            sink = Sink(record=sink_link.values["path"])
+        else:
+            port, lock = self._port(sink_link)
+            sink = Sink(port, lock, sink_link.values["channel"], sink_link.values["record"] or None)
+        slots = []
+        for link in spec.transforms:
+            try:
+                slots.append(Slot(make_processor(link, self._resources(link) if link.cls is Constrain else None), link))
+            except ChainError:
+                raise
+            except Exception as e:  # a plugin whose constructor fails is listed, and bypassed
+                slot = Slot(Processor(), link, failed=f"could not be made: {type(e).__name__}: {e}")
+                slots.append(slot)
+                self.log(f"chain {spec.name}: {link.name} bypassed: {slot.failed}")
+        runner = ChainRunner(spec, slots, sink, self.tempo, self.clock, self.log)
+        self.runners.append(runner)
+        src = spec.source
+        if spec.name in self.sources:
+            self.sources[spec.name] = self.sources[spec.name](runner)
+        elif src.name == "generator":
+            self.sources[spec.name] = GeneratorSource(src, self._resources(src), runner, log=self.log)
+        elif src.name == "input":
+            self.sources[spec.name] = InputSource(src, runner)
+        elif src.name == "file":
+            try:
+                self.sources[spec.name] = FileSource(src, runner)
+            except (OSError, ValueError, EOFError) as e:
+                raise ChainError(str(self.chains.path), src.line, src.column,
+                                 f"cannot read {src.values['path']} as a MIDI file: {e}") from None
+
+    def start(self) -> None:
+        for src in self.sources.values():
+            if hasattr(src, "prime"):
+                src.prime()
+        self.tempo.t_anchor, self.tempo.pulse_anchor = self.clock.now() + self.lead, 0
+        for r in self.runners:
+            r.start()
+        for src in self.sources.values():
+            src.start(self.tempo)
+
+    def set_bpm(self, bpm: float) -> None:
+        pulse = max(0, math.ceil((self.clock.now() - self.tempo.t_anchor) / self.tempo.seconds_per_pulse
+                                 + self.tempo.pulse_anchor))
+        self.tempo.change(bpm, pulse)
+
+    def runner(self, name: str) -> ChainRunner:
+        return next(r for r in self.runners if r.name == name)
+
+    def stop(self) -> None:
+        """Sources stop, then every chain ends its notes at its sink (no note is left hanging)."""
+        for src in self.sources.values():
+            if hasattr(src, "stop"):
+                src.stop()
+        for r in self.runners:
+            if r.running:
+                r.stop()
+        for r in self.runners:
+            r.sink.write_record(self.tempo)
+
+    def close(self) -> None:
+        for port, _ in self.ports.values():
+            try:
+                port.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
+        self.ports = {}

@@ -1,0 +1,191 @@
+"""The host at run time: processors in order, live changes, and isolation: a processor that
+raises, overruns its budget or never returns is bypassed, the stream goes on, and no note hangs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mido
+import pytest
+
+from melody_lc.chain.api import Param, Processor
+from melody_lc.chain.host import ChainRunner, Sink, Slot, make_processor
+from melody_lc.chain.registry import Entry, registry
+from melody_lc.chain.syntax import parse_chains, resolve
+from melody_lc.midi.schedule import Tempo
+from tests.chain.conftest import hanging, stream
+
+FAST_BPM = 960.0  # a sixteenth every 15.6 ms
+
+
+class Recorder:
+    """An output port that keeps what it was sent, with the time."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.got: list[tuple[float, mido.Message]] = []
+
+    def send(self, msg) -> None:
+        self.got.append((time.monotonic(), msg))
+
+    def notes(self):
+        return [(t, m) for t, m in self.got if m.type in ("note_on", "note_off")]
+
+
+class Raiser(Processor):
+    name = "raiser"
+    params = (Param("after", "int", 10, min=0),)
+
+    def process(self, events, ctx):
+        if any(e.is_note for e in events):
+            self.values["after"] -= 1
+            if self.values["after"] < 0:
+                raise RuntimeError("the plugin broke")
+        return [e.with_msg(note=e.msg.note + 1) if e.is_note else e for e in events]
+
+
+class Hog(Processor):
+    name = "hog"
+    params = (Param("after", "int", 10, min=0),)
+
+    def process(self, events, ctx):
+        if any(e.is_note for e in events):
+            self.values["after"] -= 1
+            if self.values["after"] < 0:
+                t = time.thread_time()
+                while time.thread_time() - t < 0.03:  # 30 ms of CPU, budget 5 ms
+                    pass
+        return events
+
+
+class Hanger(Processor):
+    name = "hanger"
+    params = (Param("after", "int", 10, min=0),)
+
+    def process(self, events, ctx):
+        if any(e.is_note for e in events):
+            self.values["after"] -= 1
+            if self.values["after"] < 0:
+                time.sleep(30)  # never comes back (as far as the stream can wait)
+        return events
+
+
+TABLE = {**registry()[0], **{c.name: Entry(c, "test") for c in (Raiser, Hog, Hanger)}}
+
+
+def runner(text: str, bpm: float = FAST_BPM, log=None):
+    spec = resolve(parse_chains(text, "t.chain"), TABLE).chains[0]
+    port = Recorder()
+    slots = [Slot(make_processor(link), link) for link in spec.transforms]
+    r = ChainRunner(spec, slots, Sink(port), Tempo(bpm, time.monotonic()), log=log)
+    return r, port
+
+
+def play(r: ChainRunner, events, until: float | None = None) -> None:
+    """Feed ``events`` (times from 0) in real time, from another thread as a source would."""
+    t0 = time.monotonic()
+    r.tempo.t_anchor = t0
+    r.start()
+
+    def feed():
+        for e in events:
+            if until is not None and e.time > until:
+                break
+            left = t0 + e.time - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            r.feed([e.msg])
+
+    th = threading.Thread(target=feed)
+    th.start()
+    th.join()
+    time.sleep(0.1)
+
+
+def test_processors_run_in_order_on_a_real_stream(phrases):
+    events = stream(phrases[:1], bpm=FAST_BPM)
+    r, port = runner("chain: input() -> transpose(12) -> scale(D, dorian) -> channel(to=3) -> out()")
+    play(r, events)
+    r.stop()
+    sent = [m for _, m in port.notes()]
+    want = [e.msg for e in events]
+    assert len([m for m in sent if m.type == "note_on"]) == len([m for m in want if m.type == "note_on" and m.velocity])
+    from melody_lc.rules.kinds import MODES
+
+    assert all(m.channel == 2 and (m.note - 2) % 12 in MODES["dorian"] for m in sent)
+    assert not hanging(sent)
+    lat = [t for t, _ in port.got]
+    assert lat, "nothing was sent"
+
+
+@pytest.mark.parametrize("culprit, says", [("raiser", "raised RuntimeError: the plugin broke"),
+                                           ("hog", "over its 5 ms budget"),
+                                           ("hanger", "did not return within 250 ms")])
+def test_a_failing_processor_is_bypassed_and_the_stream_goes_on(phrases, culprit, says):
+    log = []
+    events = stream(phrases[:1], bpm=FAST_BPM)
+    r, port = runner(f"chain: input() -> transpose(12) -> {culprit}(after=10) -> velocity(fixed=77) -> out()",
+                     log=log.append)
+    play(r, events)
+    r.stop()
+    slot = r.slots[1]
+    assert slot.failed and says in slot.failed and any(says in line and culprit in line for line in log)
+    assert r.slots[0].active and r.slots[2].active  # the others keep working
+    ons_in = [e.msg for e in events if e.is_note_on]
+    ons_out = [m for _, m in port.notes() if m.type == "note_on" and m.velocity]
+    assert len(ons_out) >= len(ons_in) - 1  # the stream went on (a hung call's own note may come late or not)
+    assert all(m.velocity == 77 for m in ons_out)
+    late = ons_out[-10:]  # after the failure the notes pass the culprit unchanged: transposed, not +1
+    assert [m.note for m in late] == [m.note + 12 for m in ons_in[-10:]]
+    assert not hanging([m for _, m in port.got])
+    cc = [(m.control, m.channel) for _, m in port.got if m.type == "control_change"]
+    assert (123, 0) in cc and (120, 0) in cc
+
+
+def test_stop_ends_every_note_even_those_still_to_come(phrases):
+    events = stream(phrases[:1], bpm=FAST_BPM)
+    r, port = runner("chain: input() -> notelength(length=2bars) -> echo(1/2, repeats=4) -> out()")
+    play(r, events, until=1.0)
+    r.stop()
+    got = [m for _, m in port.got]
+    assert any(m.type == "note_on" for m in got) and not hanging(got)
+    n = len(got)
+    time.sleep(0.5)
+    assert len(port.got) == n  # nothing more after stop: queued echoes were dropped
+
+
+def test_bypass_reorder_and_parameters_change_live(phrases):
+    events = stream(phrases[:1], bpm=FAST_BPM)
+    r, port = runner("chain: input() -> transpose(12) -> scale(C) -> out()")
+    t0 = time.monotonic()
+    r.tempo.t_anchor = t0
+    r.start()
+    half = len(events) // 4
+
+    def feed(evs, base):
+        for e in evs:
+            left = base + e.time - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            r.feed([e.msg])
+
+    feed(events[:half], t0)
+    time.sleep(0.05)
+    mark = len(port.got)
+    r.set_bypass(0, True)  # transpose off
+    r.set_param(1, "key", "F#")
+    r.move(1, -1)  # scale first now
+    assert [s.link.name for s in r.slots] == ["scale", "transpose"] and r.spec.links[1].name == "scale"
+    feed(events[half : 2 * half], t0)
+    time.sleep(0.05)
+    r.stop()
+    after = [m for _, m in port.got[mark:] if m.type == "note_on" and m.velocity]
+    before = [m for _, m in port.got[:mark] if m.type == "note_on" and m.velocity]
+    from melody_lc.rules.kinds import MODES
+
+    assert after and all((m.note - 6) % 12 in MODES["major"] for m in after)  # F# major, untransposed
+    assert all(m.note % 12 in MODES["major"] for m in before)
+    assert not hanging([m for _, m in port.got])
+    assert r.spec.text() == "chain: input() -> scale(key=F#) -> transpose(semitones=12, bypass=yes) -> out()"

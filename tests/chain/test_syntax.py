@@ -1,0 +1,93 @@
+"""The chain file: parsing, checking against declarations, located errors, saving back."""
+
+from __future__ import annotations
+
+import pytest
+
+from melody_lc.chain.registry import registry
+from melody_lc.chain.syntax import ChainError, load_chains, parse_chains, resolve
+
+TABLE = registry()[0]
+
+GOOD = """# two voices
+tempo: 100
+
+chain lead: generator(rules=lead.rules, seed=1)
+    -> humanize(timing=8ms, velocity=10)
+    -> scale(D, dorian) -> echo(1/8, bypass=yes)
+    -> out(virtual=melody-lc)   # the DAW takes this port
+chain: input(port="My Keys, port 1") -> out(port=Synth, channel=2)
+"""
+
+
+def check(text: str):
+    return resolve(parse_chains(text, "x.chain"), TABLE)
+
+
+def test_a_chain_file_reads_as_written(tmp_path):
+    path = tmp_path / "two.chain"
+    path.write_text(GOOD)
+    cf = load_chains(path)
+    assert cf.bpm == 100 and [c.name for c in cf.chains] == ["lead", "chain2"]
+    lead = cf.chains[0]
+    assert [link.name for link in lead.links] == ["generator", "humanize", "scale", "echo", "out"]
+    assert lead.source.values["rules"] == str(tmp_path / "lead.rules")  # relative to the chain file
+    assert lead.links[1].values["timing"].seconds(120) == pytest.approx(0.008)
+    assert lead.links[2].values == {"key": 2, "scale": "dorian", "direction": "nearest"}  # positional
+    assert lead.links[3].bypass and lead.links[3].values["delay"].text == "1/8"
+    assert cf.chains[1].source.values["port"] == "My Keys, port 1" and cf.chains[1].sink.values["channel"] == 2
+
+
+@pytest.mark.parametrize("text, where, what", [
+    ("chain: generator() -> out()", "1:8", "generator needs rules"),
+    ("chain: generator(rules=a) -> humanise() -> out()", "1:30", "no processor named 'humanise'.*did you mean 'humanize'"),
+    ("chain: generator(rules=a) -> humanize(timing=8 ms) -> out()", "1:46", "timing: expected a duration"),
+    ("chain: out() -> out()", "1:8", "'out' is a sink; the first link must be a source"),
+    ("chain: generator(rules=a) -> echo(foo=1) -> out()", "1:35", "echo has no parameter 'foo'"),
+    ("chain: generator(rules=a) -> echo(repeats=99) -> out()", "1:43", "repeats: expected a whole number from 1 to 16, found 99"),
+    ("chain: generator(rules=a) -> scale(C, major, up, 4) -> out()", "1:50", "scale takes 3 arguments; this one is extra"),
+    ("chain: generator(rules=a -> out()", "1:26", "expected ',' or '\\)' after an argument"),
+    ("chian: generator(rules=a) -> out()", "1:1", "did you mean 'chain'"),
+    ("chain: generator(rules=a)\n  -> scale(H) -> out()", "2:12", "key: expected a key"),
+    ("chain: generator(rules=a)", "1:17", "up to a sink"),
+    ("chain: generator(rules=a) -> transpose() -> humanize()", "1:45", "'humanize' is a transform; the last link must be a sink"),
+    ("tempo: 5\nchain: input() -> out()", "1:8", "tempo of 20-999"),
+    ("chain a: input() -> out()\nchain a: input() -> out()", "2:1", "already on line 1"),
+    ("chain: input(port=\"x) -> out()", "1:19", "no closing"),
+    ("# nothing here\n", "1:1", "at least one"),
+])
+def test_errors_name_the_line_and_column(text, where, what):
+    with pytest.raises(ChainError, match=f"^x.chain:{where}: .*{what}"):
+        check(text)
+
+
+def test_saving_back_keeps_other_lines_and_writes_changes(tmp_path):
+    path = tmp_path / "two.chain"
+    path.write_text(GOOD)
+    cf = load_chains(path)
+    lead = cf.chains[0]
+    lead.links[1].set("timing", "12ms")
+    lead.links[3].bypass = False
+    lead.links[2], lead.links[3] = lead.links[3], lead.links[2]
+    cf.save()
+    text = path.read_text()
+    assert text.startswith("# two voices\ntempo: 100\n\nchain lead: generator(rules=lead.rules, seed=1)")
+    assert "humanize(timing=12ms, velocity=10)" in text and "bypass" not in text
+    assert text.index("echo(delay=1/8)") < text.index("scale(key=D, scale=dorian)")
+    assert 'chain: input(port="My Keys, port 1") -> out(port=Synth, channel=2)' in text  # unnamed stays unnamed
+    again = load_chains(path)  # what was saved reads back to the same chains
+    assert [link.text() for link in again.chains[0].links] == [link.text() for link in lead.links]
+    assert again.chains[0].links[1].values["timing"].seconds(120) == pytest.approx(0.012)
+    # saved twice, the file does not grow or move
+    again.save()
+    assert path.read_text() == text
+
+
+def test_a_changed_parameter_is_checked():
+    from melody_lc.chain.api import ParamError
+
+    cf = check("chain: generator(rules=a) -> echo() -> out()")
+    with pytest.raises(ParamError, match="repeats: expected a whole number from 1 to 16"):
+        cf.chains[0].links[1].set("repeats", "0")
+    with pytest.raises(ParamError, match="echo has no parameter 'bogus'"):
+        cf.chains[0].links[1].set("bogus", "0")

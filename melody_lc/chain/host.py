@@ -405,9 +405,9 @@ def read_loop(path: str) -> tuple[list[tuple[float, mido.Message]], float]:
 class FileSource:
     """A .mid file played in tempo from the chain's start, looped."""
 
-    def __init__(self, link: Link, runner: ChainRunner) -> None:
+    def __init__(self, link: Link, runner: ChainRunner, loop: tuple | None = None) -> None:
         self.runner, self.loop = runner, link.values["loop"]
-        self.events, self.length = read_loop(link.values["path"])
+        self.events, self.length = loop or read_loop(link.values["path"])
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -435,6 +435,26 @@ class FileSource:
             self.thread.join(timeout=1.0)
 
 
+def check_files(cf: ChainFile) -> dict[str, tuple]:
+    """Read every rules file and .mid loop a chain file names, so that a bad one is reported before
+    anything runs; returns the loops read (path -> :func:`read_loop`)."""
+    from melody_lc.rules import load_rules
+
+    loops = {}
+    for spec in cf.chains:
+        for link in spec.links:
+            if link.values.get("rules") and link.kind != "sink":
+                load_rules(link.values["rules"])  # a RulesError names its own file and line
+            if link.name == "file" and link.kind == "source":
+                try:
+                    loops[link.values["path"]] = read_loop(link.values["path"])
+                except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    raise ChainError(str(cf.path), link.line, link.column,
+                                     f"cannot read {link.values['path']} as a MIDI file: {why}") from None
+    return loops
+
+
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class Rack:
@@ -457,6 +477,7 @@ class Rack:
     def __post_init__(self) -> None:
         self.tempo = Tempo(self.chains.bpm or self.bpm, 0.0)
         self._prepared: dict[str, tuple] = {}
+        self._loops = check_files(self.chains)  # before any port opens
         try:
             for spec in self.chains.chains:
                 self._build(spec)
@@ -509,11 +530,7 @@ class Rack:
         elif src.name == "input":
             self.sources[spec.name] = InputSource(src, runner)
         elif src.name == "file":
-            try:
-                self.sources[spec.name] = FileSource(src, runner)
-            except (OSError, ValueError, EOFError) as e:
-                raise ChainError(str(self.chains.path), src.line, src.column,
-                                 f"cannot read {src.values['path']} as a MIDI file: {e}") from None
+            self.sources[spec.name] = FileSource(src, runner, self._loops[src.values["path"]])
 
     def start(self) -> None:
         for src in self.sources.values():

@@ -64,7 +64,7 @@ def cmd_plugins(args) -> int:
 def cmd_chain(args) -> int:
     from argparse import Namespace
 
-    from melody_lc.chain.host import Rack
+    from melody_lc.chain.host import Rack, check_files
     from melody_lc.chain.syntax import load_chains
     from melody_lc.cli import CLIError
     from melody_lc.cli.constrain import _prepare
@@ -75,9 +75,10 @@ def cmd_chain(args) -> int:
     chains = load_chains(args.file)  # every name and parameter checked before anything runs
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     bpm = args.bpm or chains.bpm or 120.0
-    for spec in chains.chains:
-        say(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
     if args.check:
+        check_files(chains)
+        for spec in chains.chains:
+            print(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
         print(f"{args.file}: {len(chains.chains)} chain{'s' if len(chains.chains) > 1 else ''}, OK")
         return 0
     model = []
@@ -94,6 +95,8 @@ def cmd_chain(args) -> int:
     except PortError as e:
         raise CLIError(str(e)) from None
     try:
+        for spec in chains.chains:
+            say(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
         rack.start()
         say(f"running at {bpm:g} bpm; Ctrl-C stops")
         t0 = time.monotonic()

@@ -349,17 +349,12 @@ def make_processor(link: Link, resources=None) -> Processor:
 # ------------------------------------------------------------------------------------------------
 # Sources
 # ------------------------------------------------------------------------------------------------
-class GeneratorSource:
-    """The live engine's phrases (the latent walk steered by the fitted actor) into a chain."""
+class EngineSource:
+    """A live engine (the latent walk steered by the fitted actor, as `stream` plays it) as a
+    chain's source: the rack has it make its first phrase, then starts it on the rack's tempo."""
 
-    def __init__(self, link: Link, prepared, runner: ChainRunner, maker=None, log=None) -> None:
-        from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker
-
-        v = link.values
-        rules, model, fitted = prepared
-        self.maker = maker or PhraseMaker(model, rules, fitted, None, v["temperature"], v["variation"], v["seed"])
-        self.engine = LiveEngine(self.maker, runner, LiveConfig(channel=v["channel"] - 1, velocity=v["velocity"]),
-                                 clock=runner.clock, log=log)
+    def __init__(self, engine) -> None:
+        self.engine = engine
 
     def prime(self) -> None:
         """Make the first phrase now, before the clock is set going."""
@@ -370,6 +365,16 @@ class GeneratorSource:
 
     def stop(self) -> None:
         self.engine.stop()
+
+
+def generator_source(link: Link, prepared, runner: ChainRunner, log=None) -> EngineSource:
+    from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker
+
+    v = link.values
+    rules, model, fitted = prepared
+    maker = PhraseMaker(model, rules, fitted, None, v["temperature"], v["variation"], v["seed"])
+    return EngineSource(LiveEngine(maker, runner, LiveConfig(channel=v["channel"] - 1, velocity=v["velocity"]),
+                                   clock=runner.clock, log=log))
 
 
 class InputSource:
@@ -526,7 +531,7 @@ class Rack:
         if spec.name in self.sources:
             self.sources[spec.name] = self.sources[spec.name](runner)
         elif src.name == "generator":
-            self.sources[spec.name] = GeneratorSource(src, self._resources(src), runner, log=self.log)
+            self.sources[spec.name] = generator_source(src, self._resources(src), runner, log=self.log)
         elif src.name == "input":
             self.sources[spec.name] = InputSource(src, runner)
         elif src.name == "file":

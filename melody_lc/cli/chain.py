@@ -61,13 +61,29 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def cmd_chain(args) -> int:
+def make_prepare(args, model=None):
+    """``prepare(rules_path) -> (rules, model, fitted)`` for a rack: the model of --model (or the
+    shipped one) loaded once; a fit found in the caches, or made (--rounds, --quick, --data)."""
     from argparse import Namespace
 
+    from melody_lc.cli.constrain import _prepare
+
+    loaded = [model] if model is not None else []
+
+    def prepare(rules_path):
+        opts = Namespace(rules=rules_path, model=args.model, data=args.data, quick=args.quick, rounds=args.rounds,
+                         quiet=getattr(args, "quiet", True))
+        rules, m, fitted = _prepare(opts, model=loaded[0] if loaded else None)
+        loaded[:] = [m]
+        return rules, m, fitted
+
+    return prepare
+
+
+def cmd_chain(args) -> int:
     from melody_lc.chain.host import Rack, check_files
     from melody_lc.chain.syntax import load_chains
     from melody_lc.cli import CLIError
-    from melody_lc.cli.constrain import _prepare
     from melody_lc.midi.ports import PortError
 
     if args.bpm is not None and not 20 <= args.bpm <= 999:
@@ -81,17 +97,8 @@ def cmd_chain(args) -> int:
             print(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
         print(f"{args.file}: {len(chains.chains)} chain{'s' if len(chains.chains) > 1 else ''}, OK")
         return 0
-    model = []
-
-    def prepare(rules_path):
-        opts = Namespace(rules=rules_path, model=args.model, data=args.data, quick=args.quick, rounds=args.rounds,
-                         quiet=args.quiet)
-        rules, m, fitted = _prepare(opts, model=model[0] if model else None)
-        model[:] = [m]
-        return rules, m, fitted
-
     try:
-        rack = Rack(chains, prepare, bpm=bpm, log=say)
+        rack = Rack(chains, make_prepare(args), bpm=bpm, log=say)
     except PortError as e:
         raise CLIError(str(e)) from None
     try:

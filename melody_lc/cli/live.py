@@ -31,16 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "next one, each rule's state, open parameters, tempo, clock, ports, hold, mutate, capture, "
                        "call and response. Press ? in the app for every key. The rules file is watched and "
                        "reloaded when you save it.")
-    _play_args(v)
+    _play_args(v, rules_required=False)
+    v.add_argument("--chain", metavar="FILE.chain", help="play through the chains of this file: the first chain "
+                   "with a generator is steered by the keys (its rules, unless --rules is given); the others play "
+                   "beside it. The chains' processors can be bypassed, moved and edited live, and saved back")
+    v.set_defaults(bpm=None)  # the chain file's tempo, else 120
     v.add_argument("--captures", metavar="DIR", default="captures", help="where captures go (default ./captures)")
     v.add_argument("--capture-last", type=int, default=4, metavar="N", help="phrases that 'capture last' writes (default 4)")
     v.add_argument("--paused", action="store_true", help="open stopped (space plays)")
     v.set_defaults(func=cmd_live)
 
 
-def _play_args(s: argparse.ArgumentParser) -> None:
+def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     """The options ``stream`` and ``live`` share."""
-    s.add_argument("--rules", required=True, metavar="RULES")
+    s.add_argument("--rules", required=rules_required, metavar="RULES",
+                   help=None if rules_required else "the rules file (may come from --chain instead)")
     s.add_argument("--bpm", type=float, default=120.0)
     s.add_argument("--port", metavar="NAME", help="send to this existing output port (part of its name will do) "
                    "instead of opening a virtual one")
@@ -213,7 +218,24 @@ def cmd_live(args) -> int:
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
+    chains = None
+    if args.chain:
+        from melody_lc.chain.host import check_files
+        from melody_lc.chain.syntax import load_chains
+
+        chains = load_chains(args.chain)  # every name and parameter checked before anything opens
+        check_files(chains)
+        lead = next((c for c in chains.chains if c.source.name == "generator"), None)
+        if lead is not None:
+            v = lead.source.values
+            args.rules = args.rules or v["rules"]
+            args.channel, args.velocity, args.temperature, args.variation, args.seed = (
+                v["channel"], v["velocity"], v["temperature"], v["variation"], v["seed"])
+    if args.bpm is None:
+        args.bpm = chains.bpm if chains is not None and chains.bpm else 120.0
     _check(args)
+    if not args.rules:
+        raise CLIError("give --rules, or --chain with a chain whose source is generator(rules=...)")
     rules = load_rules(args.rules)  # a broken file: one line, exit code 2, before anything opens
     values = _parse_values(rules, args.set)
     if not sys.stdout.isatty():
@@ -240,7 +262,10 @@ def cmd_live(args) -> int:
                             temperature=args.temperature, variation=args.variation, output=args.port,
                             port_name=args.port_name, input=args.input, clock_input=args.clock_input,
                             capture_last=args.capture_last, seed=args.seed)
-    session = LiveSession(model, args.rules, settings, values, find_fit, args.captures)
+    from melody_lc.cli.chain import make_prepare
+
+    session = LiveSession(model, args.rules, settings, values, find_fit, args.captures, chains=chains,
+                          prepare=make_prepare(args, model))
     app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=config.rounds)
     try:
         app.run()

@@ -26,7 +26,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Label, OptionList, ProgressBar, RichLog, Select, Static
+from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, RichLog, Select, Static
 
 from melody_lc.melody.encoding import HOLD, STEPS
 from melody_lc.midi.ports import PortError, list_ports
@@ -163,6 +163,44 @@ class ValuesScreen(ModalScreen):
             self.app.set_value(name, event.value)
 
 
+class ParamsScreen(ModalScreen):
+    """The parameters of one processor in a chain: each one an input, applied on Enter and checked
+    against the processor's declaration."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, session: LiveSession, chain: str, index: int, link) -> None:
+        super().__init__()
+        self.session, self.chain, self.index, self.link = session, chain, index, link
+
+    def compose(self) -> ComposeResult:
+        from melody_lc.chain.api import format_value
+
+        with Vertical(id="params"):
+            yield Label(f"{self.link.name} in chain {self.chain} (Enter applies a value; escape closes)")
+            if not self.link.cls.params:
+                yield Label("(no parameters)")
+            for p in self.link.cls.params:
+                now = self.link.written.get(p.name)
+                if now is None:
+                    now = "" if p.required else format_value(p, p.default_value())
+                yield Label(f"{p.name}: {p.expected()}" + (f" ({p.help})" if p.help else ""))
+                yield Input(value=str(now), id=f"param-{p.name}", disabled=p.type == "path")
+            yield Static(id="param-status")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        from melody_lc.chain.api import ParamError
+
+        name = event.input.id.removeprefix("param-")
+        status = self.query_one("#param-status", Static)
+        try:
+            self.session.chain_set(self.chain, self.index, name, event.value)
+        except ParamError as e:
+            status.update(Text(str(e), style="bold red"))
+            return
+        status.update(Text(f"{name} = {self.link.written[name]}", style="green"))
+
+
 # --------------------------------------------------------------------------------------------------
 class LiveApp(App):
     """The main screen. ``fit(rules, progress) -> Fitted`` makes a fit for rules that have none
@@ -193,6 +231,11 @@ class LiveApp(App):
         Binding("S", "capture_last", "Capture last N", show=False),
         Binding("r", "reload", "Reload rules", show=False),
         Binding("f", "rules_file", "Rules file", show=False),
+        Binding("b", "chain_bypass", "Bypass the chosen processor", show=False),
+        Binding("comma", "chain_move(-1)", "Move the processor earlier", show=False, key_display=","),
+        Binding("full_stop", "chain_move(1)", "Move the processor later", show=False, key_display="."),
+        Binding("e", "chain_edit", "Edit the processor's parameters", show=False),
+        Binding("w", "chain_save", "Write the chains back to their file", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit", priority=True),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, key_display="ctrl+c"),
@@ -207,6 +250,7 @@ class LiveApp(App):
         self._upcoming: object = None  # the phrase record on the 'next' roll
         self._counts: list[int] = []  # per rule: phrases that met it
         self._phrases = 0
+        self._chain_rows: list[dict] = []
         self._ui_thread = threading.get_ident()
         self._closed = False
         session.log = self.log_line
@@ -220,6 +264,7 @@ class LiveApp(App):
         yield PianoRoll("press space to play", id="now")
         yield Label("next", classes="roll-title")
         yield PianoRoll("(made while the phrase before it plays)", id="next")
+        yield DataTable(id="chains", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="bottom"):
             yield DataTable(id="rules", cursor_type="none", zebra_stripes=True)
             yield RichLog(id="log", wrap=True, markup=False, max_lines=500)
@@ -235,6 +280,13 @@ class LiveApp(App):
         self.sub_title = self.session.rules_path.name
         self.query_one("#log", RichLog).border_title = "log"
         self._fill_rules_table()
+        chains = self.query_one("#chains", DataTable)
+        chains.display = self.session.chains is not None
+        if self.session.chains is not None:
+            chains.border_title = f"{self.session.chains.path.name}: ↑↓ choose, b bypass, , . move, e edit, w save"
+            self._fill_chains()
+            chains.focus()
+            self.set_interval(1.0, self._fill_chains)
         self.set_interval(0.1, self._tick)
         self.set_interval(self.watch_interval, self._watch_rules)
         if self.session.fitted is None:
@@ -370,6 +422,62 @@ class LiveApp(App):
             line += "   · new rules wait for their fit"
         self.query_one("#values-line", Static).update(line)
 
+    # -- the chains ---------------------------------------------------------------------------------
+    def _fill_chains(self) -> None:
+        """The chains table from the session: a row per link, with its state and CPU per call."""
+        if self.session.chains is None:
+            return
+        table = self.query_one("#chains", DataTable)
+        row = table.cursor_row
+        table.clear(columns=True)
+        table.add_columns("chain", "#", "processor", "state", "CPU/call")
+        self._chain_rows = self.session.chain_rows()
+        for r in self._chain_rows:
+            state = r["state"] if not r["failed"] else f"failed: {r['failed']}"
+            style = {"on": "green", "bypassed": "yellow", "failed": "bold red"}.get(r["state"], "dim")
+            cpu = "" if r["cpu_ms"] is None else f"{r['cpu_ms']:.3f} ms (max {r['max_ms']:.2f})"
+            table.add_row(r["chain"], "" if r["index"] is None else str(r["index"] + 1), r["link"].text(),
+                          Text(state, style=style), cpu)
+        if self._chain_rows:
+            table.move_cursor(row=min(row, len(self._chain_rows) - 1))
+
+    def chosen_processor(self) -> dict | None:
+        """The transform on the chains table's cursor row (None, with a word why, for others)."""
+        if self.session.chains is None:
+            self.log_line("no chain file: start with `melody-lc live --chain FILE`")
+            return None
+        row = self._chain_rows[self.query_one("#chains", DataTable).cursor_row]
+        if row["index"] is None:
+            self.log_line(f"{row['link'].name} is the chain's {row['state']}: only the processors between can be changed here")
+            return None
+        return row
+
+    def action_chain_bypass(self) -> None:
+        row = self.chosen_processor()
+        if row is not None:
+            self.session.chain_bypass(row["chain"], row["index"])
+            self._fill_chains()
+
+    def action_chain_move(self, delta: int) -> None:
+        row = self.chosen_processor()
+        if row is not None:
+            j = self.session.chain_move(row["chain"], row["index"], delta)
+            table = self.query_one("#chains", DataTable)
+            self._fill_chains()
+            table.move_cursor(row=table.cursor_row + (j - row["index"]))
+
+    def action_chain_edit(self) -> None:
+        row = self.chosen_processor()
+        if row is not None:
+            self.push_screen(ParamsScreen(self.session, row["chain"], row["index"], row["link"]),
+                             lambda _: self._fill_chains())
+
+    def action_chain_save(self) -> None:
+        if self.session.chains is None:
+            self.log_line("no chain file: start with `melody-lc live --chain FILE`")
+            return
+        self.session.chain_save()
+
     # -- fitting in a worker -----------------------------------------------------------------------
     def start_fit(self) -> None:
         if self.fit_fn is None:
@@ -452,7 +560,7 @@ class LiveApp(App):
         self.log_line(f"temperature {self.session.settings.temperature:.2f} from the next phrase")
 
     def action_clock(self) -> None:
-        clock = self._try(self.session.cycle_clock)
+        clock = self._try(self.session.cycle_clock)  # None with chains: they keep melody-lc's clock
         if clock:
             self.log_line(f"clock: {clock}")
 
@@ -473,6 +581,9 @@ class LiveApp(App):
                          lambda picked: picked is not None and self._try(apply, picked[0]))
 
     def action_output(self) -> None:
+        if self.session.lead_chain is not None:
+            self.log_line(f"the stream goes out through chain {self.session.lead_chain}: its out(...) names the port")
+            return
         self._choose_port(False, "send to which output?",
                           [(f"{self.session.settings.port_name} (a virtual port of melody-lc's own)", None)],
                           self.session.set_output)

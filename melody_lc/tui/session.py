@@ -75,8 +75,12 @@ class LiveSession:
 
     def __init__(self, model, rules_path: str | os.PathLike, settings: LiveSettings | None = None,
                  values: dict | None = None, find_fit: Callable | None = None,
-                 captures: str | os.PathLike = "captures", log: Callable[[str], None] | None = None) -> None:
+                 captures: str | os.PathLike = "captures", log: Callable[[str], None] | None = None,
+                 chains=None, prepare: Callable | None = None) -> None:
         self.model, self.settings = model, settings or LiveSettings()
+        self.chains = chains  # a ChainFile: the stream plays through its processors (see play)
+        self.prepare = prepare  # rules path -> (rules, model, fitted), for the chains' other generators
+        self.rack = None
         self.rules_path = Path(rules_path)
         self.find_fit = find_fit or (lambda rules: None)
         self.captures = Path(captures)
@@ -122,15 +126,25 @@ class LiveSession:
             p.close()
         self.inputs = []
 
+    @property
+    def lead_chain(self) -> str | None:
+        """The chain the session's own stream plays through: the first whose source is a generator."""
+        if self.chains is None:
+            return None
+        return next((c.name for c in self.chains.chains if c.source.name == "generator"), None)
+
     def play(self) -> None:
         """Start streaming (a no-op while playing). Port problems raise :class:`PortError`."""
         with self.lock:
             if self.playing:
                 return
             self._end_engine()
-            self._open_output()
             s = self.settings
             config = LiveConfig(bpm=s.bpm, channel=s.channel, velocity=s.velocity, clock=s.clock)
+            if self.chains is not None:
+                self._play_chains(config)
+                return
+            self._open_output()
             engine = LiveEngine(self.maker, self.out, config, log=self.log, alive=self.watch.alive)
             try:
                 self._open_inputs(engine)
@@ -142,6 +156,29 @@ class LiveSession:
             self.log(f"playing to {self.out.name!r} at {s.bpm:g} bpm, clock {s.clock}"
                      + (" (waiting for the DAW's start)" if s.clock == "follow" else ""))
 
+    def _play_chains(self, config: LiveConfig) -> None:
+        """The stream through the chain file: the session's generator is the lead chain's source
+        (or, with no generator chain, plays to the session's port beside them), on the chains' tempo."""
+        from melody_lc.chain.host import EngineSource, Rack
+
+        made = {}
+
+        def lead_source(runner):
+            made["engine"] = LiveEngine(self.maker, runner, config, clock=runner.clock, log=self.log)
+            return EngineSource(made["engine"])
+
+        lead = self.lead_chain
+        rack = Rack(self.chains, self.prepare, bpm=self.settings.bpm, log=self.log,
+                    sources={lead: lead_source} if lead else {})
+        if lead is None:
+            self._open_output()
+            made["engine"] = LiveEngine(self.maker, self.out, config, log=self.log, alive=self.watch.alive)
+            rack.sources["(session)"] = EngineSource(made["engine"])
+        self.rack, self.engine = rack, made["engine"]
+        rack.start()
+        self.log(f"playing {self.chains.path.name}: {len(rack.runners)} chain{'s' if len(rack.runners) > 1 else ''} "
+                 f"at {rack.tempo.bpm:g} bpm" + (f"; the keys steer chain {lead}" if lead else ""))
+
     def stop(self) -> None:
         """Stop with panic: every sounding note ends, then All Notes Off and All Sound Off."""
         with self.lock:
@@ -150,6 +187,10 @@ class LiveSession:
                 self.log("stopped")
 
     def _end_engine(self) -> None:
+        if self.rack is not None:
+            self.rack.stop()  # the session's engine with the rest: every chain ends its notes
+            self.rack.close()
+            self.rack = None
         if self.engine is not None:
             self.engine.stop()
             self.history.extend(self.engine.played)
@@ -185,7 +226,9 @@ class LiveSession:
     # -- settings that apply on the fly ------------------------------------------------------------
     def set_bpm(self, bpm: float) -> None:
         self.settings.bpm = float(np.clip(bpm, 20, 999))  # as `stream --bpm` allows
-        if self.playing and self.settings.clock != "follow":
+        if self.rack is not None:
+            self.rack.set_bpm(self.settings.bpm)  # one tempo for every chain and the session's stream
+        elif self.playing and self.settings.clock != "follow":
             self.engine.set_bpm(self.settings.bpm)
 
     def set_channel(self, channel: int) -> None:
@@ -198,7 +241,10 @@ class LiveSession:
         self.settings.temperature = round(float(np.clip(t, 0.0, 2.0)), 2)
         self._update(temperature=self.settings.temperature)
 
-    def cycle_clock(self) -> str:
+    def cycle_clock(self) -> str | None:
+        if self.chains is not None:
+            self.log("chains play on melody-lc's own clock")
+            return None
         self.settings.clock = CLOCKS[(CLOCKS.index(self.settings.clock) + 1) % len(CLOCKS)]
         self._restart()
         return self.settings.clock
@@ -362,3 +408,78 @@ class LiveSession:
         self.values = default_values(rules, self.values)
         self._update(rules=rules, fitted=fitted, values=dict(self.values) or None, held=None)
         self.log(f"rules from {self.rules_path.name} play from the next phrase")
+
+
+    # -- the chain file (melody-lc live --chain FILE) ----------------------------------------------
+    def _runner(self, chain: str):
+        return self.rack.runner(chain) if self.rack is not None else None
+
+    def _spec(self, chain: str):
+        return next(c for c in self.chains.chains if c.name == chain)
+
+    def chain_rows(self) -> list[dict]:
+        """A row per link of every chain: chain, index (of a transform; None for a source or sink),
+        link, state (source, sink, on, bypassed, failed), why it failed, CPU per call (ms)."""
+        rows = []
+        for spec in self.chains.chains if self.chains is not None else []:
+            runner = self._runner(spec.name)
+            for k, link in enumerate(spec.links):
+                i = k - 1 if link.kind == "transform" else None
+                slot = runner.slots[i] if runner is not None and i is not None else None
+                state = link.kind if i is None else slot.state if slot else "bypassed" if link.bypass else "on"
+                rows.append({"chain": spec.name, "index": i, "link": link, "state": state,
+                             "failed": slot.failed if slot else None,
+                             "cpu_ms": slot.cpu_s / slot.calls * 1000 if slot and slot.calls else None,
+                             "max_ms": slot.max_cpu_s * 1000 if slot and slot.calls else None})
+        return rows
+
+    def chain_bypass(self, chain: str, index: int) -> bool:
+        """Bypass transform ``index`` of ``chain``, or take it back (a failed one gets another try)."""
+        link = self._spec(chain).links[index + 1]
+        runner = self._runner(chain)
+        failed = runner is not None and runner.slots[index].failed is not None
+        on = not link.bypass and not failed
+        if runner is not None:
+            runner.set_bypass(index, on)
+        link.bypass = on
+        self.log(f"chain {chain}: {link.name} {'bypassed' if on else 'on'}")
+        return on
+
+    def chain_move(self, chain: str, index: int, delta: int) -> int:
+        """Move transform ``index`` earlier (-1) or later (+1); returns its new index."""
+        spec = self._spec(chain)
+        runner = self._runner(chain)
+        if runner is not None:
+            j = runner.move(index, delta)
+        else:
+            j = min(max(index + delta, 0), len(spec.transforms) - 1)
+            spec.links[index + 1], spec.links[j + 1] = spec.links[j + 1], spec.links[index + 1]
+        if j != index:
+            self.log(f"chain {chain}: {spec.links[j + 1].name} moved to place {j + 1}")
+        return j
+
+    def chain_set(self, chain: str, index: int, name: str, text: str) -> None:
+        """Change a parameter, checked against its declaration (raises ParamError)."""
+        from melody_lc.chain.api import ParamError
+        from melody_lc.chain.host import make_processor
+
+        link = self._spec(chain).links[index + 1]
+        runner = self._runner(chain)
+        if runner is not None:
+            runner.set_param(index, name, text)
+        else:
+            old = (dict(link.values), dict(link.written))
+            link.set(name, text)
+            if link.cls.__name__ != "Constrain":
+                try:
+                    make_processor(link)
+                except Exception as e:  # noqa: BLE001 - the plugin refused these values
+                    link.values, link.written = old
+                    raise ParamError(f"{link.name}: {e}") from None
+        self.log(f"chain {chain}: {link.name} {name} = {link.written[name]}")
+
+    def chain_save(self) -> Path:
+        """Write the chains, as they are now, back to their file (other lines kept)."""
+        self.chains.save()
+        self.log(f"saved the chains to {self.chains.path}")
+        return self.chains.path

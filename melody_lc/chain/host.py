@@ -136,6 +136,7 @@ class ChainRunner:
         self._next_tick = 0.0
         self.running = False
         self.thread: threading.Thread | None = None
+        self.latencies: list[float] | None = None  # set to [] to measure: per batch, arrival to sent
 
     @property
     def name(self) -> str:
@@ -208,6 +209,9 @@ class ChainRunner:
                     if out is None:
                         return  # this thread hung and was replaced
                     self._schedule(system + out, gen)
+                if self.latencies is not None and any(events for _, events in batch):
+                    arrived = min(e.time for _, events in batch for e in events)
+                    self.latencies.append(self.clock.now() - arrived)
             self._send_due(gen)
 
     def _run(self, gen: int, start: int, events: list[Event], now: float) -> list[Event] | None:

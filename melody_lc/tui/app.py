@@ -264,7 +264,8 @@ class LiveApp(App):
         yield PianoRoll("press space to play", id="now")
         yield Label("next", classes="roll-title")
         yield PianoRoll("(made while the phrase before it plays)", id="next")
-        yield DataTable(id="chains", cursor_type="row", zebra_stripes=True)
+        if self.session.chains is not None:
+            yield DataTable(id="chains", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="bottom"):
             yield DataTable(id="rules", cursor_type="none", zebra_stripes=True)
             yield RichLog(id="log", wrap=True, markup=False, max_lines=500)
@@ -280,9 +281,8 @@ class LiveApp(App):
         self.sub_title = self.session.rules_path.name
         self.query_one("#log", RichLog).border_title = "log"
         self._fill_rules_table()
-        chains = self.query_one("#chains", DataTable)
-        chains.display = self.session.chains is not None
         if self.session.chains is not None:
+            chains = self.query_one("#chains", DataTable)
             chains.border_title = f"{self.session.chains.path.name}: ↑↓ choose, b bypass, , . move, e edit, w save"
             self._fill_chains()
             chains.focus()

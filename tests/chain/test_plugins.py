@@ -59,6 +59,7 @@ def plugin_path(tmp_path, monkeypatch):
         "[melody_lc.processors]\noctaver = octaver_plugin:Octaver\nboom = octaver_plugin:Boom\n"
         "future = octaver_plugin:Future\nmissing = no_such_module:Thing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "octaver_plugin", raising=False)  # another test's module of that name
     return tmp_path
 
 
@@ -121,3 +122,35 @@ def test_a_plugin_runs_in_a_chain_and_when_it_raises_the_stream_goes_on(plugin_p
     assert {m.note - 60 for m in after} >= {0, 2, 4, 7, 12, 14, 16, 19}  # with octaver's fifths, boom bypassed
     assert not hanging([m for _, m in got])
     assert any(m.type == "control_change" and m.control == 123 for _, m in got)
+
+
+def test_the_readme_example_plugin_works(tmp_path, monkeypatch):
+    """The plugin in the README, installed through its entry point, listed, and run."""
+    readme = (REPO / "README.md").read_text()
+    code = readme[readme.index("# octaver_plugin.py"):]
+    code = code[: code.index("```")]
+    toml = readme[readme.index('[project.entry-points."melody_lc.processors"]'):]
+    toml = toml[: toml.index("```")]
+    (tmp_path / "octaver_plugin.py").write_text(code)
+    dist = tmp_path / "octaver_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: octaver-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(toml.replace('"', "").replace("[project.entry-points.", "["))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "octaver_plugin", raising=False)  # another test's module of that name
+    from melody_lc.chain.registry import registry
+    from melody_lc.chain.syntax import load_chains
+    from tests.chain.conftest import drive, notes, stream
+
+    table, failed = registry()
+    assert "octaver" in table and not failed, failed
+    chain = tmp_path / "o.chain"
+    chain.write_text("chain: input() -> octaver(interval=7, velocity=0.5) -> out()\n")
+    link = load_chains(chain).chains[0].links[1]
+    proc = link.cls(**link.values)
+    from melody_lc.melody import Melody
+
+    events = stream(Melody.from_notes([(60, 0, 4), (64, 4, 8), (60, 8, 12)]).tokens)
+    out = notes(drive(proc, events))
+    assert [(p, v) for _, p, _, v, _ in out] == [(60, 90), (67, 45), (64, 90), (71, 45), (60, 90), (67, 45)]
+    assert not hanging(drive(link.cls(**link.values), events))

@@ -91,3 +91,15 @@ def test_a_changed_parameter_is_checked():
         cf.chains[0].links[1].set("repeats", "0")
     with pytest.raises(ParamError, match="echo has no parameter 'bogus'"):
         cf.chains[0].links[1].set("bogus", "0")
+
+
+def test_the_shipped_chain_files_check():
+    from tests.chain.conftest import REPO
+
+    files = sorted((REPO / "rules").glob("*.chain"))
+    assert files
+    for path in files:
+        cf = load_chains(path)
+        for spec in cf.chains:
+            if spec.source.name == "generator":
+                assert (path.parent / spec.source.written["rules"]).exists()

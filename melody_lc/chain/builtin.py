@@ -281,9 +281,10 @@ class Constrain(Processor):
               Param("steps", "int", 300, min=1, max=5000, help="gradient search steps"))
     budget = 0.02
 
-    def __init__(self, model=None, rules=None, fitted=None, **values) -> None:
+    def __init__(self, resources=None, **values) -> None:
         super().__init__(**values)
-        self.model, self.rules, self.fitted = model, rules, fitted  # given by the host before it runs
+        # (rules, model, fitted), which the host loads (and fits, if need be) before it runs
+        self.rules, self.model, self.fitted = resources or (None, None, None)
         self.notes: list[list] = []  # [pitch, start_beat, end_beat or None, channel]
         self.phrase: int | None = None
         self.pending: list[Event] = []

@@ -342,8 +342,7 @@ class ChainRunner:
 
 def make_processor(link: Link, resources=None) -> Processor:
     if link.cls is Constrain:
-        rules, model, fitted = resources
-        proc = Constrain(model=model, rules=rules, fitted=fitted, **link.values)
+        proc = Constrain(resources=resources, **link.values)
     else:
         proc = link.cls(**link.values)
     proc.resources = resources

@@ -67,3 +67,74 @@ def test_chain_errors_are_one_line_with_exit_code_2(tmp_path):
     bad.write_text(f"chain: generator(rules={rules.name}) -> out()\n")
     res = run_chain(bad)
     assert res.returncode == 2 and res.stderr.strip().startswith(f"melody-lc: error: {rules}:1:")
+
+
+def _wait_for_port(name: str, inputs: bool, timeout: float = 30.0) -> str:
+    from melody_lc.midi.ports import list_ports
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        names = list_ports()[0 if inputs else 1]
+        hit = [n for n in names if name in n]
+        if hit:
+            return hit[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no port {name} appeared")
+
+
+def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
+    from melody_lc.midi.ports import open_output
+
+    rx = receiver("input-rx")
+    chain = tmp_path / "in.chain"
+    chain.write_text("chain keys: input(virtual=chain-in) -> transpose(12) -> velocity(fixed=64) -> out(port=input-rx)\n"
+                     "chain tape: input(virtual=chain-in2) -> record(take.mid)\n")
+    env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
+    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "chain", str(chain), "--seconds", "6"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ports = [open_output(_wait_for_port(n, inputs=False)) for n in ("chain-in:", "chain-in2")]
+        played = [60, 62, 64, 65, 67]
+        for note in played:
+            for port in ports:
+                port.send(mido.Message("note_on", note=note, velocity=100))
+            time.sleep(0.1)
+            for port in ports:
+                port.send(mido.Message("note_off", note=note))
+            time.sleep(0.05)
+        for port in ports:
+            port.close()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    got = rx.stop()
+    ons = [m for _, m in got if m.type == "note_on" and m.velocity]
+    assert [(m.note, m.velocity) for m in ons] == [(n + 12, 64) for n in played]
+    assert not hanging([m for _, m in got])
+    rec = [m for m in mido.MidiFile(tmp_path / "take.mid").tracks[0] if not m.is_meta and m.type == "note_on" and m.velocity]
+    assert [m.note for m in rec] == played
+
+
+def test_the_constraint_transform_answers_each_phrase_in_the_next_one(tmp_path, receiver):
+    """A chromatic 16-bar loop through constrain(c_major_busy) at 960 bpm: phrase 1 is heard moved
+    toward C major during phrase 2 (the shipped model and its shipped fit)."""
+    from melody_lc.melody import Melody
+    from melody_lc.midi.files import write_phrases
+
+    rx = receiver("constrain-rx")
+    chromatic = Melody.from_notes([(60 + (i * 5) % 13, 2 * i, 2 * i + 2) for i in range(128)]).tokens
+    write_phrases([chromatic], tmp_path / "chromatic.mid", bpm=960)
+    chain = tmp_path / "c.chain"
+    chain.write_text(f"tempo: 960\nchain: file(chromatic.mid) -> constrain({REPO / 'rules' / 'c_major_busy.rules'}, "
+                     "velocity=70) -> out(port=constrain-rx)\n")
+    t0 = time.monotonic()
+    res = run_chain(chain, "--seconds", "9.5")
+    assert res.returncode == 0, res.stderr
+    got = [(t, m) for t, m in rx.stop() if t > t0]
+    ons = [m for _, m in got if m.type == "note_on" and m.velocity]
+    assert len(ons) > 20 and {m.velocity for m in ons} == {70}  # only the answer is heard (dry=no)
+    in_key = np.mean([m.note % 12 in MODES["major"] for m in ons])
+    before = np.mean([t % 12 in MODES["major"] for t in chromatic if t < 128])
+    assert in_key > before + 0.2, (in_key, before)
+    assert not hanging([m for _, m in got])

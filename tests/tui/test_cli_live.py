@@ -79,3 +79,41 @@ def test_in_a_terminal_it_plays_and_every_way_out_ends_with_panic(receiver, tmp_
             sounding.discard(m.note)
     assert not sounding
     assert [(m.type, m.control) for _, m in got[-2:]] == [("control_change", 123), ("control_change", 120)]
+
+
+def test_live_with_a_chain_file_in_a_terminal(receiver, tmp_path):
+    """`melody-lc live --chain`: the rules, tempo and port come from the chain file; q ends with panic."""
+    daw = receiver("daw-pty-chain")
+    chain = tmp_path / "lead.chain"
+    chain.write_text(f"tempo: 600\nchain lead: generator(rules={REPO / 'rules' / 'c_major_busy.rules'}, channel=3)\n"
+                     "    -> transpose(12) -> out(port=daw-pty-chain)\n")
+    master, slave = pty.openpty()
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="40")
+    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "live", "--chain", str(chain), "--captures",
+                             str(tmp_path / "caps")], stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    try:
+        t0 = time.monotonic()
+        while sum(m.type == "note_on" for _, m in daw.messages()) < 5:
+            assert time.monotonic() - t0 < 60 and proc.poll() is None, "no note arrived"
+            _read_until(master, proc, lambda b: False, 0.2)
+        os.write(master, b"q")
+        _read_until(master, proc, lambda b: False, 20)
+        code = proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert code == 0
+    time.sleep(0.2)
+    got = daw.stop()
+    ons = [m for _, m in got if m.type == "note_on" and m.velocity]
+    assert ons and {m.channel for m in ons} == {2} and all(m.note % 12 in (0, 2, 4, 5, 7, 9, 11) for m in ons)
+    sounding = set()
+    for _, m in got:
+        if m.type == "note_on" and m.velocity > 0:
+            sounding.add(m.note)
+        elif m.type in ("note_on", "note_off"):
+            sounding.discard(m.note)
+    assert not sounding and got[-1][1].type == "control_change"

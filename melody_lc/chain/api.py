@@ -32,6 +32,7 @@ each note-off to the pitch its note-on went to (:class:`NoteMap` does this).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -68,7 +69,7 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|bars?|beats?)|(\d+)/(\d+)([.t]
 
 
 def parse_duration(text: str) -> Duration:
-    m = _DURATION.match(text.strip().lower())
+    m = _DURATION.match(text.strip().lower())  # the pattern admits no nan or inf
     if not m:
         raise ParamError("expected a duration such as 8ms, 0.5s, 1/16, 1/8. or 1/8t")
     if m.group(1):
@@ -138,6 +139,8 @@ class Param:
                 value = int(t)
             elif self.type == "float":
                 value = float(t)
+                if not math.isfinite(value):
+                    raise ValueError
             elif self.type == "bool":
                 if t.lower() not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
                     raise ValueError
@@ -295,18 +298,24 @@ class NoteMap:
     """Remembers what each note-on became, so its note-off ends exactly that, even when the mapping
     (a key, an interval) changed while the note sounded, and keeps each note's length when its
     note-on was moved in time. ``on(event, outs)`` records the note-ons the input note-on became;
-    ``off(event)`` returns their note-offs (the note-off itself when its note-on was never seen)."""
+    ``off(event)`` returns their note-offs (the note-off itself when its note-on was never seen).
+    A pitch struck again before it ended (an echo, a held key) pairs first-in, first-out."""
 
-    sounding: dict[tuple[int, int], tuple[float, list[Event]]] = field(default_factory=dict)
+    sounding: dict[tuple[int, int], list[tuple[float, list[Event]]]] = field(default_factory=dict)
 
     def on(self, event: Event, outs: list[Event]) -> list[Event]:
-        self.sounding[(event.msg.channel, event.msg.note)] = (event.time, [o for o in outs if o.is_note_on])
+        key = (event.msg.channel, event.msg.note)
+        self.sounding.setdefault(key, []).append((event.time, [o for o in outs if o.is_note_on]))
         return outs
 
     def off(self, event: Event) -> list[Event]:
-        t_on, ons = self.sounding.pop((event.msg.channel, event.msg.note), (None, None))
-        if ons is None:
+        key = (event.msg.channel, event.msg.note)
+        queue = self.sounding.get(key)
+        if not queue:
             return [event]
+        t_on, ons = queue.pop(0)
+        if not queue:
+            del self.sounding[key]
         return [Event(max(o.time, event.time + (o.time - t_on)),
                       mido.Message("note_off", channel=o.msg.channel, note=o.msg.note, velocity=0)) for o in ons]
 

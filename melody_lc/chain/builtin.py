@@ -113,7 +113,7 @@ class Humanize(Processor):
         super().__init__(**values)
         self.rng = np.random.default_rng(self.values["seed"])
         self.notes = NoteMap()
-        self.starts: dict[tuple[int, int], float] = {}  # where each sounding note-on went
+        self.starts: dict[tuple[int, int], list[float]] = {}  # when each sounding note-on went out (first in, first out)
 
     def lookahead(self, bpm: float) -> float:
         return self.values["timing"].seconds(bpm)
@@ -125,12 +125,13 @@ class Humanize(Processor):
             if e.is_note_on:
                 t = max(ctx.now, e.time + float(self.rng.uniform(-spread, spread)))
                 v = int(np.clip(e.msg.velocity + self.rng.integers(-self.values["velocity"], self.values["velocity"] + 1), 1, 127))
-                self.starts[(e.msg.channel, e.msg.note)] = t
+                self.starts.setdefault((e.msg.channel, e.msg.note), []).append(t)
                 out += self.notes.on(e, [Event(t, e.msg.copy(velocity=v))])
             elif e.is_note_off:
                 # Every note ends ``timing`` early (so at most 2 x timing shorter): its note-off can
                 # then never land after the next note-on of the same pitch, however that one moves.
-                start = self.starts.pop((e.msg.channel, e.msg.note), ctx.now)
+                starts = self.starts.get((e.msg.channel, e.msg.note))
+                start = starts.pop(0) if starts else ctx.now
                 out += [o.at(max(e.time - spread, start + 0.001, ctx.now)) for o in self.notes.off(e)]
             else:
                 out.append(e)

@@ -21,7 +21,9 @@ with note-offs, then All Notes Off and All Sound Off.
 from __future__ import annotations
 
 import heapq
+import os
 import itertools
+from collections import deque
 import math
 import threading
 import time
@@ -34,7 +36,7 @@ import mido
 from melody_lc.chain.api import Context, Event, ParamError, Processor
 from melody_lc.chain.builtin import Constrain
 from melody_lc.chain.syntax import ChainError, ChainFile, ChainSpec, Link
-from melody_lc.midi.schedule import PULSES_PER_QUARTER, Clock, Tempo
+from melody_lc.midi.schedule import PULSES_PER_QUARTER, Clock, Tempo, quiet_gc, set_thread_priority
 
 SYSTEM = ("clock", "start", "stop", "continue", "songpos", "song_select", "reset", "active_sensing")
 HANG_S = 0.25  # a call still running after this long is a processor that does not return
@@ -70,17 +72,20 @@ class Sink:
         self.channel = channel  # 1-16 forces every channel message there; 0 keeps them
         self.record_path = record
         self.recorded: list[tuple[float, mido.Message]] = []
-        self.sounding: set[tuple[int, int]] = set()
+        self.sounding: dict[tuple[int, int], int] = {}  # (channel, note) -> note-ons not yet ended
         self.channels: set[int] = set()
         self.sent = 0
 
     def send(self, msg: mido.Message, t: float) -> None:
         if self.channel and hasattr(msg, "channel"):
             msg = msg.copy(channel=self.channel - 1)
+        key = (getattr(msg, "channel", 0), getattr(msg, "note", 0))
         if msg.type == "note_on" and msg.velocity > 0:
-            self.sounding.add((msg.channel, msg.note))
-        elif msg.type in ("note_on", "note_off"):
-            self.sounding.discard((msg.channel, msg.note))
+            self.sounding[key] = self.sounding.get(key, 0) + 1
+        elif msg.type in ("note_on", "note_off") and key in self.sounding:
+            self.sounding[key] -= 1  # a synth that stacks voices of one pitch ends one of them
+            if not self.sounding[key]:
+                del self.sounding[key]
         if hasattr(msg, "channel"):
             self.channels.add(msg.channel)
         if self.port is not None:
@@ -91,8 +96,9 @@ class Sink:
         self.sent += 1
 
     def notes_off(self, t: float) -> None:
-        for ch, note in sorted(self.sounding):
-            self.send(mido.Message("note_off", channel=ch, note=note, velocity=0), t)
+        for (ch, note), n in sorted(self.sounding.items()):
+            for _ in range(n):
+                self.send(mido.Message("note_off", channel=ch, note=note, velocity=0), t)
 
     def panic(self, t: float) -> None:
         self.notes_off(t)
@@ -128,15 +134,16 @@ class ChainRunner:
         self.clock = clock or Clock()
         self.log = log or (lambda s: None)
         self.lock = threading.Condition()
-        self._inbox: list[tuple[int, list[Event]]] = []  # (first slot to run, events)
+        self._inbox: deque[tuple[int, list[Event]]] = deque()  # (first slot to run, events)
         self._heap: list[tuple[float, int, mido.Message]] = []
         self._seq = itertools.count()
-        self._gen = 0  # a new loop thread takes over when one hangs; the old one then stops
-        self._busy: tuple[int, int, list[Event], float] | None = None  # (gen, slot, events, started)
+        self._gen = 0  # bumped when a loop thread is replaced or the chain stops: the old one ends
+        self._busy: tuple | None = None  # (gen, slot, its index, events, started): the call in progress
         self._next_tick = 0.0
         self.running = False
         self.thread: threading.Thread | None = None
-        self.latencies: list[float] | None = None  # set to [] to measure: per batch, arrival to sent
+        self._watchdog: threading.Thread | None = None
+        self.latencies: list[float] | None = None  # set to [] to measure: per item, arrival to sent
 
     @property
     def name(self) -> str:
@@ -146,45 +153,45 @@ class ChainRunner:
     def feed(self, msgs: list[mido.Message], t: float | None = None) -> None:
         t = self.clock.now() if t is None else t
         with self.lock:
-            self._inbox.append((0, [Event(t, m) for m in msgs]))
-            self.lock.notify()
+            if self.running:
+                self._inbox.append((0, [Event(t, m) for m in msgs]))
+                self.lock.notify()
 
     def send(self, msg: mido.Message) -> None:  # so a LiveEngine can use a chain as its port
         self.feed([msg])
 
-    def delay(self) -> float:
-        return sum(s.proc.lookahead(self.tempo.bpm) for s in self.slots if s.active)
+    def delay(self, slots: list[Slot]) -> float:
+        total = 0.0
+        for slot in slots:
+            if slot.active:
+                try:
+                    total += float(slot.proc.lookahead(self.tempo.bpm))
+                except Exception as e:  # noqa: BLE001 - a plugin's failure is reported, not fatal
+                    self._fail(slot, f"raised {type(e).__name__} in lookahead(): {e}")
+        return total if math.isfinite(total) and total >= 0 else 0.0
 
     def context(self, now: float) -> Context:
-        step = 60.0 / self.tempo.bpm / 4
-        period = min(step, 0.025)
+        period = min(60.0 / self.tempo.bpm / 4, 0.025)
         return Context(now, self.tempo.bpm, self.tempo.t_anchor, self.tempo.pulse_anchor / PULSES_PER_QUARTER,
                        horizon=2 * period, chain=self.spec.name)
 
     # -- the loop ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self.running = True
-        self._next_tick = self.clock.now()
-        self._spawn()
+        with self.lock:
+            self.running = True
+            self._next_tick = self.clock.now()
+            self._gen += 1
+            gen = self._gen
+        self._spawn(gen)
         self._watchdog = threading.Thread(target=self._watch, name=f"melody-lc-watchdog-{self.name}", daemon=True)
         self._watchdog.start()
 
-    def _watch(self) -> None:
-        while self.running:
-            time.sleep(0.02)
-            self.watch()
-
-    def _spawn(self) -> None:
-        with self.lock:
-            self._gen += 1
-        self.thread = threading.Thread(target=self._loop, args=(self._gen,), name=f"melody-lc-chain-{self.name}",
-                                       daemon=True)
+    def _spawn(self, gen: int) -> None:
+        self.thread = threading.Thread(target=self._loop, args=(gen,), name=f"melody-lc-chain-{self.name}", daemon=True)
         self.thread.start()
 
     def _loop(self, gen: int) -> None:
-        from melody_lc.midi.live import _set_thread_priority
-
-        _set_thread_priority(realtime=True)
+        set_thread_priority(realtime=True)
         while True:
             with self.lock:
                 if not self.running or gen != self._gen:
@@ -195,63 +202,74 @@ class ChainRunner:
                     self.lock.wait(min(wake - now, 0.05))
                     if not self.running or gen != self._gen:
                         return
-                batch, self._inbox = self._inbox, []
+                item = self._inbox.popleft() if self._inbox else None
+                slots = list(self.slots)  # a move while this item runs takes effect at the next
             now = self.clock.now()
             tick = now >= self._next_tick
             if tick:
                 self._next_tick = now + min(60.0 / self.tempo.bpm / 4, 0.025)
-            if batch or tick:
-                delay = self.delay()
-                todo = [(start, [e.at(e.time + delay) for e in events]) for start, events in batch] or [(0, [])]
-                for start, events in todo:
-                    system = [e for e in events if e.msg.type in SYSTEM]
-                    out = self._run(gen, start, [e for e in events if e.msg.type not in SYSTEM], now)
-                    if out is None:
-                        return  # this thread hung and was replaced
-                    self._schedule(system + out, gen)
-                if self.latencies is not None and any(events for _, events in batch):
-                    arrived = min(e.time for _, events in batch for e in events)
-                    self.latencies.append(self.clock.now() - arrived)
+            if item is not None or tick:
+                start, events = item or (0, [])
+                if start == 0 and events:  # fresh from a source: the chain's delay is added once
+                    d = self.delay(slots)
+                    events = [e.at(e.time + d) for e in events]
+                system = [e for e in events if e.msg.type in SYSTEM]
+                out = self._run(gen, slots, start, [e for e in events if e.msg.type not in SYSTEM], now)
+                if out is None:
+                    return  # this thread was replaced (a hang) or the chain stopped
+                self._schedule(system + out, gen)
+                if self.latencies is not None and item is not None and item[1]:
+                    self.latencies.append(self.clock.now() - min(e.time for e in item[1]))
             self._send_due(gen)
 
-    def _run(self, gen: int, start: int, events: list[Event], now: float) -> list[Event] | None:
+    def _run(self, gen: int, slots: list[Slot], start: int, events: list[Event], now: float) -> list[Event] | None:
         ctx = self.context(now)
-        for i in range(start, len(self.slots)):
-            slot = self.slots[i]
+        for i in range(start, len(slots)):
+            slot = slots[i]
             if not slot.active:
                 continue
-            self._busy = (gen, i, events, time.monotonic())
+            self._busy = (gen, slot, i, events, time.monotonic())
             c0 = time.thread_time()
             try:
                 out = slot.proc.process(list(events), ctx)
-                if not isinstance(out, list) or not all(isinstance(e, Event) for e in out):
-                    raise TypeError(f"process returned {type(out).__name__}, not a list of Events")
-                problem = None
+                problem = _check_events(out)
             except Exception as e:  # noqa: BLE001 - a processor's failure is reported, not fatal
-                problem, out = f"raised {type(e).__name__}: {e}", events
+                problem = f"raised {type(e).__name__}: {e}"
             cpu = time.thread_time() - c0
-            self._busy = None
-            if gen != self._gen:
-                return None
+            with self.lock:  # the watchdog decides under the same lock: one of us wins
+                if gen != self._gen:
+                    return None
+                self._busy = None
             slot.calls += 1
             slot.cpu_s += cpu
             slot.max_cpu_s = max(slot.max_cpu_s, cpu)
             if problem is None and cpu > slot.proc.budget:
-                problem, out = f"took {cpu * 1000:.1f} ms of CPU in one call, over its {slot.proc.budget * 1000:g} ms budget", events
+                problem = f"took {cpu * 1000:.1f} ms of CPU in one call, over its {slot.proc.budget * 1000:g} ms budget"
             if problem is not None:
                 self._fail(slot, problem)
+                continue  # what it was given passes on unchanged
             events = out
         return events
+
+    def _flush(self) -> None:
+        """After a change in the chain: notes queued for later are dropped and every note sounding
+        through the chain ends now, so no note-on is left without its note-off."""
+        with self.lock:
+            self._heap = [h for h in self._heap if h[2].type not in ("note_on", "note_off")]
+            heapq.heapify(self._heap)
+            self.sink.notes_off(self.clock.now())
+
+    def _reset(self, slot: Slot) -> None:
+        try:
+            slot.proc.reset()
+        except Exception as e:  # noqa: BLE001 - a plugin's reset is not allowed to break the host
+            self.log(f"chain {self.name}: {slot.link.name}: reset raised {type(e).__name__}: {e}")
 
     def _fail(self, slot: Slot, problem: str) -> None:
         slot.failed = problem
         self.log(f"chain {self.name}: {slot.link.name} bypassed: {problem}")
-        with self.lock:
-            self.sink.notes_off(self.clock.now())
-        try:
-            slot.proc.reset()
-        except Exception:  # noqa: BLE001, S110 - it has failed already
-            pass
+        self._flush()
+        self._reset(slot)
 
     def _schedule(self, events: list[Event], gen: int) -> None:
         now = self.clock.now()
@@ -271,25 +289,36 @@ class ChainRunner:
                 t, _, msg = heapq.heappop(self._heap)
                 self.sink.send(msg, t)
 
+    def _watch(self) -> None:
+        while self.running:
+            time.sleep(0.02)
+            self.watch()
+
     def watch(self) -> None:
-        """The watchdog's check: replaces a loop thread stuck in a processor."""
-        busy = self._busy
-        if busy is None or not self.running:
-            return
-        gen, i, events, started = busy
-        if gen == self._gen and time.monotonic() - started > max(HANG_S, 10 * self.slots[i].proc.budget):
-            self._fail(self.slots[i], f"did not return within {HANG_S * 1000:.0f} ms")
-            with self.lock:
-                self._inbox.insert(0, (i + 1, events))  # what it was given goes on without it
+        """The watchdog's check: a loop thread stuck in a processor is replaced by a new one, which
+        goes on with what the stuck call was given (past that processor) and what came after."""
+        with self.lock:
+            busy = self._busy
+            if busy is None or not self.running:
+                return
+            gen, slot, i, events, started = busy
+            limit = max(HANG_S, 10 * slot.proc.budget)
+            if gen != self._gen or time.monotonic() - started <= limit:
+                return
+            self._gen += 1  # the stuck thread's results are dropped if it ever returns
             self._busy = None
-            self._spawn()  # a new generation: the stuck thread's results are dropped if it ever returns
+            self._inbox.appendleft((i + 1, events))
+            new = self._gen
+        self._fail(slot, f"did not return within {limit * 1000:.0f} ms")
+        self._spawn(new)
 
     def stop(self) -> None:
         """Stop the loop, drop what was still to come, and end every note at the sink."""
         with self.lock:
             self.running = False
+            self._gen += 1  # a call that returns after this sends nothing
             self.lock.notify_all()
-        for th in (self.thread, getattr(self, "_watchdog", None)):
+        for th in (self.thread, self._watchdog):
             if th is not None and th is not threading.current_thread():
                 th.join(timeout=1.0)
         with self.lock:
@@ -297,10 +326,7 @@ class ChainRunner:
             self._inbox.clear()
             self.sink.panic(self.clock.now())
         for s in self.slots:
-            try:
-                s.proc.reset()
-            except Exception:  # noqa: BLE001, S110
-                pass
+            self._reset(s)
 
     # -- live changes (the terminal UI) -----------------------------------------------------------
     def set_bypass(self, index: int, on: bool) -> None:
@@ -309,9 +335,8 @@ class ChainRunner:
         slot.link.bypass = on
         if not on:
             slot.failed = None
-        with self.lock:
-            self.sink.notes_off(self.clock.now())
-            slot.proc.reset()
+        self._flush()
+        self._reset(slot)
 
     def move(self, index: int, delta: int) -> int:
         """Move transform ``index`` earlier (-1) or later (+1) in the chain; returns where it went."""
@@ -321,7 +346,7 @@ class ChainRunner:
                 self.slots[index], self.slots[j] = self.slots[j], self.slots[index]
                 links = self.spec.links
                 links[index + 1], links[j + 1] = links[j + 1], links[index + 1]
-                self.sink.notes_off(self.clock.now())
+            self._flush()
         return j
 
     def set_param(self, index: int, name: str, text: str) -> None:
@@ -336,8 +361,21 @@ class ChainRunner:
             slot.link.values, slot.link.written = old
             raise ParamError(f"{slot.link.name}: {e}") from None
         with self.lock:
-            self.sink.notes_off(self.clock.now())
             slot.proc = proc
+        self._flush()
+
+
+def _check_events(out) -> str | None:
+    """Why ``out`` is not a list of events the host can send (None when it is)."""
+    if not isinstance(out, list):
+        return f"process returned {type(out).__name__}, not a list of Events"
+    for e in out:
+        if not isinstance(e, Event) or not isinstance(e.msg, mido.Message):
+            return f"process returned {type(e).__name__ if not isinstance(e, Event) else type(e.msg).__name__} " \
+                   "where an Event of a mido.Message belongs"
+        if not isinstance(e.time, (int, float)) or not math.isfinite(e.time):
+            return f"process returned an event at time {e.time!r}"
+    return None
 
 
 def make_processor(link: Link, resources=None) -> Processor:
@@ -381,15 +419,21 @@ def generator_source(link: Link, prepared, runner: ChainRunner, log=None) -> Eng
 
 
 class InputSource:
+    """What is played into a MIDI input port (messages before the chain starts are dropped)."""
+
     def __init__(self, link: Link, runner: ChainRunner) -> None:
         self.link, self.runner, self.port = link, runner, None
 
-    def start(self, tempo: Tempo) -> None:
+    def open(self) -> None:
         from melody_lc.midi.ports import open_input
 
         port, virtual = self.link.values["port"], self.link.values["virtual"]
         self.port = open_input(port or None, virtual_name=virtual or "melody-lc-in",
                                callback=lambda msg: self.runner.feed([msg]))
+
+    def start(self, tempo: Tempo) -> None:
+        if self.port is None:
+            self.open()
 
     def stop(self) -> None:
         if self.port is not None:
@@ -453,6 +497,14 @@ def check_files(cf: ChainFile) -> dict[str, tuple]:
         for link in spec.links:
             if link.values.get("rules") and link.kind != "sink":
                 load_rules(link.values["rules"])  # a RulesError names its own file and line
+            record = link.values.get("record") if link.name == "out" else link.values.get("path") if link.name == "record" else None
+            if record:
+                folder = Path(record).parent
+                while not folder.exists() and folder != folder.parent:
+                    folder = folder.parent
+                if not os.access(folder, os.W_OK):
+                    raise ChainError(str(cf.path), link.line, link.column, f"cannot write the recording {record}: "
+                                     f"{folder} is not writable")
             if link.name == "file" and link.kind == "source":
                 try:
                     loops[link.values["path"]] = read_loop(link.values["path"])
@@ -483,7 +535,8 @@ class Rack:
     ports: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.tempo = Tempo(self.chains.bpm or self.bpm, 0.0)
+        self.tempo = Tempo(self.bpm, 0.0)  # the caller decides between --bpm and the file's tempo
+        self.record_errors: list[str] = []
         self._prepared: dict[str, tuple] = {}
         self._loops = check_files(self.chains)  # before any port opens
         try:
@@ -520,10 +573,9 @@ class Rack:
             sink = Sink(port, lock, sink_link.values["channel"], sink_link.values["record"] or None)
         slots = []
         for link in spec.transforms:
+            resources = self._resources(link) if link.cls is Constrain else None  # its errors stop the rack
             try:
-                slots.append(Slot(make_processor(link, self._resources(link) if link.cls is Constrain else None), link))
-            except ChainError:
-                raise
+                slots.append(Slot(make_processor(link, resources), link))
             except Exception as e:  # a plugin whose constructor fails is listed, and bypassed
                 slot = Slot(Processor(), link, failed=f"could not be made: {type(e).__name__}: {e}")
                 slots.append(slot)
@@ -537,6 +589,7 @@ class Rack:
             self.sources[spec.name] = generator_source(src, self._resources(src), runner, log=self.log)
         elif src.name == "input":
             self.sources[spec.name] = InputSource(src, runner)
+            self.sources[spec.name].open()  # now, so a missing port is reported before anything plays
         elif src.name == "file":
             self.sources[spec.name] = FileSource(src, runner, self._loops[src.values["path"]])
 
@@ -544,6 +597,7 @@ class Rack:
         for src in self.sources.values():
             if hasattr(src, "prime"):
                 src.prime()
+        quiet_gc()
         self.tempo.t_anchor, self.tempo.pulse_anchor = self.clock.now() + self.lead, 0
         for r in self.runners:
             r.start()
@@ -567,9 +621,17 @@ class Rack:
             if r.running:
                 r.stop()
         for r in self.runners:
-            r.sink.write_record(self.tempo)
+            try:
+                r.sink.write_record(self.tempo)
+            except OSError as e:  # reported; the other recordings are still written
+                why = f"cannot write the recording {r.sink.record_path}: {e.strerror or e}"
+                self.record_errors.append(why)
+                self.log(f"chain {r.name}: {why}")
 
     def close(self) -> None:
+        for src in self.sources.values():
+            if isinstance(src, InputSource):
+                src.stop()
         for port, _ in self.ports.values():
             try:
                 port.close()

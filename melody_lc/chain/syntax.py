@@ -42,6 +42,7 @@ class Arg:
     text: str
     line: int
     column: int  # of the value
+    name_column: int = 0  # of the name
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Link:
         param = self.cls.declared().get(name)
         if param is None:
             raise ParamError(f"{self.name} has no parameter '{name}'")
+        if '"' in text:
+            raise ParamError(f"{name}: a value cannot hold a double quote")
         self.values[name] = param.parse(text)
         self.written[name] = format_value(param, self.values[name]) if param.type not in ("duration", "path") else text
 
@@ -135,8 +138,14 @@ def _quote(text: str) -> str:
 
 
 def _strip_comment(line: str) -> str:
-    m = re.search(r"(^|\s)#", line)
-    return line if m is None else line[: m.start()]
+    """``line`` without its comment: ``#`` at the start or after a space, outside double quotes."""
+    quoted = False
+    for k, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted and (k == 0 or line[k - 1].isspace()):
+            return line[:k]
+    return line
 
 
 _CHAIN_HEAD = re.compile(r"^\s*chain\b\s*([A-Za-z_][\w-]*)?\s*:")
@@ -230,6 +239,7 @@ def _parse_link(sc: _Scanner) -> Link:
             save = sc.i
             key = None
             sc.skip()
+            key_col = sc.where()[1]
             j = sc.i
             while j < len(sc.chars) and (sc.chars[j][0].isalnum() or sc.chars[j][0] == "_"):
                 j += 1
@@ -242,7 +252,7 @@ def _parse_link(sc: _Scanner) -> Link:
             else:
                 sc.i = save
             text, vline, vcol = sc.value()
-            args.append(Arg(key, text, vline, vcol))
+            args.append(Arg(key, text, vline, vcol, key_col))
             if sc.peek(","):
                 sc.take(",", "','")
                 continue
@@ -270,18 +280,27 @@ def parse_chains(text: str, path: str = "<chain>") -> ChainFile:
             except ValueError:
                 bpm = -1.0
             if not 20 <= bpm <= 999:
-                raise ChainError(path, i + 1, raw.index(t.group(1)) + 1, f"expected a tempo of 20-999 bpm, found '{t.group(1)}'")
+                raise ChainError(path, i + 1, t.start(1) + 1, f"expected a tempo of 20-999 bpm, found '{t.group(1)}'")
             i += 1
             continue
         if not m:
             col = len(raw) - len(raw.lstrip()) + 1
-            word = raw.strip().split(":")[0].split()[0]
-            hint = " (a chain goes on over lines that start with '->')" if raw.strip().startswith("->") else did_you_mean(word, ["chain", "tempo"])
-            raise ChainError(path, i + 1, col, f"expected 'chain NAME: source -> ... -> out(...)' or 'tempo: BPM', found '{word}'{hint}")
+            words = raw.strip().split(":")[0].split() or [raw.strip()[:1]]
+            if words[0] == "chain":
+                raise ChainError(path, i + 1, col, "expected 'chain NAME:' (a name of letters, digits, _ or -, then ':')")
+            hint = " (a chain goes on over lines that start with '->', right after it)" if raw.strip().startswith("->") \
+                else did_you_mean(words[0], ["chain", "tempo"])
+            raise ChainError(path, i + 1, col, f"expected 'chain NAME: source -> ... -> out(...)' or 'tempo: BPM', "
+                             f"found '{words[0]}'{hint}")
         pieces = [(i + 1, m.end() + 1, raw[m.end():])]
         first = i
-        while i + 1 < len(lines) and _strip_comment(lines[i + 1]).strip().startswith("->"):
-            i += 1
+        while True:  # lines that go on with '->' (comment lines and blank lines between are skipped)
+            j = i + 1
+            while j < len(lines) and not _strip_comment(lines[j]).strip():
+                j += 1
+            if j >= len(lines) or not _strip_comment(lines[j]).strip().startswith("->"):
+                break
+            i = j
             pieces.append((i + 1, 1, _strip_comment(lines[i])))
         sc = _Scanner(path, pieces)
         links = [_parse_link(sc)]
@@ -296,7 +315,7 @@ def parse_chains(text: str, path: str = "<chain>") -> ChainFile:
     return ChainFile(Path(path), lines, chains, bpm)
 
 
-def resolve(cf: ChainFile, table: dict) -> ChainFile:
+def resolve(cf: ChainFile, table: dict, failed: list[tuple[str, str]] = ()) -> ChainFile:
     """Check every chain against the processors in ``table`` (name -> registry Entry): names, the
     order source -> transforms -> sink, and every parameter against its declaration. Paths become
     relative to the chain file. Nothing runs before this passes."""
@@ -310,6 +329,9 @@ def resolve(cf: ChainFile, table: dict) -> ChainFile:
         names[spec.name] = spec.first_line
         for k, link in enumerate(spec.links):
             entry = table.get(link.name)
+            broken = [why for ep, why in failed if ep.split(" = ")[0] == link.name]
+            if entry is None and broken:
+                raise ChainError(path, link.line, link.column, f"the plugin '{link.name}' failed to load: {broken[0]}")
             if entry is None:
                 raise ChainError(path, link.line, link.column, f"no processor named '{link.name}' "
                                  f"(`melody-lc plugins` lists them){did_you_mean(link.name, table)}")
@@ -348,7 +370,7 @@ def _check_args(path: str, link: Link, base: Path) -> None:
                                  f"{'s' if len(declared) != 1 else ''}; this one is extra")
         elif name not in by_name:
             known = ", ".join(by_name) or "none"
-            raise ChainError(path, arg.line, arg.column - len(name) - 1, f"{link.name} has no parameter '{name}' "
+            raise ChainError(path, arg.line, arg.name_column, f"{link.name} has no parameter '{name}' "
                              f"(it has: {known}){did_you_mean(name, by_name)}")
         if name in given:
             raise ChainError(path, arg.line, arg.column, f"{name} is given twice")
@@ -380,4 +402,5 @@ def load_chains(path, table: dict | None = None) -> ChainFile:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ChainError(str(p), 1, 1, f"cannot read the chain file: {getattr(e, 'strerror', None) or e}") from None
-    return resolve(parse_chains(text, str(p)), table if table is not None else registry()[0])
+    table, failed = (table, []) if table is not None else registry()
+    return resolve(parse_chains(text, str(p)), table, failed)

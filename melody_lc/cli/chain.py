@@ -104,7 +104,10 @@ def cmd_chain(args) -> int:
     try:
         for spec in chains.chains:
             say(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
-        rack.start()
+        try:
+            rack.start()
+        except PortError as e:
+            raise CLIError(str(e)) from None
         say(f"running at {bpm:g} bpm; Ctrl-C stops")
         t0 = time.monotonic()
         while args.seconds is None or time.monotonic() - t0 < args.seconds:
@@ -121,6 +124,8 @@ def cmd_chain(args) -> int:
             if slot.failed:
                 say(f"chain {r.name}: {slot.link.name} was bypassed: {slot.failed}")
     errors = [s.engine.error for s in rack.sources.values() if hasattr(s, "engine") and s.engine.error]
+    if rack.record_errors:
+        raise CLIError(rack.record_errors[0])
     if errors:
         raise CLIError(errors[0] + " (stopped; every note was turned off)")
     return 0

@@ -25,7 +25,8 @@ import torch
 
 from melody_lc.melody.encoding import STEPS
 from melody_lc.midi.schedule import (PULSES_PER_PHRASE, PULSES_PER_QUARTER, PULSES_PER_STEP, Clock, Follower,
-                                     Phrase, Tempo, Transport, run_clock)
+                                     Phrase, Tempo, Transport, quiet_gc, run_clock,
+                                     set_thread_priority)
 
 BAR_STEPS = 16
 
@@ -198,7 +199,7 @@ class LiveEngine:
     def _worker(self) -> None:
         try:
             torch.set_num_threads(1)  # leave the other core to the clock and the MIDI system
-            _set_thread_priority(nice=5)
+            set_thread_priority(nice=5)
             while not self.stop_event.is_set():
                 with self._cond:
                     k = self.transport.phrase_index + 1
@@ -226,6 +227,7 @@ class LiveEngine:
         if 0 not in self._queue:  # a rack makes the first phrase before it sets the clock going
             self._make(0)
         self.first_phrase_s = self.clock.now() - self.started_at
+        quiet_gc()
         workers = [threading.Thread(target=self._worker, name="melody-lc-phrases", daemon=True)]
         if self.config.clock == "follow":
             self.follower = Follower(self.transport, self.clock)
@@ -238,7 +240,7 @@ class LiveEngine:
 
     def _clock(self) -> None:
         until = None if self.config.phrases is None else self.config.phrases * PULSES_PER_PHRASE
-        _set_thread_priority(realtime=True)
+        set_thread_priority(realtime=True)
         try:
             run_clock(self.transport, self.tempo, self.stop_event, self.clock, self.config.clock == "send",
                       until, on_step_sent=lambda p, s: self.step_lateness.append(s))
@@ -324,20 +326,6 @@ class LiveEngine:
             track.append(msg.copy(time=tick - now))
             now = tick
         return mido.MidiFile(type=0, ticks_per_beat=480, tracks=[track])
-
-
-def _set_thread_priority(nice: int = 0, realtime: bool = False) -> None:
-    """Best effort, for the calling thread: real-time scheduling for the clock when the system allows
-    it (root, or an rtprio limit), a higher nice value for background work. Silently skipped elsewhere."""
-    import os
-
-    try:
-        if realtime:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-        elif nice:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):
-        pass
 
 
 class Capture:

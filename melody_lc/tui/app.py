@@ -476,7 +476,11 @@ class LiveApp(App):
         if self.session.chains is None:
             self.log_line("no chain file: start with `melody-lc live --chain FILE`")
             return
-        self.session.chain_save()
+        try:
+            self.session.chain_save()
+        except OSError as e:
+            self.log_line(f"cannot save {self.session.chains.path}: {e.strerror or e}")
+            self.bell()
 
     # -- fitting in a worker -----------------------------------------------------------------------
     def start_fit(self) -> None:

@@ -189,3 +189,83 @@ def test_bypass_reorder_and_parameters_change_live(phrases):
     assert all(m.note % 12 in MODES["major"] for m in before)
     assert not hanging([m for _, m in port.got])
     assert r.spec.text() == "chain: input() -> scale(key=F#) -> transpose(semitones=12, bypass=yes) -> out()"
+
+
+def _feed_at(r: ChainRunner, t0: float, at: float, msg) -> None:
+    left = t0 + at - time.monotonic()
+    if left > 0:
+        time.sleep(left)
+    r.feed([msg])
+
+
+def test_a_change_mid_note_leaves_no_note_hanging():
+    """A note-on humanize holds for later, then humanize is bypassed before the note-off comes."""
+    r, port = runner("chain: input() -> humanize(timing=100ms, velocity=0) -> out()")
+    t0 = time.monotonic()
+    r.start()
+    _feed_at(r, t0, 0.0, mido.Message("note_on", note=60, velocity=90))
+    time.sleep(0.02)
+    r.set_bypass(0, True)
+    _feed_at(r, t0, 0.05, mido.Message("note_off", note=60))
+    time.sleep(0.4)
+    assert not hanging([m for _, m in port.got]) and not r.sink.sounding
+    r.stop()
+
+
+def test_echoed_notes_through_a_pitch_change_end_in_order():
+    """Echoes of a held note overlap the note; each echo's note-off ends that echo's pitch."""
+    r, port = runner("chain: input() -> echo(1/16, repeats=2) -> transpose(12) -> out()", bpm=120)
+    t0 = time.monotonic()
+    r.start()
+    _feed_at(r, t0, 0.0, mido.Message("note_on", note=60, velocity=90))
+    _feed_at(r, t0, 0.2, mido.Message("note_off", note=60))
+    time.sleep(0.6)
+    r.stop()
+    notes = [m for _, m in port.notes()]
+    assert [(m.type, m.note) for m in notes if m.type == "note_on"] == [("note_on", 72)] * 3
+    assert [m.note for m in notes if m.type == "note_off"] == [72, 72, 72]
+    assert not r.sink.sounding
+
+
+class Liar(Processor):
+    name = "liar"
+    params = (Param("how", "choice", "nan", choices=("nan", "msg", "lookahead")),)
+
+    def lookahead(self, bpm):
+        if self.values["how"] == "lookahead":
+            raise ValueError("no idea")
+        return 0.0
+
+    def process(self, events, ctx):
+        if self.values["how"] == "nan":
+            return [e.at(float("nan")) for e in events]
+        if self.values["how"] == "msg":
+            return [type(e)(e.time, "note_on 60") for e in events]
+        return events
+
+
+TABLE["liar"] = Entry(Liar, "test")
+
+
+@pytest.mark.parametrize("how, says", [("nan", "an event at time nan"), ("msg", "str where an Event"),
+                                       ("lookahead", "raised ValueError in lookahead(): no idea")])
+def test_a_processor_that_returns_nonsense_is_bypassed(phrases, how, says):
+    events = stream(phrases[:1], bpm=FAST_BPM)
+    r, port = runner(f"chain: input() -> liar({how}) -> out()")
+    play(r, events, until=1.0)
+    r.stop()
+    assert r.slots[0].failed and says in r.slots[0].failed
+    ons = [m for _, m in port.notes() if m.type == "note_on" and m.velocity]
+    assert len(ons) == len([e for e in events if e.is_note_on and e.time <= 1.0])  # all passed through
+    assert not hanging([m for _, m in port.got])
+
+
+def test_the_tempo_given_wins_over_the_files(tmp_path):
+    from melody_lc.chain.host import Rack
+    from melody_lc.chain.syntax import load_chains
+
+    (tmp_path / "t.chain").write_text("tempo: 100\nchain: file(x.mid) -> record(out.mid)\n")
+    track = mido.MidiTrack([mido.Message("note_on", note=60, velocity=90), mido.Message("note_off", note=60, time=480)])
+    mido.MidiFile(tracks=[track]).save(tmp_path / "x.mid")
+    rack = Rack(load_chains(tmp_path / "t.chain"), bpm=150)
+    assert rack.tempo.bpm == 150

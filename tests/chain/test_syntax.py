@@ -103,3 +103,35 @@ def test_the_shipped_chain_files_check():
         for spec in cf.chains:
             if spec.source.name == "generator":
                 assert (path.parent / spec.source.written["rules"]).exists()
+
+
+@pytest.mark.parametrize("text, where, what", [
+    (":x", "1:1", "found ':'"),
+    ("chain lead input() -> out()", "1:1", "expected 'chain NAME:'"),
+    ("tempo: e", "1:8", "tempo of 20-999 bpm, found 'e'"),
+    ("chain: input() -> transpose(semitone = 3) -> out()", "1:29", "transpose has no parameter 'semitone'"),
+])
+def test_more_errors_point_at_the_right_place(text, where, what):
+    with pytest.raises(ChainError, match=f"^x.chain:{where}: .*{what}"):
+        check(text)
+
+
+def test_quotes_comments_and_continuations():
+    cf = check('chain: input(virtual="my #1 port") # a comment\n'
+               "#   -> transpose(12)\n"
+               "\n"
+               "    -> out()   # the end\n")
+    spec = cf.chains[0]
+    assert spec.source.values["virtual"] == "my #1 port" and [link.name for link in spec.links] == ["input", "out"]
+    assert (spec.first_line, spec.last_line) == (1, 4)
+    link = check("chain: input() -> echo() -> out()").chains[0].links[1]
+    from melody_lc.chain.api import ParamError
+
+    with pytest.raises(ParamError, match="double quote"):
+        link.set("delay", '1/8"')
+
+
+def test_a_plugin_that_failed_to_load_is_named_with_the_reason():
+    with pytest.raises(ChainError, match="x.chain:1:19: the plugin 'wobble' failed to load: ImportError: nope"):
+        resolve(parse_chains("chain: input() -> wobble() -> out()", "x.chain"), TABLE,
+                [("wobble = wob:Wobble", "ImportError: nope")])

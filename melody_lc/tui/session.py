@@ -108,6 +108,9 @@ class LiveSession:
 
     @property
     def output_name(self) -> str:
+        lead = self.lead_chain
+        if lead is not None:
+            return f"chain {lead} -> {self._spec(lead).sink.text()}"
         return self.settings.output or f"{self.settings.port_name} (virtual)"
 
     def _open_output(self) -> None:

@@ -170,14 +170,24 @@ class NoteLength(Processor):
 
     def __init__(self, **values) -> None:
         super().__init__(**values)
-        self.sounding: dict[tuple[int, int], float] = {}  # (channel, note) -> when it started
-        self.pending: list[Event] = []  # note-offs this processor will release when due
+        # (channel, note) -> [when it started, whether its own note-off has come]
+        self.sounding: dict[tuple[int, int], list] = {}
+        self.pending: dict[tuple[int, int], Event] = {}  # the note-off this processor will send for it
+        self.unanswered: dict[tuple[int, int], int] = {}  # notes it ended whose own note-offs are still to come
 
     def _limits(self, ctx) -> tuple[float, float]:
         fixed = ctx.seconds(self.values["length"])
         if fixed > 0:
             return fixed, fixed
         return ctx.seconds(self.values["min"]), ctx.seconds(self.values["max"]) or float("inf")
+
+    def _off(self, key, t: float) -> Event:
+        return Event(t, mido.Message("note_off", channel=key[0], note=key[1], velocity=0))
+
+    def _ended_early(self, key) -> None:
+        """This note ends before its own note-off came: that note-off will be dropped."""
+        if not self.sounding[key][1]:
+            self.unanswered[key] = self.unanswered.get(key, 0) + 1
 
     def process(self, events, ctx):
         lo, hi = self._limits(ctx)
@@ -186,36 +196,42 @@ class NoteLength(Processor):
             key = (e.msg.channel, e.msg.note) if e.is_note else None
             if e.is_note_on:
                 if key in self.sounding:  # struck again: the earlier one ends now
-                    out.append(Event(e.time, mido.Message("note_off", channel=key[0], note=key[1], velocity=0)))
-                    self.pending = [p for p in self.pending if (p.msg.channel, p.msg.note) != key]
-                self.sounding[key] = e.time
+                    out.append(self._off(key, e.time))
+                    self._ended_early(key)
+                    self.pending.pop(key, None)
+                self.sounding[key] = [e.time, False]
                 out.append(e)
                 if hi < float("inf"):
-                    self.pending.append(Event(e.time + hi, mido.Message("note_off", channel=key[0], note=key[1], velocity=0)))
+                    self.pending[key] = self._off(key, e.time + hi)
             elif e.is_note_off:
-                start = self.sounding.get(key)
-                if start is None:
-                    continue  # already ended by the maximum (or never started here)
-                if e.time - start < lo:
-                    self.pending = [p for p in self.pending if (p.msg.channel, p.msg.note) != key]
-                    self.pending.append(Event(start + lo, e.msg))
+                if key not in self.sounding or self.sounding[key][1]:
+                    if self.unanswered.get(key):
+                        self.unanswered[key] -= 1  # its note already ended here
+                    else:
+                        out.append(e)  # a note this processor never saw start: passed on, harmless
+                    continue
+                start = self.sounding[key][0]
+                if e.time - start < lo:  # too short: it ends at the minimum
+                    self.sounding[key][1] = True
+                    self.pending[key] = self._off(key, start + lo)
                 else:
                     del self.sounding[key]
-                    self.pending = [p for p in self.pending if (p.msg.channel, p.msg.note) != key]
+                    self.pending.pop(key, None)
                     out.append(e)
             else:
                 out.append(e)
-        due = [p for p in self.pending if p.time <= ctx.now + ctx.horizon]
-        if due:
-            self.pending = [p for p in self.pending if p.time > ctx.now + ctx.horizon]
-            for p in due:
-                self.sounding.pop((p.msg.channel, p.msg.note), None)
-            out += due
+        for key, off in list(self.pending.items()):  # release what falls before the next call
+            if off.time <= ctx.now + ctx.horizon:
+                del self.pending[key]
+                self._ended_early(key)
+                del self.sounding[key]
+                out.append(off)
         return out
 
     def reset(self) -> None:
         self.sounding.clear()
         self.pending.clear()
+        self.unanswered.clear()
 
 
 class ChannelMap(Processor):
@@ -253,12 +269,22 @@ class Echo(Processor):
               Param("repeats", "int", 2, min=1, max=16),
               Param("feedback", "float", 0.6, min=0.05, max=1.0, help="each repeat's velocity, times the one before"))
 
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.delays: dict[tuple[int, int], list[float]] = {}  # the delay each sounding note was echoed at
+
     def process(self, events, ctx):
-        d = ctx.seconds(self.values["delay"])
         out = list(events)
         for e in events:
             if not e.is_note:
                 continue
+            key = (e.msg.channel, e.msg.note)
+            if e.is_note_on:  # the echoes of its note-off keep this delay, whatever the tempo does
+                d = ctx.seconds(self.values["delay"])
+                self.delays.setdefault(key, []).append(d)
+            else:
+                used = self.delays.get(key)
+                d = used.pop(0) if used else ctx.seconds(self.values["delay"])
             for k in range(1, self.values["repeats"] + 1):
                 if e.is_note_on:
                     v = max(1, round(e.msg.velocity * self.values["feedback"] ** k))
@@ -266,6 +292,9 @@ class Echo(Processor):
                 else:
                     out.append(Event(e.time + k * d, e.msg))
         return out
+
+    def reset(self) -> None:
+        self.delays.clear()
 
 
 class Constrain(Processor):
@@ -350,6 +379,7 @@ class Constrain(Processor):
             # notes of a phrase that started before its search ended are skipped, not played late
 
     def reset(self) -> None:
+        """Notes in flight are forgotten; an answer still being searched for plays when it is ready."""
         self.notes, self.phrase, self.pending = [], None, []
 
 

@@ -134,11 +134,13 @@ class ChainRunner:
         self.clock = clock or Clock()
         self.log = log or (lambda s: None)
         self.lock = threading.Condition()
-        self._inbox: deque[tuple[int, list[Event]]] = deque()  # (first slot to run, events)
+        # (the processors still to run, or None for all: fresh from a source; events)
+        self._inbox: deque[tuple[list[Slot] | None, list[Event]]] = deque()
+        self._changes = 0  # bumped by every change made from outside the loop (bypass, move, edit, hang)
         self._heap: list[tuple[float, int, mido.Message]] = []
         self._seq = itertools.count()
         self._gen = 0  # bumped when a loop thread is replaced or the chain stops: the old one ends
-        self._busy: tuple | None = None  # (gen, slot, its index, events, started): the call in progress
+        self._busy: tuple | None = None  # (gen, slot, the slots after it, events, started): the call in progress
         self._next_tick = 0.0
         self.running = False
         self.thread: threading.Thread | None = None
@@ -154,7 +156,7 @@ class ChainRunner:
         t = self.clock.now() if t is None else t
         with self.lock:
             if self.running:
-                self._inbox.append((0, [Event(t, m) for m in msgs]))
+                self._inbox.append((None, [Event(t, m) for m in msgs]))
                 self.lock.notify()
 
     def send(self, msg: mido.Message) -> None:  # so a LiveEngine can use a chain as its port
@@ -167,7 +169,7 @@ class ChainRunner:
                 try:
                     total += float(slot.proc.lookahead(self.tempo.bpm))
                 except Exception as e:  # noqa: BLE001 - a plugin's failure is reported, not fatal
-                    self._fail(slot, f"raised {type(e).__name__} in lookahead(): {e}")
+                    self._fail(slot, f"raised {type(e).__name__} in lookahead(): {e}", by_loop=True)
         return total if math.isfinite(total) and total >= 0 else 0.0
 
     def context(self, now: float) -> Context:
@@ -203,32 +205,34 @@ class ChainRunner:
                     if not self.running or gen != self._gen:
                         return
                 item = self._inbox.popleft() if self._inbox else None
-                slots = list(self.slots)  # a move while this item runs takes effect at the next
+                # the processors this item goes through: a move while it runs takes effect at the next
+                slots = list(self.slots) if item is None or item[0] is None else item[0]
+                changes = self._changes
             now = self.clock.now()
             tick = now >= self._next_tick
             if tick:
                 self._next_tick = now + min(60.0 / self.tempo.bpm / 4, 0.025)
             if item is not None or tick:
-                start, events = item or (0, [])
-                if start == 0 and events:  # fresh from a source: the chain's delay is added once
+                fresh, events = item is None or item[0] is None, item[1] if item is not None else []
+                if fresh and events:  # from a source: the chain's delay is added once
                     d = self.delay(slots)
                     events = [e.at(e.time + d) for e in events]
                 system = [e for e in events if e.msg.type in SYSTEM]
-                out = self._run(gen, slots, start, [e for e in events if e.msg.type not in SYSTEM], now)
+                out = self._run(gen, slots, [e for e in events if e.msg.type not in SYSTEM], now)
                 if out is None:
                     return  # this thread was replaced (a hang) or the chain stopped
-                self._schedule(system + out, gen)
+                self._schedule(system + out, gen, changes)
                 if self.latencies is not None and item is not None and item[1]:
                     self.latencies.append(self.clock.now() - min(e.time for e in item[1]))
-            self._send_due(gen)
+            else:
+                self._send_due(gen)
 
-    def _run(self, gen: int, slots: list[Slot], start: int, events: list[Event], now: float) -> list[Event] | None:
+    def _run(self, gen: int, slots: list[Slot], events: list[Event], now: float) -> list[Event] | None:
         ctx = self.context(now)
-        for i in range(start, len(slots)):
-            slot = slots[i]
+        for i, slot in enumerate(slots):
             if not slot.active:
                 continue
-            self._busy = (gen, slot, i, events, time.monotonic())
+            self._busy = (gen, slot, slots[i + 1 :], events, time.monotonic())
             c0 = time.thread_time()
             try:
                 out = slot.proc.process(list(events), ctx)
@@ -246,41 +250,48 @@ class ChainRunner:
             if problem is None and cpu > slot.proc.budget:
                 problem = f"took {cpu * 1000:.1f} ms of CPU in one call, over its {slot.proc.budget * 1000:g} ms budget"
             if problem is not None:
-                self._fail(slot, problem)
+                self._fail(slot, problem, by_loop=True)
                 continue  # what it was given passes on unchanged
             events = out
         return events
 
-    def _flush(self) -> None:
-        """After a change in the chain: notes queued for later are dropped and every note sounding
-        through the chain ends now, so no note-on is left without its note-off."""
+    def _flush(self, by_loop: bool = False) -> None:
+        """After a change in the chain: notes queued for later are dropped, every note sounding
+        through the chain ends now, and every processor forgets its notes in flight, so no note-on
+        is left without its note-off. A change made from outside the loop also voids the note-ons
+        of a call in progress (they were made by the chain as it was)."""
         with self.lock:
             self._heap = [h for h in self._heap if h[2].type not in ("note_on", "note_off")]
             heapq.heapify(self._heap)
             self.sink.notes_off(self.clock.now())
+            if not by_loop:
+                self._changes += 1
+        for slot in list(self.slots):
+            self._reset(slot)
 
     def _reset(self, slot: Slot) -> None:
+        if slot.failed and "did not return" in slot.failed:
+            return  # it may still be running on the stuck thread: leave it alone
         try:
             slot.proc.reset()
         except Exception as e:  # noqa: BLE001 - a plugin's reset is not allowed to break the host
             self.log(f"chain {self.name}: {slot.link.name}: reset raised {type(e).__name__}: {e}")
 
-    def _fail(self, slot: Slot, problem: str) -> None:
+    def _fail(self, slot: Slot, problem: str, by_loop: bool = False) -> None:
         slot.failed = problem
         self.log(f"chain {self.name}: {slot.link.name} bypassed: {problem}")
-        self._flush()
-        self._reset(slot)
+        self._flush(by_loop)
 
-    def _schedule(self, events: list[Event], gen: int) -> None:
-        now = self.clock.now()
+    def _schedule(self, events: list[Event], gen: int, changes: int) -> None:
+        """Everything goes through the heap, so what was queued earlier and is due goes out first."""
         with self.lock:
             if gen != self._gen:
                 return
+            void = changes != self._changes  # the chain changed while these were made
             for e in events:
-                if e.time <= now:
-                    self.sink.send(e.msg, now)
-                else:
+                if not (void and e.is_note_on):
                     heapq.heappush(self._heap, (e.time, next(self._seq), e.msg))
+        self._send_due(gen)
 
     def _send_due(self, gen: int) -> None:
         with self.lock:
@@ -296,21 +307,24 @@ class ChainRunner:
 
     def watch(self) -> None:
         """The watchdog's check: a loop thread stuck in a processor is replaced by a new one, which
-        goes on with what the stuck call was given (past that processor) and what came after."""
+        goes on with what the stuck call was given (through the processors after it) and what came
+        after. The stuck processor is not reset: it may still be running."""
         with self.lock:
             busy = self._busy
             if busy is None or not self.running:
                 return
-            gen, slot, i, events, started = busy
+            gen, slot, rest, events, started = busy
             limit = max(HANG_S, 10 * slot.proc.budget)
             if gen != self._gen or time.monotonic() - started <= limit:
                 return
             self._gen += 1  # the stuck thread's results are dropped if it ever returns
             self._busy = None
-            self._inbox.appendleft((i + 1, events))
+            self._inbox.appendleft((rest, events))
+            slot.failed = f"did not return within {limit * 1000:.0f} ms"
             new = self._gen
-        self._fail(slot, f"did not return within {limit * 1000:.0f} ms")
-        self._spawn(new)
+        self._spawn(new)  # first: nothing below may keep the chain silent
+        self.log(f"chain {self.name}: {slot.link.name} bypassed: {slot.failed}")
+        self._flush()
 
     def stop(self) -> None:
         """Stop the loop, drop what was still to come, and end every note at the sink."""
@@ -336,7 +350,6 @@ class ChainRunner:
         if not on:
             slot.failed = None
         self._flush()
-        self._reset(slot)
 
     def move(self, index: int, delta: int) -> int:
         """Move transform ``index`` earlier (-1) or later (+1) in the chain; returns where it went."""
@@ -620,6 +633,7 @@ class Rack:
         for r in self.runners:
             if r.running:
                 r.stop()
+        quiet_gc(False)
         for r in self.runners:
             try:
                 r.sink.write_record(self.tempo)

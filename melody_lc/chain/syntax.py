@@ -73,6 +73,8 @@ class Link:
             raise ParamError(f"{self.name} has no parameter '{name}'")
         if '"' in text:
             raise ParamError(f"{name}: a value cannot hold a double quote")
+        if param.type == "path":
+            raise ParamError(f"{name}: a file is changed in the chain file itself (then restart the chain)")
         self.values[name] = param.parse(text)
         self.written[name] = format_value(param, self.values[name]) if param.type not in ("duration", "path") else text
 

@@ -312,6 +312,7 @@ class LiveEngine:
                 t.join(timeout=2.0)
         self.transport.panic()
         self.done.set()
+        quiet_gc(False)
 
     # -- figures -----------------------------------------------------------------------------------
     def recording(self) -> mido.MidiFile:

@@ -265,11 +265,12 @@ def set_thread_priority(nice: int = 0, realtime: bool = False) -> None:
         pass
 
 
-def quiet_gc() -> None:
-    """Freeze what is loaded (the model, torch, music21: about 170,000 objects) so that the garbage
-    collector never walks it again while notes are due. Measured: a full collection over it takes
-    75-85 ms of the GIL, and one that fell on the first beats of a stream delayed its first notes
-    by 40-70 ms; the freeze takes microseconds, and a collection after it under 0.1 ms."""
+def quiet_gc(on: bool = True) -> None:
+    """While streaming: freeze what is loaded (the model, torch, music21: about 170,000 objects) so
+    that the garbage collector does not walk it again while notes are due; ``on=False`` (at stop)
+    gives it back to the collector. Measured: a full collection over it takes 75-85 ms of the GIL,
+    and one that fell on the first beats of a stream delayed its first notes by 40-70 ms; the
+    freeze takes microseconds, and a collection after it under 0.1 ms."""
     import gc
 
-    gc.freeze()
+    gc.freeze() if on else gc.unfreeze()

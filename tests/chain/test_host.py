@@ -269,3 +269,88 @@ def test_the_tempo_given_wins_over_the_files(tmp_path):
     mido.MidiFile(tracks=[track]).save(tmp_path / "x.mid")
     rack = Rack(load_chains(tmp_path / "t.chain"), bpm=150)
     assert rack.tempo.bpm == 150
+
+
+class Slow(Processor):
+    """Spends wall time (not CPU) on note-ons or note-offs, as a plugin waiting on a lock would."""
+
+    name = "slow"
+    params = (Param("on", "float", 0.0, min=0), Param("off", "float", 0.0, min=0))
+
+    def process(self, events, ctx):
+        for e in events:
+            if e.is_note_on and self.values["on"]:
+                time.sleep(self.values["on"])
+            if e.is_note_off and self.values["off"]:
+                time.sleep(self.values["off"])
+        return events
+
+
+class Stuck(Processor):
+    """Hangs in process while holding its lock; its reset takes the same lock."""
+
+    name = "stuck"
+    params = ()
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        self.lock = threading.Lock()
+        self.seen = 0
+
+    def process(self, events, ctx):
+        self.seen += sum(e.is_note_on for e in events)
+        if self.seen >= 2:
+            with self.lock:
+                time.sleep(30)
+        return events
+
+    def reset(self):
+        with self.lock:
+            pass
+
+
+TABLE["slow"] = Entry(Slow, "test")
+TABLE["stuck"] = Entry(Stuck, "test")
+
+
+def test_a_change_while_a_call_runs_voids_what_that_call_made():
+    r, port = runner("chain: input() -> transpose(12) -> slow(on=0.03) -> out()")
+    t0 = time.monotonic()
+    r.start()
+    _feed_at(r, t0, 0.0, mido.Message("note_on", note=60, velocity=90))
+    time.sleep(0.01)
+    r.set_bypass(0, True)  # while slow() still works on the transposed note-on
+    _feed_at(r, t0, 0.1, mido.Message("note_off", note=60))
+    time.sleep(0.2)
+    assert not r.sink.sounding and not hanging([m for _, m in port.got])
+    r.stop()
+
+
+def test_a_hung_processor_whose_reset_blocks_does_not_silence_the_chain():
+    log = []
+    r, port = runner("chain: input() -> stuck() -> out()", log=log.append)
+    t0 = time.monotonic()
+    r.start()
+    for k, note in enumerate([60, 61, 62, 63]):
+        _feed_at(r, t0, 0.4 * k, mido.Message("note_on", note=note, velocity=90))
+        _feed_at(r, t0, 0.4 * k + 0.1, mido.Message("note_off", note=note))
+    time.sleep(0.3)
+    r.stop()
+    ons = [m.note for _, m in port.notes() if m.type == "note_on" and m.velocity]
+    assert ons == [60, 61, 62, 63] and any("did not return" in line for line in log)
+    assert not hanging([m for _, m in port.got])
+
+
+def test_what_was_queued_first_goes_out_first():
+    """A short note whose note-on waits in the heap while a slow call makes its note-off."""
+    for seed in range(4):
+        r, port = runner(f"chain: input() -> humanize(timing=30ms, velocity=0, seed={seed}) -> slow(off=0.04) -> out()")
+        t0 = time.monotonic()
+        r.start()
+        _feed_at(r, t0, 0.0, mido.Message("note_on", note=60, velocity=90))
+        _feed_at(r, t0, 0.005, mido.Message("note_off", note=60))
+        time.sleep(0.2)
+        r.stop()
+        kinds = [m.type for _, m in port.notes()]
+        assert kinds[:2] == ["note_on", "note_off"], (seed, kinds)
+        assert not hanging([m for _, m in port.got])

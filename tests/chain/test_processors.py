@@ -197,3 +197,29 @@ def test_constrain_plays_the_phrase_moved_toward_the_rules_one_phrase_later(ship
     before = np.mean([t_ % 12 in MODES["major"] for t_ in chromatic if t_ < 128])
     assert in_key > before + 0.2 and {v for *_, v, _ in played} == {70}
     assert not hanging(out)
+
+
+def _ev(t, kind, note=60):
+    return Event(t, mido.Message(kind, note=note, velocity=90 if kind == "note_on" else 0))
+
+
+def test_note_length_pairs_short_and_long_notes_of_one_pitch():
+    events = [_ev(0.0, "note_on"), _ev(0.01, "note_off"), _ev(0.5, "note_on"), _ev(1.0, "note_off")]
+    fixed = notes(drive(make(NoteLength, length="100ms"), events))
+    assert [(round(s, 3), round(e, 3)) for s, _, e, _, _ in fixed] == [(0.0, 0.1), (0.5, 0.6)]
+    held = notes(drive(make(NoteLength, min="100ms"), events))
+    assert [(round(s, 3), round(e, 3)) for s, _, e, _, _ in held] == [(0.0, 0.1), (0.5, 1.0)]
+    for proc in (make(NoteLength, length="100ms"), make(NoteLength, min="100ms"), make(NoteLength, max="100ms")):
+        out = drive(proc, events)
+        assert sum(e.is_note_on for e in out) == sum(e.is_note_off for e in out) == 2 and not hanging(out)
+    # a note-off it never saw start (after a reset) is passed on
+    assert make(NoteLength, max="100ms").process([_ev(0.0, "note_off")], Context(0.0, BPM, 0.0)) != []
+
+
+def test_echoes_keep_their_delay_when_the_tempo_rises():
+    echo = make(Echo, delay="1/8", repeats=3)
+    out = echo.process([_ev(0.0, "note_on")], Context(0.0, 60.0, 0.0))  # echoes every 0.5 s
+    out += echo.process([_ev(0.1, "note_off")], Context(0.1, 240.0, 0.0))  # four times faster now
+    ordered = sorted(out, key=lambda e: (e.time, e.is_note_on))
+    assert not hanging(ordered) and len(notes(ordered)) == 4
+    assert all(round(e - s, 6) == 0.1 for s, _, e, _, _ in notes(ordered))

@@ -304,7 +304,9 @@ class Constrain(Processor):
     runs on a thread of its own; the processor itself only gathers and releases notes."""
 
     name = "constrain"
-    summary = "plays each 16-bar phrase moved toward a rules file (latent gradient search), one phrase later"
+    summary = ("plays each 16-bar phrase moved toward a rules file (latent gradient search), one phrase later; "
+               "the rules' open parameters are set by name, e.g. tonic=G")
+    open_params = True  # also takes the open parameters of its rules file, by name (all of them)
     params = (Param("rules", "path", help="the rules file"),
               Param("dry", "bool", False, help="also pass the notes played through"),
               Param("velocity", "int", 90, min=1, max=127),
@@ -315,6 +317,7 @@ class Constrain(Processor):
         super().__init__(**values)
         # (rules, model, fitted), which the host loads (and fits, if need be) before it runs
         self.rules, self.model, self.fitted = resources or (None, None, None)
+        self.open_values: dict | None = None  # the rules' open parameters (the host sets them)
         self.notes: list[list] = []  # [pitch, start_beat, end_beat or None, channel]
         self.phrase: int | None = None
         self.pending: list[Event] = []
@@ -364,7 +367,8 @@ class Constrain(Processor):
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform
 
-        out, _ = transform(tokens, self.rules, self.model, self.fitted, steps=self.values["steps"])
+        out, _ = transform(tokens, self.rules, self.model, self.fitted, values=self.open_values,
+                           steps=self.values["steps"])
         with self.lock:
             self.results.append((k, out[0], channel))
 

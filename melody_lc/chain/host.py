@@ -394,6 +394,7 @@ def _check_events(out) -> str | None:
 def make_processor(link: Link, resources=None) -> Processor:
     if link.cls is Constrain:
         proc = Constrain(resources=resources, **link.values)
+        proc.open_values = link.open_values
     else:
         proc = link.cls(**link.values)
     proc.resources = resources
@@ -426,7 +427,7 @@ def generator_source(link: Link, prepared, runner: ChainRunner, log=None) -> Eng
 
     v = link.values
     rules, model, fitted = prepared
-    maker = PhraseMaker(model, rules, fitted, None, v["temperature"], v["variation"], v["seed"])
+    maker = PhraseMaker(model, rules, fitted, link.open_values, v["temperature"], v["variation"], v["seed"])
     return EngineSource(LiveEngine(maker, runner, LiveConfig(channel=v["channel"] - 1, velocity=v["velocity"]),
                                    clock=runner.clock, log=log))
 
@@ -500,6 +501,46 @@ class FileSource:
             self.thread.join(timeout=1.0)
 
 
+def open_values(cf: ChainFile, link: Link, rules) -> dict | None:
+    """The values a chain file gives the open parameters of ``link``'s rules (``tonic=G``,
+    ``density=4``), checked against them; None when it gives none (a generator then draws them once;
+    the constraint transform needs them all)."""
+    from melody_lc.rules.kinds import PITCH_CLASSES
+
+    def fail(arg, message, column=None):
+        raise ChainError(str(cf.path), arg.line if arg else link.line, column or (arg.column if arg else link.column),
+                         message)
+
+    values = {}
+    for name, arg in link.open_args.items():
+        spec = rules.open.get(name)
+        if spec is None:
+            opened = ", ".join(rules.open) or "none"
+            fail(arg, f"{link.name} has no parameter '{name}', and it is not an open parameter of "
+                      f"{Path(link.values['rules']).name} (open: {opened})", arg.name_column)
+        if spec[0] == "category":
+            pc = PITCH_CLASSES.get(arg.text.lower()) if name == "tonic" else None
+            if pc is None and arg.text.isdigit() and int(arg.text) < spec[1]:
+                pc = int(arg.text)
+            if pc is None:
+                fail(arg, f"{name}: expected " + ("a pitch class such as C, F# or Bb" if name == "tonic"
+                                                   else f"a number from 0 to {spec[1] - 1}") + f", found '{arg.text}'")
+            values[name] = pc
+        else:
+            try:
+                x = float(arg.text)
+            except ValueError:
+                x = math.nan
+            if not spec[1] <= x <= spec[2]:
+                fail(arg, f"{name}: expected a number from {spec[1]:g} to {spec[2]:g}, found '{arg.text}'")
+            values[name] = x
+    missing = sorted(set(rules.open) - set(values))
+    if missing and (values or link.cls is Constrain):
+        fail(None, f"{link.name} needs a value for every open parameter of {Path(link.values['rules']).name}; "
+                   f"missing: {', '.join(missing)} (e.g. {missing[0]}=...)")
+    return values or None
+
+
 def check_files(cf: ChainFile) -> dict[str, tuple]:
     """Read every rules file and .mid loop a chain file names, so that a bad one is reported before
     anything runs; returns the loops read (path -> :func:`read_loop`)."""
@@ -509,7 +550,8 @@ def check_files(cf: ChainFile) -> dict[str, tuple]:
     for spec in cf.chains:
         for link in spec.links:
             if link.values.get("rules") and link.kind != "sink":
-                load_rules(link.values["rules"])  # a RulesError names its own file and line
+                rules = load_rules(link.values["rules"])  # a RulesError names its own file and line
+                link.open_values = open_values(cf, link, rules)
             record = link.values.get("record") if link.name == "out" else link.values.get("path") if link.name == "record" else None
             if record:
                 folder = Path(record).parent

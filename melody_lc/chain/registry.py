@@ -16,7 +16,9 @@ from melody_lc.chain.builtin import TRANSFORMS
 class Generator(Processor):
     name = "generator"
     kind = "source"
-    summary = "constrained melodies from the model, phrase after phrase (the latent walk of `stream`)"
+    summary = ("constrained melodies from the model, phrase after phrase (the latent walk of `stream`); "
+               "the rules' open parameters are set by name, e.g. tonic=G (unset: drawn once)")
+    open_params = True  # also takes the open parameters of its rules file, by name
     params = (Param("rules", "path", help="the rules file"),
               Param("channel", "int", 1, min=1, max=16), Param("velocity", "int", 90, min=1, max=127),
               Param("temperature", "float", 0.5, min=0, max=2), Param("variation", "float", 0.35, min=0, max=1),

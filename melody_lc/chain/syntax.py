@@ -57,6 +57,8 @@ class Link:
     values: dict = field(default_factory=dict)  # every parameter's value (defaults included)
     written: dict[str, str] = field(default_factory=dict)  # the parameters given, as text
     bypass: bool = False
+    open_args: dict[str, Arg] = field(default_factory=dict)  # the rules' open parameters, as written
+    open_values: dict | None = None  # ... and their values, once the rules file is read (check_files)
 
     @property
     def kind(self) -> str:
@@ -370,6 +372,11 @@ def _check_args(path: str, link: Link, base: Path) -> None:
             if name is None:
                 raise ChainError(path, arg.line, arg.column, f"{link.name} takes {len(declared)} argument"
                                  f"{'s' if len(declared) != 1 else ''}; this one is extra")
+        elif name not in by_name and getattr(link.cls, "open_params", False):
+            if name in link.open_args:
+                raise ChainError(path, arg.line, arg.column, f"{name} is given twice")
+            link.open_args[name] = arg  # checked against the rules file's open parameters when it is read
+            continue
         elif name not in by_name:
             known = ", ".join(by_name) or "none"
             raise ChainError(path, arg.line, arg.name_column, f"{link.name} has no parameter '{name}' "
@@ -393,6 +400,8 @@ def _check_args(path: str, link: Link, base: Path) -> None:
             value = str((base / value)) if not Path(value).is_absolute() else value
         link.values[p.name] = value
         link.written[p.name] = arg.text
+    for name, arg in link.open_args.items():
+        link.written[name] = arg.text
 
 
 def load_chains(path, table: dict | None = None) -> ChainFile:

@@ -217,6 +217,7 @@ def cmd_live(args) -> int:
     from melody_lc.midi.ports import PortError, choose_api
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
+    from melody_lc.tui.session import value_text
 
     chains = None
     if args.chain:
@@ -228,6 +229,8 @@ def cmd_live(args) -> int:
         lead = next((c for c in chains.chains if c.source.name == "generator"), None)
         if lead is not None:
             v = lead.source.values
+            if not args.rules and not args.set and lead.source.open_values:  # tonic=G and the like
+                args.set = [f"{k}={value_text(load_rules(v['rules']), k, x)}" for k, x in lead.source.open_values.items()]
             args.rules = args.rules or v["rules"]
             args.channel, args.velocity, args.temperature, args.variation, args.seed = (
                 v["channel"], v["velocity"], v["temperature"], v["variation"], v["seed"])

@@ -138,3 +138,52 @@ def test_the_constraint_transform_answers_each_phrase_in_the_next_one(tmp_path, 
     before = np.mean([t % 12 in MODES["major"] for t in chromatic if t < 128])
     assert in_key > before + 0.2, (in_key, before)
     assert not hanging([m for _, m in got])
+
+
+def test_a_generator_takes_the_rules_open_parameters_by_name(tmp_path, shipped_model):
+    from melody_lc.chain.host import check_files, generator_source
+    from melody_lc.chain.syntax import load_chains
+    from melody_lc.constrain import cached_fit, shipped_fits_dir
+    from melody_lc.rules import load_rules
+
+    rules_path = REPO / "rules" / "any_key_major.rules"
+    chain = tmp_path / "g.chain"
+    chain.write_text(f"chain: generator(rules={rules_path}, tonic=G, seed=4) -> out()\n")
+    cf = load_chains(chain)
+    check_files(cf)
+    link = cf.chains[0].source
+    assert link.open_values == {"tonic": 7} and link.text().endswith("tonic=G)")
+    rules = load_rules(rules_path)
+    fitted = cached_fit(rules, shipped_model, [], search=(shipped_fits_dir(),))
+
+    def share(tonic_link):
+        from types import SimpleNamespace
+
+        from melody_lc.midi.schedule import Clock
+
+        port = SimpleNamespace(clock=Clock(), send=lambda msg: None)  # only phrases are made here, nothing played
+        maker = generator_source(tonic_link, (rules, shipped_model, fitted), port).engine.maker
+        pitches = np.concatenate([t[t < 128] for t in (maker.next()[0] for _ in range(6))])
+        return {k: np.mean([(p - k) % 12 in MODES["major"] for p in pitches]) for k in (3, 7)}
+
+    g = share(link)
+    assert g[7] > 0.9 and g[7] > g[3] + 0.2, g
+    chain.write_text(f"chain: generator(rules={rules_path}, tonic=Eb, seed=4) -> out()\n")
+    eb = load_chains(chain)
+    check_files(eb)
+    assert eb.chains[0].source.open_values == {"tonic": 3}
+    e = share(eb.chains[0].source)
+    assert e[3] > 0.9 and e[3] > e[7] + 0.2, e
+
+
+def test_open_parameter_errors(tmp_path):
+    rules = REPO / "rules" / "any_key_major.rules"
+    bad = tmp_path / "o.chain"
+    for text, what in ((f"chain: generator(rules={rules}, tonic=H) -> out()", "tonic: expected a pitch class"),
+                       (f"chain: generator(rules={rules}, tonics=G) -> out()",
+                        "generator has no parameter 'tonics', and it is not an open parameter of any_key_major.rules"),
+                       (f"chain: input() -> constrain({rules}) -> out()",
+                        "constrain needs a value for every open parameter of any_key_major.rules; missing: tonic")):
+        bad.write_text(text + "\n")
+        res = run_chain(bad, "--check")
+        assert res.returncode == 2 and res.stderr.startswith(f"melody-lc: error: {bad}:1:") and what in res.stderr, res.stderr

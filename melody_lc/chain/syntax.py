@@ -7,6 +7,10 @@
         -> out(virtual=melody-lc)
     chain keys: input(port=Keystation) -> scale(key=D, scale=dorian) -> out(port=Synth, channel=2)
 
+A chain file may also be a rules file's own section: ``melody-lc chain x.rules`` reads its chain
+lines (the rules language skips them), and there ``generator()`` and ``constrain()`` take that
+file's rules unless told otherwise.
+
 A chain is ``chain [NAME]: source -> transform ... -> sink``; it may go on over lines that start
 with ``->``. A processor's arguments are ``name=value`` or, in the order the processor declares
 its parameters, plain values; ``bypass=yes`` keeps a transform in the chain but off. Values with
@@ -115,6 +119,7 @@ class ChainFile:
     lines: list[str]
     chains: list[ChainSpec]
     bpm: float | None = None
+    rules_file: bool = False  # the chain section of a rules file: rules=... defaults to the file itself
 
     def text(self) -> str:
         """The file with every chain written from its current state, other lines as they were."""
@@ -131,7 +136,7 @@ class ChainFile:
         text = self.text()
         with atomic_path(self.path) as tmp:
             Path(tmp).write_text(text)
-        fresh = parse_chains(text, str(self.path))
+        fresh = parse_chains(text, str(self.path), self.rules_file)
         for spec, new in zip(self.chains, fresh.chains):
             spec.first_line, spec.last_line = new.first_line, new.last_line
         self.lines = fresh.lines
@@ -265,8 +270,9 @@ def _parse_link(sc: _Scanner) -> Link:
     return Link(name, args, line, col)
 
 
-def parse_chains(text: str, path: str = "<chain>") -> ChainFile:
-    """The chains of ``text`` as written (names and arguments not checked yet: see :func:`resolve`)."""
+def parse_chains(text: str, path: str = "<chain>", rules_file: bool = False) -> ChainFile:
+    """The chains of ``text`` as written (names and arguments not checked yet: see :func:`resolve`).
+    In a rules file (``rules_file``) the chains are its own section: the rule lines are skipped."""
     lines = text.splitlines()
     chains: list[ChainSpec] = []
     bpm = None
@@ -286,6 +292,9 @@ def parse_chains(text: str, path: str = "<chain>") -> ChainFile:
             if not 20 <= bpm <= 999:
                 raise ChainError(path, i + 1, t.start(1) + 1, f"expected a tempo of 20-999 bpm, found '{t.group(1)}'")
             i += 1
+            continue
+        if not m and rules_file and not raw.strip().startswith("->"):
+            i += 1  # a rule: the rules language reads it
             continue
         if not m:
             col = len(raw) - len(raw.lstrip()) + 1
@@ -316,7 +325,7 @@ def parse_chains(text: str, path: str = "<chain>") -> ChainFile:
         i += 1
     if not chains:
         raise ChainError(path, max(1, len(lines)), 1, "expected at least one 'chain: source -> ... -> out(...)' line")
-    return ChainFile(Path(path), lines, chains, bpm)
+    return ChainFile(Path(path), lines, chains, bpm, rules_file)
 
 
 def resolve(cf: ChainFile, table: dict, failed: list[tuple[str, str]] = ()) -> ChainFile:
@@ -347,14 +356,14 @@ def resolve(cf: ChainFile, table: dict, failed: list[tuple[str, str]] = ()) -> C
                 which = sorted(n for n, e in table.items() if e.cls.kind == want)
                 raise ChainError(path, link.line, link.column, f"'{link.name}' is a {link.cls.kind}; {where} "
                                  f"must be a {want} ({', '.join(which)})")
-            _check_args(path, link, cf.path.parent)
+            _check_args(path, link, cf.path.parent, str(cf.path) if cf.rules_file else None)
         if len(spec.links) < 2:
             link = spec.links[0]
             raise ChainError(path, link.line, link.column + len(link.name), "expected '-> ...' up to a sink such as out(...)")
     return cf
 
 
-def _check_args(path: str, link: Link, base: Path) -> None:
+def _check_args(path: str, link: Link, base: Path, own_rules: str | None = None) -> None:
     declared: list[Param] = list(link.cls.params)
     by_name = {p.name: p for p in declared}
     given: dict[str, Arg] = {}
@@ -387,6 +396,9 @@ def _check_args(path: str, link: Link, base: Path) -> None:
     link.values, link.written = {}, {}
     for p in declared:
         arg = given.get(p.name)
+        if arg is None and p.name == "rules" and own_rules is not None:
+            link.values["rules"] = own_rules  # in a rules file's chain section: that file's rules
+            continue
         if arg is None:
             if p.required:
                 raise ChainError(path, link.line, link.column, f"{link.name} needs {p.name} ({p.expected()})")
@@ -414,4 +426,4 @@ def load_chains(path, table: dict | None = None) -> ChainFile:
     except (OSError, UnicodeDecodeError) as e:
         raise ChainError(str(p), 1, 1, f"cannot read the chain file: {getattr(e, 'strerror', None) or e}") from None
     table, failed = (table, []) if table is not None else registry()
-    return resolve(parse_chains(text, str(p)), table, failed)
+    return resolve(parse_chains(text, str(p), rules_file=p.suffix == ".rules"), table, failed)

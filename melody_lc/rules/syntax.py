@@ -118,12 +118,17 @@ _COMMENT = re.compile(r"(^|\s)#.*$")  # '#' starts a comment at the line start o
 _WEIGHT = re.compile(r"\s+weight\s+(\S+)\s*$", re.IGNORECASE)
 
 
+_CHAIN_LINE = re.compile(r"^\s*(chain\b[^:]*:|tempo\s*:|->)")  # the file's own chain section (melody_lc.chain)
+
+
 def split_lines(text: str, path: str) -> list[RuleLine]:
-    """The rule lines of a file (comments and blank lines dropped), weights split off."""
+    """The rule lines of a file (comments and blank lines dropped), weights split off. Lines of a
+    chain section (``chain NAME: ...``, lines going on with ``->``, ``tempo: ...``) belong to the
+    plugin host and are skipped here."""
     out = []
     for n, raw in enumerate(text.splitlines(), start=1):
         line = _COMMENT.sub("", raw).rstrip()
-        if not line.strip():
+        if not line.strip() or _CHAIN_LINE.match(line):
             continue
         indent = len(line) - len(line.lstrip())
         if ":" not in line:

@@ -135,3 +135,25 @@ def test_a_plugin_that_failed_to_load_is_named_with_the_reason():
     with pytest.raises(ChainError, match="x.chain:1:19: the plugin 'wobble' failed to load: ImportError: nope"):
         resolve(parse_chains("chain: input() -> wobble() -> out()", "x.chain"), TABLE,
                 [("wobble = wob:Wobble", "ImportError: nope")])
+
+
+def test_a_rules_file_can_hold_its_own_chain_section(tmp_path):
+    from melody_lc.rules import load_rules
+    from tests.chain.conftest import REPO
+
+    own = tmp_path / "own.rules"
+    own.write_text((REPO / "rules" / "c_major_busy.rules").read_text() +
+                   "\ntempo: 110\nchain lead: generator(seed=2)\n    -> humanize(timing=6ms)  # a little life\n"
+                   "    -> out(virtual=melody-lc)\n")
+    rules = load_rules(own)  # the rules language skips the chain lines...
+    assert rules.digest() == load_rules(REPO / "rules" / "c_major_busy.rules").digest()
+    cf = load_chains(own)  # ...and the chain reads only them; generator() plays this very file's rules
+    assert cf.bpm == 110 and cf.chains[0].source.values["rules"] == str(own)
+    cf.chains[0].links[1].set("timing", "9ms")
+    cf.save()
+    assert load_rules(own).digest() == rules.digest() and "humanize(timing=9ms)" in own.read_text()
+    own.write_text(own.read_text().replace("timing=9ms", "timing=9"))
+    with pytest.raises(ChainError, match=rf"^{own}:\d+:\d+: timing: expected a duration") as err:
+        load_chains(own)
+    line = own.read_text().splitlines()[err.value.line - 1]
+    assert line[err.value.column - 1 :].startswith("9)")

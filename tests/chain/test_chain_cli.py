@@ -187,3 +187,27 @@ def test_open_parameter_errors(tmp_path):
         bad.write_text(text + "\n")
         res = run_chain(bad, "--check")
         assert res.returncode == 2 and res.stderr.startswith(f"melody-lc: error: {bad}:1:") and what in res.stderr, res.stderr
+
+
+def test_ctrl_c_stops_a_chain_with_every_note_ended(tmp_path, receiver):
+    import signal
+
+    rx = receiver("sigint-rx")
+    loop = _loop_file(tmp_path / "loop.mid", bars=2)
+    chain = tmp_path / "long.chain"
+    chain.write_text(f"tempo: 120\nchain: file({loop.name}) -> notelength(length=2bars) -> echo(1/4, repeats=4) "
+                     "-> out(port=sigint-rx)\n")
+    env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
+    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "chain", str(chain)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while sum(m.type == "note_on" for _, m in rx.messages()) < 6:
+        assert time.monotonic() - t0 < 60 and proc.poll() is None, "no note arrived"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    time.sleep(0.2)
+    got = rx.stop()
+    assert not hanging([m for _, m in got])  # long notes and queued echoes all ended
+    assert [(m.type, m.control) for _, m in got[-2:]] == [("control_change", 123), ("control_change", 120)]

@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nmelody-lc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `melody-lc plugins | head`: the reader has gone; nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except CLIError as e:
         print(f"melody-lc: error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run every chain of a chain file together on one tempo until Ctrl-C (or --seconds). "
                        "A chain reads `chain NAME: generator(rules=x.rules) -> humanize(timing=8ms) -> out(virtual=melody-lc)`; "
                        "`melody-lc plugins` lists the processors. Every sounding note is ended when it stops.")
-    c.add_argument("file", metavar="FILE.chain")
+    c.add_argument("file", metavar="FILE", help="a .chain file, or a rules file with its own chain section")
     c.add_argument("--check", action="store_true", help="check the file and say what would run, then exit")
     c.add_argument("--bpm", type=float, help="tempo (default: the file's `tempo:`, else 120)")
     c.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")

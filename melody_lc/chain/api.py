@@ -117,6 +117,8 @@ class Param:
                  "duration": "a duration (8ms, 0.5s, 1/16)", "note": "a note (C4 or 60)",
                  "key": "a key (C, F#, Bb)", "path": "a file path",
                  "choice": "one of " + ", ".join(self.choices)}[self.type]
+        if self.type == "duration":  # its amount is in seconds or beats: only 'above 0' reads well
+            return words + (" above 0" if (self.min or 0) > 0 else "")
         if self.min is not None and self.max is not None:
             words += f" from {self.min:g} to {self.max:g}"
         elif self.min is not None:
@@ -282,6 +284,12 @@ class Processor:
 
     def reset(self) -> None:
         """The stream stopped: forget notes in flight."""
+
+    @classmethod
+    def check_values(cls, values: dict) -> str | None:
+        """What is wrong with these values taken together (each one is already checked against its
+        declaration), or None. Called before anything runs; override for rules across parameters."""
+        return None
 
     def lookahead(self, bpm: float) -> float:
         """Seconds this processor may move an event earlier: the host delays the chain's sources by

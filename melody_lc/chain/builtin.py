@@ -76,7 +76,7 @@ class Transpose(_PitchMap):
 class Quantize(Processor):
     name = "quantize"
     summary = "moves note starts toward a grid (a note cannot move into the past: live input only moves later)"
-    params = (Param("grid", "duration", "1/16", help="the grid"),
+    params = (Param("grid", "duration", "1/16", min=0.001, help="the grid"),
               Param("strength", "float", 100.0, min=0, max=100, help="percent of the way to the grid line"))
 
     def __init__(self, **values) -> None:
@@ -149,6 +149,10 @@ class VelocityCurve(Processor):
               Param("min", "int", 1, min=1, max=127), Param("max", "int", 127, min=1, max=127),
               Param("fixed", "int", 0, min=0, max=127, help="every note at this velocity (0: use the curve)"))
 
+    @classmethod
+    def check_values(cls, values):
+        return f"min ({values['min']}) is above max ({values['max']})" if values["min"] > values["max"] else None
+
     def process(self, events, ctx):
         v = self.values
         out = []
@@ -167,6 +171,13 @@ class NoteLength(Processor):
     params = (Param("length", "duration", "0ms", min=0, help="every note lasts this long (0: as played)"),
               Param("min", "duration", "0ms", min=0, help="shorter notes are held this long"),
               Param("max", "duration", "0ms", min=0, help="longer notes end after this long"))
+
+    @classmethod
+    def check_values(cls, values):
+        lo, hi = values["min"], values["max"]
+        if lo.amount and hi.amount and lo.unit == hi.unit and lo.amount > hi.amount:
+            return f"min ({lo}) is longer than max ({hi})"
+        return None
 
     def __init__(self, **values) -> None:
         super().__init__(**values)

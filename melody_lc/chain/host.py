@@ -550,6 +550,8 @@ def check_files(cf: ChainFile) -> dict[str, tuple]:
     for spec in cf.chains:
         for link in spec.links:
             if link.values.get("rules") and link.kind != "sink":
+                if not Path(link.values["rules"]).is_file():
+                    raise ChainError(str(cf.path), link.line, link.column, f"no such rules file: {link.values['rules']}")
                 rules = load_rules(link.values["rules"])  # a RulesError names its own file and line
                 link.open_values = open_values(cf, link, rules)
             record = link.values.get("record") if link.name == "out" else link.values.get("path") if link.name == "record" else None
@@ -564,7 +566,7 @@ def check_files(cf: ChainFile) -> dict[str, tuple]:
                 try:
                     loops[link.values["path"]] = read_loop(link.values["path"])
                 except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
-                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
                     raise ChainError(str(cf.path), link.line, link.column,
                                      f"cannot read {link.values['path']} as a MIDI file: {why}") from None
     return loops

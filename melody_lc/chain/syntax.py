@@ -81,7 +81,11 @@ class Link:
             raise ParamError(f"{name}: a value cannot hold a double quote")
         if param.type == "path":
             raise ParamError(f"{name}: a file is changed in the chain file itself (then restart the chain)")
-        self.values[name] = param.parse(text)
+        value = param.parse(text)
+        problem = self.cls.check_values({**self.values, name: value})
+        if problem:
+            raise ParamError(f"{self.name}: {problem}")
+        self.values[name] = value
         self.written[name] = format_value(param, self.values[name]) if param.type not in ("duration", "path") else text
 
 
@@ -414,6 +418,9 @@ def _check_args(path: str, link: Link, base: Path, own_rules: str | None = None)
         link.written[p.name] = arg.text
     for name, arg in link.open_args.items():
         link.written[name] = arg.text
+    problem = link.cls.check_values(link.values)
+    if problem:
+        raise ChainError(path, link.line, link.column, f"{link.name}: {problem}")
 
 
 def load_chains(path, table: dict | None = None) -> ChainFile:

@@ -157,3 +157,19 @@ def test_a_rules_file_can_hold_its_own_chain_section(tmp_path):
         load_chains(own)
     line = own.read_text().splitlines()[err.value.line - 1]
     assert line[err.value.column - 1 :].startswith("9)")
+
+
+@pytest.mark.parametrize("text, what", [
+    ("chain: input() -> quantize(grid=0ms) -> out()", "grid: expected a duration .* above 0, found 0ms"),
+    ("chain: input() -> velocity(min=100, max=20) -> out()", "velocity: min \\(100\\) is above max \\(20\\)"),
+    ("chain: input() -> notelength(min=1/4, max=1/16) -> out()", "notelength: min \\(1/4\\) is longer than max"),
+])
+def test_values_are_checked_together_too(text, what):
+    with pytest.raises(ChainError, match=f"^x.chain:1:\\d+: {what}"):
+        check(text)
+    from melody_lc.chain.api import ParamError
+
+    link = check("chain: input() -> velocity(min=10, max=20) -> out()").chains[0].links[1]
+    with pytest.raises(ParamError, match="min \\(30\\) is above max \\(20\\)"):
+        link.set("min", "30")
+    assert link.values["min"] == 10

@@ -7,8 +7,8 @@
 Each chain has a thread of its own that runs its processors: sources only hand it messages
 (:meth:`ChainRunner.feed`, from the clock thread or a port callback), so the clock never waits
 for a processor. The thread stamps each message with its arrival time plus the chain's delay (the
-sum of the processors' lookahead), runs the processors, sends what is due at once and keeps later
-events in a heap until they are due. It also calls every processor at least once per sixteenth
+sum of the processors' lookahead), runs the processors, and puts what they return in a heap that
+it sends from in time order, each event when it is due. It also calls every processor at least once per sixteenth
 with no events (a tick), so processors can release events of their own.
 
 Isolation: a processor that raises, returns something other than events, uses more CPU time
@@ -21,12 +21,12 @@ with note-offs, then All Notes Off and All Sound Off.
 from __future__ import annotations
 
 import heapq
-import os
 import itertools
-from collections import deque
 import math
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,7 @@ class Slot:
     proc: Processor
     link: Link
     failed: str | None = None
+    resources: tuple | None = None  # (rules, model, fitted) of the constraint transform
     calls: int = 0
     cpu_s: float = 0.0  # thread CPU time over all calls
     max_cpu_s: float = 0.0
@@ -369,7 +370,7 @@ class ChainRunner:
         old = (dict(slot.link.values), dict(slot.link.written))
         slot.link.set(name, text)
         try:
-            proc = make_processor(slot.link, getattr(slot.proc, "resources", None))
+            proc = make_processor(slot.link, slot.resources)
         except Exception as e:
             slot.link.values, slot.link.written = old
             raise ParamError(f"{slot.link.name}: {e}") from None
@@ -395,10 +396,8 @@ def make_processor(link: Link, resources=None) -> Processor:
     if link.cls is Constrain:
         proc = Constrain(resources=resources, **link.values)
         proc.open_values = link.open_values
-    else:
-        proc = link.cls(**link.values)
-    proc.resources = resources
-    return proc
+        return proc
+    return link.cls(**link.values)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -632,7 +631,7 @@ class Rack:
         for link in spec.transforms:
             resources = self._resources(link) if link.cls is Constrain else None  # its errors stop the rack
             try:
-                slots.append(Slot(make_processor(link, resources), link))
+                slots.append(Slot(make_processor(link, resources), link, resources=resources))
             except Exception as e:  # a plugin whose constructor fails is listed, and bypassed
                 slot = Slot(Processor(), link, failed=f"could not be made: {type(e).__name__}: {e}")
                 slots.append(slot)

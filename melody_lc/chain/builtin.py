@@ -22,29 +22,43 @@ def _clip_note(n: int) -> int:
     return int(min(127, max(0, n)))
 
 
-class _PitchMap(Processor):
-    """A transform that maps each note to another pitch; note-offs follow their note-ons."""
+class _OneToOne(Processor):
+    """A transform that turns each note-on into one note-on (:meth:`note_on`) and sends each
+    note-off to where its note-on went (a :class:`NoteMap`); other messages pass unchanged."""
 
     def __init__(self, **values) -> None:
         super().__init__(**values)
         self.notes = NoteMap()
 
-    def pitch(self, note: int) -> int:
-        raise NotImplementedError
+    def note_on(self, e: Event, ctx: Context) -> Event:
+        raise NotImplementedError  # each subclass says what a note-on becomes
+
+    def note_off(self, e: Event, ctx: Context) -> list[Event]:
+        return self.notes.off(e)
 
     def process(self, events, ctx):
         out = []
         for e in events:
             if e.is_note_on:
-                out += self.notes.on(e, [e.with_msg(note=_clip_note(self.pitch(e.msg.note)))])
+                out += self.notes.on(e, [self.note_on(e, ctx)])
             elif e.is_note_off:
-                out += self.notes.off(e)
+                out += self.note_off(e, ctx)
             else:
                 out.append(e)
         return out
 
     def reset(self) -> None:
         self.notes.clear()
+
+
+class _PitchMap(_OneToOne):
+    """A transform that maps each note to another pitch."""
+
+    def pitch(self, note: int) -> int:
+        raise NotImplementedError  # each subclass says where a pitch goes
+
+    def note_on(self, e, ctx):
+        return e.with_msg(note=_clip_note(self.pitch(e.msg.note)))
 
 
 class ScaleSnap(_PitchMap):
@@ -73,36 +87,20 @@ class Transpose(_PitchMap):
         return note + self.values["semitones"] + 12 * self.values["octaves"]
 
 
-class Quantize(Processor):
+class Quantize(_OneToOne):
     name = "quantize"
-    summary = "moves note starts toward a grid (a note cannot move into the past: live input only moves later)"
+    summary = ("moves note starts toward a grid (never before they arrived: earlier only within a delay that "
+               "humanize gives the chain)")
     params = (Param("grid", "duration", "1/16", min=0.001, help="the grid"),
               Param("strength", "float", 100.0, min=0, max=100, help="percent of the way to the grid line"))
 
-    def __init__(self, **values) -> None:
-        super().__init__(**values)
-        self.notes = NoteMap()
-
-    def process(self, events, ctx):
+    def note_on(self, e, ctx):
         grid = ctx.seconds(self.values["grid"]) * ctx.bpm / 60.0  # in beats
-        out = []
-        for e in events:
-            if e.is_note_on:
-                beat = ctx.beat_at(e.time)
-                target = ctx.time_at(round(beat / grid) * grid)
-                t = e.time + (target - e.time) * self.values["strength"] / 100.0
-                out += self.notes.on(e, [e.at(max(t, ctx.now))])
-            elif e.is_note_off:
-                out += self.notes.off(e)
-            else:
-                out.append(e)
-        return out
-
-    def reset(self) -> None:
-        self.notes.clear()
+        target = ctx.time_at(round(ctx.beat_at(e.time) / grid) * grid)
+        return e.at(max(e.time + (target - e.time) * self.values["strength"] / 100.0, ctx.now))
 
 
-class Humanize(Processor):
+class Humanize(_OneToOne):
     name = "humanize"
     summary = "random timing and velocity offsets, seeded (the chain is delayed by the timing so notes can move earlier)"
     params = (Param("timing", "duration", "10ms", min=0, help="notes move up to this much either way"),
@@ -112,30 +110,24 @@ class Humanize(Processor):
     def __init__(self, **values) -> None:
         super().__init__(**values)
         self.rng = np.random.default_rng(self.values["seed"])
-        self.notes = NoteMap()
         self.starts: dict[tuple[int, int], list[float]] = {}  # when each sounding note-on went out (first in, first out)
 
     def lookahead(self, bpm: float) -> float:
         return self.values["timing"].seconds(bpm)
 
-    def process(self, events, ctx):
+    def note_on(self, e, ctx):
         spread = ctx.seconds(self.values["timing"])
-        out = []
-        for e in events:
-            if e.is_note_on:
-                t = max(ctx.now, e.time + float(self.rng.uniform(-spread, spread)))
-                v = int(np.clip(e.msg.velocity + self.rng.integers(-self.values["velocity"], self.values["velocity"] + 1), 1, 127))
-                self.starts.setdefault((e.msg.channel, e.msg.note), []).append(t)
-                out += self.notes.on(e, [Event(t, e.msg.copy(velocity=v))])
-            elif e.is_note_off:
-                # Every note ends ``timing`` early (so at most 2 x timing shorter): its note-off can
-                # then never land after the next note-on of the same pitch, however that one moves.
-                starts = self.starts.get((e.msg.channel, e.msg.note))
-                start = starts.pop(0) if starts else ctx.now
-                out += [o.at(max(e.time - spread, start + 0.001, ctx.now)) for o in self.notes.off(e)]
-            else:
-                out.append(e)
-        return out
+        t = max(ctx.now, e.time + float(self.rng.uniform(-spread, spread)))
+        v = int(np.clip(e.msg.velocity + self.rng.integers(-self.values["velocity"], self.values["velocity"] + 1), 1, 127))
+        self.starts.setdefault((e.msg.channel, e.msg.note), []).append(t)
+        return Event(t, e.msg.copy(velocity=v))
+
+    def note_off(self, e, ctx):
+        # Every note ends ``timing`` early (so at most 2 x timing shorter): its note-off can then
+        # never land after the next note-on of the same pitch, however that one moves.
+        starts = self.starts.get((e.msg.channel, e.msg.note))
+        start = starts.pop(0) if starts else ctx.now
+        return [o.at(max(e.time - ctx.seconds(self.values["timing"]), start + 0.001, ctx.now)) for o in self.notes.off(e)]
 
     def reset(self) -> None:
         self.notes.clear()

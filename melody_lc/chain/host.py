@@ -75,7 +75,6 @@ class Sink:
         self.recorded: list[tuple[float, mido.Message]] = []
         self.sounding: dict[tuple[int, int], int] = {}  # (channel, note) -> note-ons not yet ended
         self.channels: set[int] = set()
-        self.sent = 0
 
     def send(self, msg: mido.Message, t: float) -> None:
         if self.channel and hasattr(msg, "channel"):
@@ -94,7 +93,6 @@ class Sink:
                 self.port.send(msg)
         if self.record_path:
             self.recorded.append((t, msg))
-        self.sent += 1
 
     def notes_off(self, t: float) -> None:
         for (ch, note), n in sorted(self.sounding.items()):

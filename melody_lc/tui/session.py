@@ -464,6 +464,7 @@ class LiveSession:
     def chain_set(self, chain: str, index: int, name: str, text: str) -> None:
         """Change a parameter, checked against its declaration (raises ParamError)."""
         from melody_lc.chain.api import ParamError
+        from melody_lc.chain.builtin import Constrain
         from melody_lc.chain.host import make_processor
 
         link = self._spec(chain).links[index + 1]
@@ -473,7 +474,7 @@ class LiveSession:
         else:
             old = (dict(link.values), dict(link.written))
             link.set(name, text)
-            if link.cls.__name__ != "Constrain":
+            if link.cls is not Constrain:  # its rules, model and fit are loaded when it plays
                 try:
                     make_processor(link)
                 except Exception as e:  # noqa: BLE001 - the plugin refused these values

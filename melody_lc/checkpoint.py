@@ -10,8 +10,9 @@ A checkpoint is a directory::
 A checkpoint is written whole into a temporary sibling directory, then swapped into place, so a
 process killed at any moment leaves either the previous checkpoint or the new one, never a mix
 (if it dies between the two renames of the swap, :func:`load` finds the previous one as
-``.<name>.old``). The directory belongs to the checkpoint: other files in it are not kept.
-Loading never unpickles.
+``.<name>.old``). Other files a user keeps in the directory (an evaluation, notes) are carried
+into each new version; a directory that exists and holds anything but a checkpoint is never
+replaced (:func:`check_target`). Loading never unpickles.
 """
 
 from __future__ import annotations
@@ -43,12 +44,44 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtyp
         save_file(out, str(tmp))
 
 
+OWN_FILES = ("config.json", "weights.safetensors", "state.json", "state.safetensors")
+
+
+def check_target(directory: str | os.PathLike) -> None:
+    """Refuse to save into ``directory`` when it exists and is not a checkpoint (nor empty): saving
+    replaces the directory, and that must never take a user's other files with it."""
+    d = Path(directory)
+    if not d.exists():
+        return
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: is a file, not a checkpoint directory; choose another directory")
+    if not (d / "config.json").is_file() and any(d.iterdir()):
+        raise CheckpointError(f"{d}: exists and is not a checkpoint; choose a new or empty directory "
+                              "(a checkpoint replaces its directory)")
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Link (or copy) into ``new`` what the user keeps in ``old`` beside the checkpoint's own files."""
+    for entry in old.iterdir():
+        target = new / entry.name
+        if entry.name in OWN_FILES or target.exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True)
+            continue
+        try:
+            os.link(entry, target, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(entry, target, follow_symlinks=False)
+
+
 def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[str, torch.Tensor],
          meta: dict | None = None, state: dict | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
          dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
     """Save a checkpoint directory (see the module docstring); ``extra_files`` maps names to text
     (a model card, say) written alongside. Returns the directory's path."""
     d = Path(directory)
+    check_target(d)
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(d)
     try:
@@ -60,6 +93,8 @@ def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[st
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         write_json(tmp / "config.json", {"kind": kind, "config": config, "meta": meta or {}})
+        if d.is_dir():
+            _carry_over(d, tmp)
         replace_dir(tmp, d)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -99,6 +134,11 @@ def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool
     result = {"config": head["config"], "meta": head.get("meta", {}), "weights": weights}
     if with_state:
         sp, st = d / "state.json", d / "state.safetensors"
-        result["state"] = json.loads(sp.read_text()) if sp.is_file() else None
-        result["state_tensors"] = load_file(str(st)) if st.is_file() else {}
+        try:
+            result["state"] = json.loads(sp.read_text()) if sp.is_file() else None
+            result["state_tensors"] = load_file(str(st)) if st.is_file() else {}
+        except (OSError, Exception) as e:  # as above: safetensors has its own error type
+            raise CheckpointError(f"{d}: damaged training state ({e})") from None
+        if result["state"] is not None and not isinstance(result["state"], dict):
+            raise CheckpointError(f"{sp}: damaged (not a JSON object)")
     return result

@@ -117,10 +117,13 @@ def _png_out(path: str) -> None:
 def cmd_train(args) -> int:
     from dataclasses import replace
 
+    from melody_lc.checkpoint import check_target
     from melody_lc.cli import CLIError
     from melody_lc.image.data import load_images
     from melody_lc.image.model import PRESETS
     from melody_lc.image.train import train_vae
+
+    check_target(args.out)
 
     preset = args.preset or args.dataset
     if preset not in PRESETS or not preset.startswith(args.dataset):
@@ -141,8 +144,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_classifier(args) -> int:
+    from melody_lc.checkpoint import check_target
     from melody_lc.image.data import DIGITS, load_images
     from melody_lc.image.train import predict, train_classifier
+
+    check_target(args.out)
 
     names = args.attributes.split(",") if args.attributes else None
     data = load_images(args.dataset, args.data, "train", args.limit, names)
@@ -158,10 +164,13 @@ def cmd_classifier(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    from melody_lc.checkpoint import check_target
     from melody_lc.engine.labelled import LabelledFitConfig
     from melody_lc.image.data import load_images
     from melody_lc.image.latent import fit_attributes, save_fit
     from melody_lc.image.train import load_vae
+
+    check_target(args.out)
 
     model, meta = load_vae(args.model)
     names = args.attributes.split(",") if args.attributes else None

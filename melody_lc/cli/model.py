@@ -14,18 +14,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train the melody VAE (resumable; DDP under torchrun)",
                        description="Train the hierarchical melody VAE. Multi-GPU / multi-machine: run the same command "
                        "under torchrun, e.g. `torchrun --nproc-per-node=4 -m melody_lc train ...`.")
-    t.add_argument("--preset", default="default", help="model preset: default, paper, tiny (default: default)")
+    t.add_argument("--preset", help="model preset: default, paper, tiny (default: default; on --resume, the checkpoint's)")
     t.add_argument("--model-config", metavar="JSON", help='overrides of the preset, e.g. \'{"encoder": "hierarchical"}\'')
     t.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
     t.add_argument("--steps", type=int, default=20_000, help="train until this step (default 20000)")
     t.add_argument("--out", metavar="DIR", default="runs/melody-vae", help="checkpoint directory (default runs/melody-vae)")
-    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in --out exactly (with its model, batch size, learning rate and seed)")
+    t.add_argument("--batch-size", type=int, help="global batch (default 64)")
+    t.add_argument("--lr", type=float, help="initial learning rate (default 0.001)")
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="bf16 autocast (auto: on CUDA and on CPUs with AMX or AVX-512 BF16)")
     t.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, help="default 0")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -131,6 +132,8 @@ def read_user_melody(path: str):
     from melody_lc.melody.sources import read_midi_file
 
     p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{p}: is a directory; expected a MIDI file")
     if not p.is_file():
         raise CLIError(f"{p}: no such file")
     try:
@@ -171,14 +174,37 @@ def _write_all(tokens, prefix: str, args) -> None:
 def cmd_train(args) -> int:
     import torch
 
-    from melody_lc.checkpoint import CheckpointError, exists
+    from melody_lc import checkpoint
     from melody_lc.cli import CLIError
     from melody_lc.melody.model import PRESETS, VAEConfig
-    from melody_lc.melody.train import TrainConfig, Trainer, describe_hardware
+    from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer, describe_hardware
 
-    if args.preset not in PRESETS:
-        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    model_config = PRESETS[args.preset]
+    out = Path(args.out)
+    if checkpoint.exists(out) and not args.resume:
+        raise CLIError(f"{out}: holds a checkpoint already; add --resume to continue it, or choose another --out")
+    if args.resume and not checkpoint.exists(out):
+        raise CLIError(f"{out}: no checkpoint to resume")
+    given = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None}
+    try:
+        checkpoint.check_target(out)
+        saved = checkpoint.load(out, KIND, with_state=True) if args.resume else None
+    except checkpoint.CheckpointError as e:
+        raise CLIError(str(e)) from None
+    if saved is not None:  # the run's own settings; an option that says otherwise is a mistake
+        if saved["state"] is None:
+            raise CLIError(f"{out}: has no training state to resume from")
+        run = TrainConfig.from_dict(saved["state"].get("train_config", {}))
+        for k, v in given.items():
+            if getattr(run, k) != v:
+                raise CLIError(f"{out}: was trained with --{k.replace('_', '-')} {getattr(run, k)}; resuming keeps it "
+                               "(leave the option out, or train into a new --out)")
+        given = {k: getattr(run, k) for k in RUN_DEFINING}
+    preset = args.preset or (saved["meta"].get("preset", "default") if saved is not None else "default")
+    if preset not in PRESETS:
+        raise CLIError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    model_config = PRESETS[preset]
+    if saved is not None and args.preset is None and not args.model_config:
+        model_config = VAEConfig.from_dict(saved["config"])
     if args.model_config:
         try:
             model_config = VAEConfig.from_dict({**model_config.to_dict(), **json.loads(args.model_config)})
@@ -186,17 +212,12 @@ def cmd_train(args) -> int:
             raise CLIError(f"--model-config: {e}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if exists(out) and not args.resume:
-        raise CLIError(f"{out}: holds a checkpoint already; add --resume to continue it, or choose another --out")
-    if args.resume and not exists(out):
-        raise CLIError(f"{out}: no checkpoint to resume")
     ds = _dataset(args.data)
     windows = ds.windows("train")
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
-                         checkpoint_minutes=args.checkpoint_minutes, seed=args.seed)
-    meta = {"preset": args.preset, "data": ds.manifest["source"], "data_fingerprint": ds.manifest["fingerprint"],
-            "train_windows": int(len(windows)), "hardware": describe_hardware(), "batch_size": args.batch_size}
+    config = TrainConfig(**{**given, "steps": args.steps, "precision": args.precision,
+                            "checkpoint_minutes": args.checkpoint_minutes})
+    meta = {"preset": preset, "data": ds.manifest["source"], "data_fingerprint": ds.manifest["fingerprint"],
+            "train_windows": int(len(windows)), "hardware": describe_hardware(), "batch_size": config.batch_size}
     bar = None
 
     def progress(entry: dict) -> None:
@@ -208,10 +229,10 @@ def cmd_train(args) -> int:
 
     try:
         trainer = Trainer(windows, model_config, config, out, resume=args.resume, meta=meta, progress=progress)
-    except (CheckpointError, ValueError) as e:
+    except (checkpoint.CheckpointError, ValueError) as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:
-        print(f"training {args.preset} on {len(windows):,} windows, {trainer.device}, "
+        print(f"training {preset} on {len(windows):,} windows, {trainer.device}, "
               f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}",
               file=sys.stderr)
         if not args.quiet:
@@ -239,6 +260,10 @@ def cmd_evaluate(args) -> int:
 
     model, meta = _load(args)
     ds = _dataset(args.data)
+    trained_on = meta.get("data_fingerprint")
+    if trained_on and trained_on != ds.manifest["fingerprint"]:
+        print(f"melody-lc: note: this model was trained on another dataset (fingerprint {trained_on}, this one "
+              f"{ds.manifest['fingerprint']}): its {args.split} split may hold tunes the model has seen", file=sys.stderr)
     heldout = ds.windows(args.split)
     if args.limit:
         heldout = heldout[: args.limit]
@@ -324,6 +349,7 @@ def cmd_export(args) -> int:
     from melody_lc.melody.train import KIND
 
     try:
+        checkpoint.check_target(args.out)
         ck = checkpoint.load(args.checkpoint, KIND)
         figures = json.loads(Path(args.eval).read_text())
     except checkpoint.CheckpointError as e:

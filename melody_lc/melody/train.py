@@ -7,13 +7,18 @@ whole batch.
 
 A run directory holds the checkpoint (see :mod:`melody_lc.checkpoint`): weights, config, the
 optimizer's moments, the step, the data position and every RNG state, plus ``log.jsonl`` with the
-loss terms. Resuming continues bit for bit where the checkpoint was taken.
+loss terms. Resuming continues bit for bit where the checkpoint was taken: Ctrl-C and SIGTERM let
+the step in progress finish before the checkpoint is written (a second one stops at once, keeping
+the last consistent state), so an interrupted run resumed ends with the very weights of an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
-from melody_lc.melody.model import HierarchicalMelodyVAE, VAEConfig, vae_loss
+from melody_lc.melody.model import HierarchicalMelodyVAE, VAEConfig, kl_nats, vae_loss
 
 KIND = "melody-vae"
 
@@ -45,6 +50,36 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+
+# What a run is: resuming with other values of these would not continue it but start another run.
+RUN_DEFINING = ("batch_size", "lr", "lr_decay", "min_lr", "clip", "transpose", "seed")
+
+
+class _StopRequest:
+    """Ctrl-C / SIGTERM while training: the first one asks to stop after the step in progress (the
+    checkpoint then holds a consistent state); a second one stops at once. Only the main thread can
+    receive signals, so elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def cpu_has_amx() -> bool:
@@ -147,6 +182,9 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.aug_rng = np.random.default_rng([config.seed, 1])
         self.noise = torch.Generator().manual_seed(config.seed + 2)
+        self._stop = _StopRequest()
+        self._stop_agreed = False
+        self._updating = False
         if resume:
             self._load()
         self.bf16 = use_bf16(config.precision, self.device)
@@ -174,64 +212,108 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------------
     def train_step(self) -> dict:
-        batch = self._next_batch()
-        eps = torch.randn(len(batch), self.model.config.z_size, generator=self.noise)
-        rows = slice(self.dist.rank, None, self.dist.world)
-        tokens = torch.from_numpy(np.ascontiguousarray(batch[rows])).to(self.device)
-        eps = eps[rows].to(self.device)
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(self.step)
-        self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits, mu, sigma = self.net(tokens, eps=eps)
-        terms = vae_loss(logits, tokens, mu, sigma, self.model.config)
-        self.opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        """One optimizer step. A failure before the update (an interrupt, out of memory) puts the data
+        position and the RNGs back as they were, so the state stays that of the last whole step."""
+        before = self._draw_state()
+        try:
+            batch = self._next_batch()
+            eps = torch.randn(len(batch), self.model.config.z_size, generator=self.noise)
+            rows = slice(self.dist.rank, None, self.dist.world)
+            tokens = torch.from_numpy(np.ascontiguousarray(batch[rows])).to(self.device)
+            eps = eps[rows].to(self.device)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            self.model.train()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits, mu, sigma = self.net(tokens, eps=eps)
+            kl_reference = None
+            if self.dist.world > 1:  # the free-bits threshold is judged on the whole batch's KL
+                kl_reference = self._mean_over_processes(kl_nats(mu, sigma).detach())
+            terms = vae_loss(logits, tokens, mu, sigma, self.model.config, kl_reference)
+            self.opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        except BaseException:
+            self._restore_draw_state(before)
+            raise
+        self._updating = True  # a failure inside the update leaves no state worth saving
         self.opt.step()
         self.step += 1
-        out = {k: float(v.detach()) for k, v in terms.items()}
+        self._updating = False
+        with torch.no_grad():
+            is_note = tokens < 128
+            note_hits = (logits.argmax(-1)[is_note] == tokens[is_note]).sum()
+            figures = torch.stack([v.detach().float().to(self.device) for v in terms.values()]
+                                  + [note_hits.float(), is_note.sum().float(),
+                                     torch.tensor(float(self._stop.requested), device=self.device)])
+            if self.dist.world > 1:  # the log covers the whole batch; every process learns of a stop
+                import torch.distributed as dist
+
+                dist.all_reduce(figures)
+                figures[: len(terms)] /= self.dist.world
+        out = dict(zip(terms, figures[: len(terms)].tolist(), strict=True))
+        hits, notes, stops = figures[len(terms):].tolist()
         out["grad_norm"] = float(grad_norm)
         out["lr"] = self.lr_at(self.step - 1)
-        is_note = tokens < 128
-        if is_note.any():
-            out["note_accuracy"] = float((logits.argmax(-1)[is_note] == tokens[is_note]).float().mean())
+        if notes:
+            out["note_accuracy"] = hits / notes
+        self._stop_agreed = stops > 0
         return out
 
+    def _mean_over_processes(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+        return x / self.dist.world
+
+    def _draw_state(self) -> tuple:
+        return (self.epoch, self.pos, self.aug_rng.bit_generator.state, self.noise.get_state(), torch.get_rng_state())
+
+    def _restore_draw_state(self, state: tuple) -> None:
+        self.epoch, self.pos, self.aug_rng.bit_generator.state = state[0], state[1], state[2]
+        self.noise.set_state(state[3])
+        torch.set_rng_state(state[4])
+
     def run(self) -> None:
-        """Train to ``config.steps``, checkpointing every few minutes, on Ctrl-C and at the end."""
+        """Train to ``config.steps``, checkpointing every few minutes, at the end, and on Ctrl-C or
+        SIGTERM (after the step in progress; then KeyboardInterrupt is raised)."""
         last_save = time.monotonic()
         t_start = time.monotonic() - self.elapsed
         acc: dict[str, float] = {}
         n_acc = 0
         tokens_done = 0
         t_window = time.monotonic()
-        try:
-            while self.step < self.config.steps:
-                terms = self.train_step()
-                tokens_done += self.config.batch_size * 256
-                for k, v in terms.items():
-                    acc[k] = acc.get(k, 0.0) + v
-                n_acc += 1
-                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                    now = time.monotonic()
-                    entry = {"step": self.step, **{k: round(v / n_acc, 5) for k, v in acc.items()},
-                             "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1)}
-                    self.log.append(entry)
-                    if self.progress is not None and self.dist.main:
-                        self.progress(entry)
-                    acc, n_acc, tokens_done, t_window = {}, 0, 0, now
-                if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
-                    self.elapsed = time.monotonic() - t_start
+        with self._stop:  # signals only ask to stop while training and while saving at the end
+            try:
+                while self.step < self.config.steps and not self._stop_agreed:
+                    terms = self.train_step()
+                    tokens_done += self.config.batch_size * 256
+                    for k, v in terms.items():
+                        acc[k] = acc.get(k, 0.0) + v
+                    n_acc += 1
+                    if self.step % self.config.log_every == 0 or self.step == self.config.steps or self._stop_agreed:
+                        now = time.monotonic()
+                        entry = {"step": self.step, **{k: round(v / n_acc, 5) for k, v in acc.items()},
+                                 "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1)}
+                        self.log.append(entry)
+                        if self.progress is not None and self.dist.main:
+                            self.progress(entry)
+                        acc, n_acc, tokens_done, t_window = {}, 0, 0, now
+                    if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
+                        self.elapsed = time.monotonic() - t_start
+                        self.save()
+                        last_save = time.monotonic()
+            finally:  # also on errors and a second Ctrl-C: keep the work of every whole step
+                self.elapsed = time.monotonic() - t_start
+                if not self._updating:
                     self.save()
-                    last_save = time.monotonic()
-        finally:  # also on Ctrl-C / SIGTERM: keep the work done so far
-            self.elapsed = time.monotonic() - t_start
-            self.save()
-            if self.dist.world > 1:
-                import torch.distributed as dist
+                if self.dist.world > 1:
+                    import torch.distributed as dist
 
-                dist.barrier()
+                    dist.barrier()
+        if self._stop_agreed and self.step < self.config.steps:
+            raise KeyboardInterrupt
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self) -> None:
@@ -239,6 +321,8 @@ class Trainer:
             return
         opt_state = self.opt.state_dict()
         tensors = {"rng.torch": torch.get_rng_state(), "rng.noise": self.noise.get_state()}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         for idx, st in opt_state["state"].items():
             for k, v in st.items():
                 tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
@@ -255,12 +339,18 @@ class Trainer:
                         state=state, state_tensors=tensors, extra_files={"log.jsonl": log_text})
 
     def _load(self) -> None:
-        ck = checkpoint.load(self.out, KIND, with_state=True)
+        ck = checkpoint.load(self.out, KIND, with_state=True)  # a damaged file is a CheckpointError
         if VAEConfig.from_dict(ck["config"]) != self.model.config:
             raise checkpoint.CheckpointError(f"{self.out}: holds a model of another configuration; train into a new --out")
         state, tensors = ck["state"], ck["state_tensors"]
         if state is None:
             raise checkpoint.CheckpointError(f"{self.out}: has no training state to resume from")
+        saved = TrainConfig.from_dict(state.get("train_config", {}))
+        changed = [k for k in RUN_DEFINING if getattr(saved, k) != getattr(self.config, k)]
+        if changed:
+            raise checkpoint.CheckpointError(
+                f"{self.out}: was trained with " + ", ".join(f"{k} {getattr(saved, k)}" for k in changed)
+                + "; resuming with other values would start another run (keep them, or train into a new --out)")
         if state.get("num_windows") != len(self.windows):
             raise checkpoint.CheckpointError(
                 f"{self.out}: was trained on {state.get('num_windows')} windows, this data has {len(self.windows)}")
@@ -272,6 +362,8 @@ class Trainer:
                 opt_state["state"].setdefault(int(idx), {})[name] = v
         self.opt.load_state_dict(opt_state)
         torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.noise.set_state(tensors["rng.noise"])
         self.aug_rng.bit_generator.state = state["aug_rng"]
         self.step, self.epoch, self.pos, self.elapsed = state["step"], state["epoch"], state["pos"], state["elapsed_s"]

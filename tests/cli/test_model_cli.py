@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,17 @@ def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path):
     assert res.returncode == 2
     res = run_cli("sample", "--model", str(model), "--program", "300")
     assert res.returncode == 2 and "0-127" in res.stderr
+    silent = write_midi(tmp_path / "silent.mid", [[]])
+    drums = write_midi(tmp_path / "drums.mid", [scale_notes(4)], drum_tracks=(0,))
+    cases = [(str(tmp_path / "missing.mid"), "no such file"), (str(tmp_path), "is a directory"),
+             (str(silent), "no notes"), (str(drums), "no notes (drums are ignored)"),
+             (str(bad["empty.mid"]), "empty"), (str(bad["truncated.mid"]), "truncated")]
+    for path, why in cases:
+        for cmd in (["reconstruct", path], ["interpolate", path, str(silent)]):
+            res = run_cli(*cmd, "--model", str(model), "--out", str(tmp_path / "o"))
+            assert res.returncode == 2 and why in res.stderr, (cmd, res.stderr)
+            assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_evaluate_prints_every_figure(tiny_run, tmp_path):
@@ -79,6 +91,94 @@ def test_evaluate_prints_every_figure(tiny_run, tmp_path):
                 "free_running_note_accuracy", "elbo_nats", "kl_bits"):
         assert key in result and np.isfinite(result[key])
     assert set(result["feature_overlap"]) == {"notes_per_bar", "pitch_range", "intervals", "in_key_share", "mean"}
+
+
+def test_train_never_replaces_a_folder_that_is_not_a_checkpoint(tiny_run, tmp_path):
+    """A checkpoint replaces its folder when it is saved: a folder with other files is refused at once,
+    and files a user keeps beside a checkpoint are kept across saves."""
+    root, data, model = tiny_run
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "song.mid").write_bytes(b"precious")
+    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "2", "--batch-size", "8",
+                  "--out", str(music), "--quiet")
+    assert res.returncode == 2 and "not a checkpoint" in res.stderr and (music / "song.mid").read_bytes() == b"precious"
+    res = run_cli("export", str(model), "--out", str(music), "--eval", str(tmp_path / "none.json"))
+    assert res.returncode == 2 and "not a checkpoint" in res.stderr and list(music.iterdir()) == [music / "song.mid"]
+    run = tmp_path / "run"
+    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "2", "--batch-size", "8",
+                  "--out", str(run), "--precision", "fp32", "--quiet")
+    assert res.returncode == 0, res.stderr
+    (run / "evaluation-test.json").write_text("{}")
+    (run / "notes").mkdir()
+    (run / "notes" / "a.txt").write_text("kept")
+    # resuming takes the run's own preset, batch size and seed; an option that says otherwise is refused
+    res = run_cli("train", "--data", str(data), "--steps", "4", "--batch-size", "16", "--out", str(run), "--resume")
+    assert res.returncode == 2 and "was trained with --batch-size 8" in res.stderr
+    res = run_cli("train", "--data", str(data), "--steps", "4", "--out", str(run), "--resume", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run / "config.json").read_text())["meta"]["steps"] == 4
+    assert (run / "evaluation-test.json").read_text() == "{}" and (run / "notes" / "a.txt").read_text() == "kept"
+
+
+def test_progress_bar_shows_loss_accuracy_kl_and_speed(tiny_run, tmp_path):
+    root, data, _ = tiny_run
+    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "50", "--batch-size", "8",
+                  "--out", str(tmp_path / "run"), "--precision", "fp32")
+    assert res.returncode == 0, res.stderr
+    last = res.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert "50/50" in last and all(f"{k}=" in last for k in ("loss", "acc", "note_acc", "kl_bits", "tok_s")), last
+
+
+def test_export_writes_the_evaluated_figures_into_the_model_card(tiny_run, tmp_path):
+    root, data, model = tiny_run
+    figures = tmp_path / "eval.json"
+    res = run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation", "--samples", "16",
+                  "--json", str(figures))
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "shipped"
+    res = run_cli("export", str(model), "--out", str(out), "--eval", str(figures), "--name", "tiny-test")
+    assert res.returncode == 0, res.stderr
+    _assert_card_matches(out / "MODEL_CARD.md", json.loads(figures.read_text()))
+    from safetensors.torch import load_file
+
+    assert all(v.dtype.itemsize == 2 for v in load_file(str(out / "weights.safetensors")).values() if v.is_floating_point())
+    res = run_cli("sample", "--model", str(out), "-n", "2", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0, res.stderr
+
+
+def test_the_shipped_model_card_reads_its_evaluation():
+    shipped = Path(__file__).resolve().parents[2] / "models" / "melody-16bar-folk"
+    figures = json.loads((shipped / "evaluation.json").read_text())
+    assert json.loads((shipped / "config.json").read_text())["meta"]["evaluation"] == figures
+    _assert_card_matches(shipped / "MODEL_CARD.md", figures)
+
+
+def _assert_card_matches(card_path: Path, figures: dict) -> None:
+    card = card_path.read_text()
+    rows = {"teacher-forced token accuracy": figures["teacher_forced_accuracy"],
+            "free-running reconstruction accuracy (argmax from the posterior mean)": figures["free_running_accuracy"],
+            "KL (bits per melody)": figures["kl_bits"],
+            "feature overlap: mean of the four": figures["feature_overlap"]["mean"]}
+    for label, value in rows.items():
+        shown = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        assert f"| {label} | {shown} |" in card, (label, shown)
+    assert f"{figures['windows']} windows" in card
+
+
+def test_evaluate_says_when_the_model_was_trained_on_other_data(tiny_run, tmp_path):
+    root, data, model = tiny_run
+    other = tmp_path / "other"
+    shutil.copytree(model, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["meta"]["data_fingerprint"] = "0000000000000000"
+    (other / "config.json").write_text(json.dumps(cfg))
+    res = run_cli("evaluate", "--model", str(other), "--data", str(data), "--split", "validation", "--samples", "8",
+                  "--limit", "4")
+    assert res.returncode == 0 and "trained on another dataset" in res.stderr
+    res = run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation", "--samples", "8",
+                  "--limit", "4")
+    assert res.returncode == 0 and "another dataset" not in res.stderr
 
 
 def _wait_for_checkpoint(out, proc, timeout=180.0):

@@ -26,7 +26,7 @@ def test_shapes_and_loss_terms(encoder):
     logits, mu, sigma = model(tokens)
     assert logits.shape == (4, 256, 130) and mu.shape == sigma.shape == (4, cfg.z_size) and (sigma > 0).all()
     terms = vae_loss(logits, tokens, mu, sigma, cfg)
-    assert set(terms) == {"loss", "recon", "kl_bits", "beta", "accuracy"}
+    assert set(terms) == {"loss", "recon", "kl_bits", "beta", "kl_term", "accuracy"}
     # below the free bits the KL costs nothing: the loss is the reconstruction alone
     assert float(terms["kl_bits"]) < cfg.free_bits and torch.isclose(terms["loss"], terms["recon"])
     terms["loss"].backward()
@@ -43,6 +43,35 @@ def test_kl_beyond_free_bits_is_weighted_by_beta():
     kl_nats = 0.5 * 9.0 * cfg.z_size
     assert float(t["kl_bits"]) == pytest.approx(kl_nats / np.log(2), rel=1e-5)
     assert float(t["loss"]) == pytest.approx(float(t["recon"]) + cfg.beta * (kl_nats - cfg.free_bits * np.log(2)), rel=1e-5)
+    assert float(t["loss"]) == pytest.approx(float(t["recon"]) + float(t["kl_term"]), rel=1e-6)
+
+
+def test_shards_judged_on_the_whole_batch_kl_give_the_whole_batch_gradient():
+    """DDP: each process sees a shard. With the free-bits threshold judged on the mean KL over all
+    shards, the mean of the shards' gradients is the whole batch's gradient, even when one shard's
+    own KL is below the threshold and the other's above."""
+    cfg = PRESETS["tiny"]
+    tokens = _tokens(4)
+    torch.manual_seed(0)
+    logits = torch.randn(4, 256, 130, requires_grad=True)
+    mu = torch.tensor([[2.0] * cfg.z_size, [0.1] * cfg.z_size, [2.2] * cfg.z_size, [0.2] * cfg.z_size], requires_grad=True)
+    sigma = torch.ones(4, cfg.z_size, requires_grad=True)
+    shards = [slice(0, None, 2), slice(1, None, 2)]
+    kl_bits = [float(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg)["kl_bits"]) for r in shards]
+    whole = vae_loss(logits, tokens, mu, sigma, cfg)
+    cfg = VAEConfig.from_dict({**cfg.to_dict(), "free_bits": (min(kl_bits) + float(whole["kl_bits"])) / 2})
+    assert min(kl_bits) < cfg.free_bits < float(whole["kl_bits"]) < max(kl_bits)  # the shards straddle it
+
+    def grads(loss):
+        return torch.autograd.grad(loss, (logits, mu, sigma))
+
+    reference = grads(vae_loss(logits, tokens, mu, sigma, cfg)["loss"])
+    whole_kl = vae_loss(logits, tokens, mu, sigma, cfg)["kl_bits"] * np.log(2)
+    judged = [grads(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg, kl_reference=whole_kl)["loss"]) for r in shards]
+    own = [grads(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg)["loss"]) for r in shards]
+    for i in range(3):
+        torch.testing.assert_close((judged[0][i] + judged[1][i]) / 2, reference[i])
+    assert not torch.allclose((own[0][1] + own[1][1]) / 2, reference[1])  # each shard on its own KL: wrong
 
 
 def test_fused_sampling_loop_matches_teacher_forcing():

@@ -1,18 +1,23 @@
-"""Training: exact resume, transposition, DDP under torchrun (gloo, 2 processes) against one process."""
+"""Training: exact resume (also after Ctrl-C mid-step), transposition, DDP under torchrun (gloo, 2
+processes) against one process."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from melody_lc.melody.model import PRESETS
-from melody_lc.melody.train import TrainConfig, Trainer, transpose_batch
+from melody_lc.checkpoint import CheckpointError
+from melody_lc.melody.model import PRESETS, VAEConfig, kl_nats
+from melody_lc.melody.train import TrainConfig, Trainer, load_model, transpose_batch
 
 
 def _windows(n=96, seed=0):
@@ -50,34 +55,120 @@ def test_transposition_stays_in_range():
     assert (shifted[:, 2] == t[2]).all()
 
 
-TORCHRUN_SCRIPT = r"""
-import numpy as np, sys, torch
-from melody_lc.melody.model import PRESETS
+TRAIN_SCRIPT = r"""
+import json, signal, sys
+import numpy as np
+from melody_lc.melody.model import PRESETS, VAEConfig
 from melody_lc.melody.train import TrainConfig, Trainer
+out, steps, resume, free_bits = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume", float(sys.argv[4])
 rng = np.random.default_rng(0)
 w = np.where(rng.random((96, 256)) < 0.3, rng.integers(50, 80, (96, 256)), 128).astype(np.uint8)
-t = Trainer(w, PRESETS["tiny"], TrainConfig(steps=4, batch_size=8, precision="fp32", log_every=1), sys.argv[1])
-t.run()
+model = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "free_bits": free_bits})
+t = Trainer(w, model, TrainConfig(steps=steps, batch_size=8, precision="fp32", log_every=1, checkpoint_minutes=0),
+            out, resume=resume)
+print("training", flush=True)
+try:
+    t.run()
+except KeyboardInterrupt:
+    sys.exit(130)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C that comes once the run is over changes nothing
 """
 
 
-def test_ddp_two_processes_equal_one_process(tmp_path):
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    script = tmp_path / "ddp_train.py"
-    script.write_text(TORCHRUN_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "ddp")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    single = _train(tmp_path / "single", 4)
-    from melody_lc.melody.train import load_model
+def _script(tmp_path):
+    script = tmp_path / "train_script.py"
+    script.write_text(TRAIN_SCRIPT)
+    return script
 
+
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")  # the same arithmetic in every process compared
+
+
+def test_ctrl_c_mid_step_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
+    """SIGINT at arbitrary moments (mostly mid-step: forward and backward are most of the time) while
+    a checkpoint is written after every step; resumed each time, the run ends bit for bit where an
+    uninterrupted run ends."""
+    script, steps, free_bits = _script(tmp_path), 30, str(PRESETS["tiny"].free_bits)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), str(steps), "new", free_bits],
+                         env=ONE_THREAD, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rng = np.random.default_rng(1)
+    out, interrupted, mode = tmp_path / "interrupted", 0, "new"
+    for _ in range(40):
+        proc = subprocess.Popen([sys.executable, str(script), str(out), str(steps), mode, free_bits], env=ONE_THREAD,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "training"
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 130), err[-2000:]
+        mode = "resume"
+        if proc.returncode == 0:
+            break
+        interrupted += 1
+    assert interrupted >= 3 and proc.returncode == 0
+    a, meta_a = load_model(tmp_path / "straight")
+    b, meta_b = load_model(out)
+    assert meta_a["steps"] == meta_b["steps"] == steps
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    straight_log = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    resumed_log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["loss"] for e in straight_log] == [e["loss"] for e in resumed_log]
+
+
+def _straddling_free_bits() -> float:
+    """Free bits between the KL of one DDP shard of the first batch and the whole batch's KL."""
+    t = Trainer(_windows(), PRESETS["tiny"], TrainConfig(batch_size=8, precision="fp32"), "unused")
+    tokens = torch.from_numpy(t._next_batch())
+    eps = torch.randn(len(tokens), PRESETS["tiny"].z_size, generator=t.noise)
+    with torch.no_grad():
+        _, mu, sigma = t.model(tokens, eps=eps)
+    shards = [float(kl_nats(mu[r::2], sigma[r::2])) / np.log(2) for r in (0, 1)]
+    whole = float(kl_nats(mu, sigma)) / np.log(2)
+    return (whole + min(shards)) / 2 if abs(whole - min(shards)) > 1e-4 else (whole + max(shards)) / 2
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    """Under torchrun (gloo, 2 processes) each process takes half of every batch; the weights after 4
+    steps equal one process's. The free bits are set so that on the first batch the two halves' KL
+    fall on both sides of them: the threshold must be judged on the whole batch's KL."""
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    script, free_bits = _script(tmp_path), str(_straddling_free_bits())
+    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "ddp"), "4", "new",
+                          free_bits], capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "single"), "4", "new", free_bits],
+                         capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
     ddp_model, meta = load_model(tmp_path / "ddp")
+    single, _ = load_model(tmp_path / "single")
     assert meta["steps"] == 4
-    ref = single.model.state_dict()
+    ref = single.state_dict()
     for k, v in ddp_model.state_dict().items():
         torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(v, p) for v, p in zip(ddp_model.state_dict().values(), _fresh_params(), strict=True))
+    ddp_log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    single_log = [json.loads(x) for x in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
+    for d, s in zip(ddp_log, single_log, strict=True):  # the log covers the whole batch, not rank 0's half
+        assert d["accuracy"] == pytest.approx(s["accuracy"], abs=1e-4) and d["recon"] == pytest.approx(s["recon"], rel=1e-4)
+
+
+def test_the_log_holds_the_loss_terms(tmp_path):
+    log = _train(tmp_path / "a", 3).log
+    assert len(log) == 3
+    for entry in log:
+        assert {"loss", "recon", "kl_bits", "kl_term", "beta", "accuracy"} <= set(entry)
+        assert entry["loss"] == pytest.approx(entry["recon"] + entry["kl_term"], abs=1e-3)
+
+
+def test_resuming_with_other_run_settings_is_refused(tmp_path):
+    _train(tmp_path / "a", 2)
+    with pytest.raises(CheckpointError, match="batch_size 8"):
+        Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=4, batch_size=16, precision="fp32"), tmp_path / "a",
+                resume=True)
+    other = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "z_size": 8})
+    with pytest.raises(CheckpointError, match="another configuration"):
+        Trainer(_windows(), other, TrainConfig(steps=4, batch_size=8, precision="fp32"), tmp_path / "a", resume=True)
 
 
 def _fresh_params():

@@ -177,7 +177,7 @@ def cmd_train(args) -> int:
     from melody_lc import checkpoint
     from melody_lc.cli import CLIError
     from melody_lc.melody.model import PRESETS, VAEConfig
-    from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer, describe_hardware
+    from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer, describe_hardware, matmul_gflops
 
     out = Path(args.out)
     if checkpoint.exists(out) and not args.resume:
@@ -232,8 +232,9 @@ def cmd_train(args) -> int:
     except (checkpoint.CheckpointError, ValueError) as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:
+        speed = "" if trainer.device.type == "cuda" else f"; this CPU: {matmul_gflops():.0f} GFLOP/s float32 matmul"
         print(f"training {preset} on {len(windows):,} windows, {trainer.device}, "
-              f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}",
+              f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}{speed}",
               file=sys.stderr)
         if not args.quiet:
             from tqdm import tqdm
@@ -250,7 +251,9 @@ def cmd_train(args) -> int:
         if bar is not None:
             bar.close()
     if trainer.dist.main:
-        print(f"done: step {trainer.step}, checkpoint in {out}")
+        recent = [e["tokens_per_s"] for e in trainer.log[-20:] if "tokens_per_s" in e]
+        rate = f"; {sum(recent) / len(recent):,.0f} tokens/s" if recent else ""
+        print(f"done: step {trainer.step}, checkpoint in {out}{rate}")
     return 0
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from melody_lc.melody import Melody
 from tests.conftest import run_cli
@@ -128,6 +129,7 @@ def test_progress_bar_shows_loss_accuracy_kl_and_speed(tiny_run, tmp_path):
     assert res.returncode == 0, res.stderr
     last = res.stderr.replace("\r", "\n").strip().splitlines()[-1]
     assert "50/50" in last and all(f"{k}=" in last for k in ("loss", "acc", "note_acc", "kl_bits", "tok_s")), last
+    assert "GFLOP/s float32 matmul" in res.stderr and "tokens/s" in res.stdout  # the speed beside the machine's
 
 
 def test_export_writes_the_evaluated_figures_into_the_model_card(tiny_run, tmp_path):
@@ -195,12 +197,13 @@ def _train_cmd(data, out, *extra):
             "--batch-size", "8", "--out", str(out), "--precision", "fp32", "--quiet", "--checkpoint-minutes", "0", *extra]
 
 
-def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path, sig):
     root, data, _ = tiny_run
     out = tmp_path / "run"
     proc = subprocess.Popen(_train_cmd(data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(out, proc)  # with --checkpoint-minutes 0 a checkpoint follows every step
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "checkpoint saved" in err and "Traceback" not in err
@@ -210,6 +213,22 @@ def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path):
                   "--out", str(out), "--precision", "fp32", "--resume", "--quiet")
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "config.json").read_text())["meta"]["steps"] == step + 3
+
+
+def test_the_train_command_under_torchrun(tiny_run, tmp_path):
+    """The README's `torchrun ... -m melody_lc train`: two processes (gloo), one checkpoint."""
+    import os
+
+    root, data, _ = tiny_run
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "ddp"
+    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", "-m", "melody_lc", "train", "--preset", "tiny",
+                          "--data", str(data), "--steps", "3", "--batch-size", "8", "--out", str(out),
+                          "--precision", "fp32", "--quiet"], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 process(es)" in res.stderr and res.stdout.count("done: step 3,") == 1  # rank 0 alone reports
+    assert json.loads((out / "config.json").read_text())["meta"]["steps"] == 3
 
 
 def test_kill_9_never_corrupts_the_checkpoint(tiny_run, tmp_path):

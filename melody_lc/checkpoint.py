@@ -47,32 +47,48 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtyp
 OWN_FILES = ("config.json", "weights.safetensors", "state.json", "state.safetensors")
 
 
-def check_target(directory: str | os.PathLike) -> None:
-    """Refuse to save into ``directory`` when it exists and is not a checkpoint (nor empty): saving
-    replaces the directory, and that must never take a user's other files with it."""
-    d = Path(directory)
+def check_target(directory: str | os.PathLike, kind: str | None = None, training: bool = True) -> None:
+    """Refuse to save into ``directory`` when it exists and is not a checkpoint (nor empty), holds a
+    checkpoint of another ``kind``, or holds a training run (``training=False``: an export must not
+    replace the run it came from). Saving replaces the directory; that must never take a user's
+    other files, or other work, with it."""
+    d = resolve(directory)
     if not d.exists():
         return
     if not d.is_dir():
         raise CheckpointError(f"{d}: is a file, not a checkpoint directory; choose another directory")
-    if not (d / "config.json").is_file() and any(d.iterdir()):
-        raise CheckpointError(f"{d}: exists and is not a checkpoint; choose a new or empty directory "
-                              "(a checkpoint replaces its directory)")
+    if not (d / "config.json").is_file():
+        if any(d.iterdir()):
+            raise CheckpointError(f"{d}: exists and is not a checkpoint; choose a new or empty directory "
+                                  "(a checkpoint replaces its directory)")
+        return
+    try:
+        held = json.loads((d / "config.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        held = None
+    if kind is not None and held != kind:
+        raise CheckpointError(f"{d}: holds a {held!r} checkpoint, not a {kind!r}; choose another directory")
+    if not training and (d / "state.json").is_file():
+        raise CheckpointError(f"{d}: holds a training run; choose another directory")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _carry_over(old: Path, new: Path) -> None:
     """Link (or copy) into ``new`` what the user keeps in ``old`` beside the checkpoint's own files."""
     for entry in old.iterdir():
         target = new / entry.name
-        if entry.name in OWN_FILES or target.exists():
+        if entry.name in OWN_FILES or target.exists() or entry.name.endswith(".tmp"):
             continue
         if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, target, symlinks=True)
-            continue
-        try:
-            os.link(entry, target, follow_symlinks=False)
-        except OSError:
-            shutil.copy2(entry, target, follow_symlinks=False)
+            shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(str(entry), str(target))
 
 
 def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[str, torch.Tensor],
@@ -81,7 +97,9 @@ def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[st
     """Save a checkpoint directory (see the module docstring); ``extra_files`` maps names to text
     (a model card, say) written alongside. Returns the directory's path."""
     d = Path(directory)
-    check_target(d)
+    if d.is_symlink():  # the link stays; the folder it names is replaced
+        d = d.resolve()
+    check_target(d, kind)
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(d)
     try:
@@ -93,8 +111,9 @@ def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[st
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         write_json(tmp / "config.json", {"kind": kind, "config": config, "meta": meta or {}})
-        if d.is_dir():
-            _carry_over(d, tmp)
+        previous = resolve(d)  # after a swap cut short, the previous version is the ".old" one
+        if previous.is_dir():
+            _carry_over(previous, tmp)
         replace_dir(tmp, d)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -102,7 +121,7 @@ def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[st
     return d
 
 
-def _resolve(directory: str | os.PathLike) -> Path:
+def resolve(directory: str | os.PathLike) -> Path:
     d = Path(directory)
     old = d.with_name(f".{d.name}.old")
     if not d.exists() and old.is_dir():  # killed in the middle of a swap: the previous checkpoint
@@ -112,12 +131,12 @@ def _resolve(directory: str | os.PathLike) -> Path:
 
 def exists(directory: str | os.PathLike) -> bool:
     """True if a checkpoint can be loaded from ``directory``."""
-    return (_resolve(directory) / "config.json").is_file()
+    return (resolve(directory) / "config.json").is_file()
 
 
 def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool = False) -> dict:
     """Read a checkpoint: ``{"config", "meta", "weights"[, "state", "state_tensors"]}``; weights in float32."""
-    d = _resolve(directory)
+    d = resolve(directory)
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{d}: not a checkpoint (no config.json)")

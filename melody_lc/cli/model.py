@@ -186,7 +186,7 @@ def cmd_train(args) -> int:
         raise CLIError(f"{out}: no checkpoint to resume")
     given = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None}
     try:
-        checkpoint.check_target(out)
+        checkpoint.check_target(out, KIND)
         saved = checkpoint.load(out, KIND, with_state=True) if args.resume else None
     except checkpoint.CheckpointError as e:
         raise CLIError(str(e)) from None
@@ -199,17 +199,23 @@ def cmd_train(args) -> int:
                 raise CLIError(f"{out}: was trained with --{k.replace('_', '-')} {getattr(run, k)}; resuming keeps it "
                                "(leave the option out, or train into a new --out)")
         given = {k: getattr(run, k) for k in RUN_DEFINING}
-    preset = args.preset or (saved["meta"].get("preset", "default") if saved is not None else "default")
-    if preset not in PRESETS:
-        raise CLIError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    model_config = PRESETS[preset]
-    if saved is not None and args.preset is None and not args.model_config:
+    preset = args.preset or (saved["meta"].get("preset", "?") if saved is not None else "default")
+    if args.preset is not None and args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    if saved is not None:  # the run's own model; --preset / --model-config may only say the same
         model_config = VAEConfig.from_dict(saved["config"])
+        asked = PRESETS[args.preset] if args.preset is not None else model_config
+    else:
+        model_config = asked = PRESETS[preset]
     if args.model_config:
         try:
-            model_config = VAEConfig.from_dict({**model_config.to_dict(), **json.loads(args.model_config)})
+            asked = VAEConfig.from_dict({**asked.to_dict(), **json.loads(args.model_config)})
         except (ValueError, TypeError) as e:
             raise CLIError(f"--model-config: {e}") from None
+    if saved is not None and asked != model_config:
+        raise CLIError(f"{out}: holds a model of another configuration ({json.dumps(saved['config'])}); resuming keeps "
+                       "it (leave out --preset and --model-config, or train into a new --out)")
+    model_config = asked
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = _dataset(args.data)
@@ -227,12 +233,13 @@ def cmd_train(args) -> int:
                             note_acc=f"{entry.get('note_accuracy', 0):.3f}", kl_bits=f"{entry['kl_bits']:.0f}",
                             tok_s=f"{entry['tokens_per_s']:.0f}", refresh=True)
 
+    gflops = matmul_gflops()  # the speed reference, before training starts (its own RNG)
     try:
         trainer = Trainer(windows, model_config, config, out, resume=args.resume, meta=meta, progress=progress)
     except (checkpoint.CheckpointError, ValueError) as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:
-        speed = "" if trainer.device.type == "cuda" else f"; this CPU: {matmul_gflops():.0f} GFLOP/s float32 matmul"
+        speed = "" if trainer.device.type == "cuda" else f"; this CPU: {gflops:.0f} GFLOP/s float32 matmul"
         print(f"training {preset} on {len(windows):,} windows, {trainer.device}, "
               f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}{speed}",
               file=sys.stderr)
@@ -352,7 +359,7 @@ def cmd_export(args) -> int:
     from melody_lc.melody.train import KIND
 
     try:
-        checkpoint.check_target(args.out)
+        checkpoint.check_target(args.out, KIND, training=False)
         ck = checkpoint.load(args.checkpoint, KIND)
         figures = json.loads(Path(args.eval).read_text())
     except checkpoint.CheckpointError as e:

@@ -7,9 +7,11 @@ whole batch.
 
 A run directory holds the checkpoint (see :mod:`melody_lc.checkpoint`): weights, config, the
 optimizer's moments, the step, the data position and every RNG state, plus ``log.jsonl`` with the
-loss terms. Resuming continues bit for bit where the checkpoint was taken: Ctrl-C and SIGTERM let
-the step in progress finish before the checkpoint is written (a second one stops at once, keeping
-the last consistent state), so an interrupted run resumed ends with the very weights of an
+loss terms. Resuming continues bit for bit where the checkpoint was taken, after Ctrl-C or SIGTERM
+too: in one process a signal abandons the step in progress at once and puts its data position and
+RNGs back (one that comes during the optimizer's update waits for it to end); under DDP every
+process finishes the step, and all agree to stop after it. Either way the checkpoint holds the
+state after a whole step, so an interrupted run resumed ends with the very weights of an
 uninterrupted one.
 """
 
@@ -57,15 +59,18 @@ RUN_DEFINING = ("batch_size", "lr", "lr_decay", "min_lr", "clip", "transpose", "
 
 
 class _StopRequest:
-    """Ctrl-C / SIGTERM while training: the first one asks to stop after the step in progress (the
-    checkpoint then holds a consistent state); a second one stops at once. Only the main thread can
-    receive signals, so elsewhere this does nothing."""
+    """Ctrl-C / SIGTERM while training. ``abort_now()`` says whether the work in progress may be
+    abandoned at once (it can be rolled back); otherwise the first signal only asks to stop at the
+    next step boundary, and a second one stops at once. Only the main thread receives signals, so
+    elsewhere this does nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, abort_now: Callable[[], bool]) -> None:
+        self.abort_now = abort_now
         self.requested = False
         self._previous: dict = {}
 
     def __enter__(self) -> _StopRequest:
+        self.requested = False
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.getsignal(sig)
@@ -73,13 +78,14 @@ class _StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        again, self.requested = self.requested, True
+        if again or self.abort_now():
             raise KeyboardInterrupt
-        self.requested = True
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
 
 
 def cpu_has_amx() -> bool:
@@ -154,10 +160,13 @@ def _setup_distributed() -> _Dist:
         return _Dist()
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)  # NCCL's collectives (the barrier too) then use this process's GPU
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 class Trainer:
@@ -182,9 +191,10 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.aug_rng = np.random.default_rng([config.seed, 1])
         self.noise = torch.Generator().manual_seed(config.seed + 2)
-        self._stop = _StopRequest()
+        self._phase = "idle"  # "step": may be abandoned and rolled back; "update": the optimizer is writing
+        self._stop = _StopRequest(lambda: self.dist.world == 1 and self._phase == "step")
         self._stop_agreed = False
-        self._updating = False
+        self._window = {"acc": {}, "n": 0}  # the log entry being gathered (kept in checkpoints)
         if resume:
             self._load()
         self.bf16 = use_bf16(config.precision, self.device)
@@ -215,6 +225,7 @@ class Trainer:
         """One optimizer step. A failure before the update (an interrupt, out of memory) puts the data
         position and the RNGs back as they were, so the state stays that of the last whole step."""
         before = self._draw_state()
+        self._phase = "step"
         try:
             batch = self._next_batch()
             eps = torch.randn(len(batch), self.model.config.z_size, generator=self.noise)
@@ -233,13 +244,15 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+            self._phase = "update"  # from here a signal waits: the update is not abandoned halfway
         except BaseException:
-            self._restore_draw_state(before)
+            if self._phase == "step":
+                self._restore_draw_state(before)
+                self._phase = "idle"
             raise
-        self._updating = True  # a failure inside the update leaves no state worth saving
         self.opt.step()
         self.step += 1
-        self._updating = False
+        self._phase = "idle"
         with torch.no_grad():
             is_note = tokens < 128
             note_hits = (logits.argmax(-1)[is_note] == tokens[is_note]).sum()
@@ -277,41 +290,46 @@ class Trainer:
 
     def run(self) -> None:
         """Train to ``config.steps``, checkpointing every few minutes, at the end, and on Ctrl-C or
-        SIGTERM (after the step in progress; then KeyboardInterrupt is raised)."""
+        SIGTERM (after the last whole step; then KeyboardInterrupt is raised)."""
         last_save = time.monotonic()
         t_start = time.monotonic() - self.elapsed
-        acc: dict[str, float] = {}
-        n_acc = 0
         tokens_done = 0
         t_window = time.monotonic()
-        with self._stop:  # signals only ask to stop while training and while saving at the end
+        self._stop_agreed = False
+        with self._stop:  # signals are taken as described above while training and while saving at the end
+            finished = False
             try:
                 while self.step < self.config.steps and not self._stop_agreed:
+                    if self.dist.world == 1 and self._stop.requested:  # came between steps
+                        self._stop_agreed = True
+                        break
                     terms = self.train_step()
                     tokens_done += self.config.batch_size * 256
+                    acc = self._window["acc"]
                     for k, v in terms.items():
                         acc[k] = acc.get(k, 0.0) + v
-                    n_acc += 1
-                    if self.step % self.config.log_every == 0 or self.step == self.config.steps or self._stop_agreed:
+                    self._window["n"] += 1
+                    if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                         now = time.monotonic()
-                        entry = {"step": self.step, **{k: round(v / n_acc, 5) for k, v in acc.items()},
+                        entry = {"step": self.step, **{k: round(v / self._window["n"], 5) for k, v in acc.items()},
                                  "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1)}
                         self.log.append(entry)
                         if self.progress is not None and self.dist.main:
                             self.progress(entry)
-                        acc, n_acc, tokens_done, t_window = {}, 0, 0, now
+                        self._window, tokens_done, t_window = {"acc": {}, "n": 0}, 0, now
                     if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
                         self.elapsed = time.monotonic() - t_start
                         self.save()
                         last_save = time.monotonic()
-            finally:  # also on errors and a second Ctrl-C: keep the work of every whole step
+                finished = True
+            finally:  # also on errors and interrupts: keep the work of every whole step
                 self.elapsed = time.monotonic() - t_start
-                if not self._updating:
+                if self._phase != "update":
                     self.save()
-                if self.dist.world > 1:
-                    import torch.distributed as dist
+            if finished and self.dist.world > 1:  # only when every process got here the same way
+                import torch.distributed as dist
 
-                    dist.barrier()
+                dist.barrier()
         if self._stop_agreed and self.step < self.config.steps:
             raise KeyboardInterrupt
 
@@ -332,6 +350,7 @@ class Trainer:
             "aug_rng": self.aug_rng.bit_generator.state,
             "param_groups": opt_state["param_groups"],
             "num_windows": len(self.windows),
+            "log_window": self._window,
         }
         meta = {**self.meta, "steps": self.step, "train_seconds": round(self.elapsed, 1)}
         log_text = "".join(json.dumps(e) + "\n" for e in self.log)
@@ -367,7 +386,8 @@ class Trainer:
         self.noise.set_state(tensors["rng.noise"])
         self.aug_rng.bit_generator.state = state["aug_rng"]
         self.step, self.epoch, self.pos, self.elapsed = state["step"], state["epoch"], state["pos"], state["elapsed_s"]
-        log_path = self.out / "log.jsonl"
+        self._window = state.get("log_window") or {"acc": {}, "n": 0}
+        log_path = checkpoint.resolve(self.out) / "log.jsonl"
         self.log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
         self.meta = {**ck["meta"], **self.meta}
 
@@ -382,7 +402,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     """float32 matmul GFLOP/s of this machine with torch's current threads (the speed reference)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    g = torch.Generator().manual_seed(0)  # not the global RNG: a resumed run must draw what it would have
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     for _ in range(3):
         a @ b
     t = time.perf_counter()

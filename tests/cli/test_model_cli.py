@@ -116,6 +116,8 @@ def test_train_never_replaces_a_folder_that_is_not_a_checkpoint(tiny_run, tmp_pa
     # resuming takes the run's own preset, batch size and seed; an option that says otherwise is refused
     res = run_cli("train", "--data", str(data), "--steps", "4", "--batch-size", "16", "--out", str(run), "--resume")
     assert res.returncode == 2 and "was trained with --batch-size 8" in res.stderr
+    res = run_cli("train", "--preset", "default", "--data", str(data), "--steps", "4", "--out", str(run), "--resume")
+    assert res.returncode == 2 and "another configuration" in res.stderr
     res = run_cli("train", "--data", str(data), "--steps", "4", "--out", str(run), "--resume", "--quiet")
     assert res.returncode == 0, res.stderr
     assert json.loads((run / "config.json").read_text())["meta"]["steps"] == 4

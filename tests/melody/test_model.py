@@ -112,10 +112,46 @@ def test_damaged_weights_are_an_error_not_a_crash(tmp_path):
 def test_a_swap_cut_short_falls_back_to_the_previous_checkpoint(tmp_path):
     model = HierarchicalMelodyVAE(PRESETS["tiny"])
     d = checkpoint.save(tmp_path / "m", "melody-vae", model.config.to_dict(), model.state_dict(), meta={"v": 1})
+    (d / "evaluation.json").write_text("{}")  # a user's file beside the checkpoint
     os.replace(d, tmp_path / ".m.old")  # as if killed between the two renames of the next save
     assert checkpoint.load(tmp_path / "m")["meta"] == {"v": 1}
     checkpoint.save(tmp_path / "m", "melody-vae", model.config.to_dict(), model.state_dict(), meta={"v": 2})
     assert checkpoint.load(tmp_path / "m")["meta"] == {"v": 2} and not (tmp_path / ".m.old").exists()
+    assert (tmp_path / "m" / "evaluation.json").read_text() == "{}"
+
+
+def test_saving_keeps_a_users_files_and_never_replaces_other_work(tmp_path):
+    model = HierarchicalMelodyVAE(PRESETS["tiny"])
+    args = ("melody-vae", model.config.to_dict(), model.state_dict())
+    real = tmp_path / "real"
+    checkpoint.save(real, *args, meta={"v": 1})
+    (real / "notes").mkdir()
+    (real / "notes" / "n.txt").write_text("kept")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    for v in (2, 3):  # through a symlink: the link stays a link, the folder it names is replaced
+        checkpoint.save(link, *args, meta={"v": v})
+        assert link.is_symlink() and checkpoint.load(real)["meta"] == {"v": v}
+        assert (real / "notes" / "n.txt").read_text() == "kept"
+    with pytest.raises(checkpoint.CheckpointError, match="not a 'fit'"):
+        checkpoint.save(real, "fit", {}, {})
+    run = checkpoint.save(tmp_path / "run", *args, state={"step": 1})
+    with pytest.raises(checkpoint.CheckpointError, match="training run"):
+        checkpoint.check_target(run, "melody-vae", training=False)
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "song.mid").write_bytes(b"x")
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint"):
+        checkpoint.save(tmp_path / "own", *args)
+    assert [f.name for f in (tmp_path / "own").iterdir()] == ["song.mid"]
+
+
+def test_damaged_training_state_is_an_error_not_a_crash(tmp_path):
+    model = HierarchicalMelodyVAE(PRESETS["tiny"])
+    d = checkpoint.save(tmp_path / "run", "melody-vae", model.config.to_dict(), model.state_dict(), state={"step": 1},
+                        state_tensors={"x": torch.zeros(2)})
+    (d / "state.safetensors").write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="damaged training state"):
+        checkpoint.load(d, with_state=True)
 
 
 def test_presets_rebuild_from_their_dict():

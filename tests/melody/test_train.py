@@ -175,6 +175,30 @@ def test_a_resumed_log_reads_as_the_uninterrupted_one(tmp_path):
         assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {k: v for k, v in b.items() if k != "tokens_per_s"}
 
 
+def test_learning_rate_decays_to_its_floor_and_gradients_are_clipped(tmp_path):
+    t = Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=3, batch_size=8, precision="fp32", clip=0.5), tmp_path / "a")
+    assert t.lr_at(0) == 1e-3 and t.lr_at(1000) == pytest.approx(1e-3 * 0.9999**1000)
+    assert t.lr_at(10**6) == t.config.min_lr
+    for _ in range(2):
+        terms = t.train_step()
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in t.model.parameters() if p.grad is not None]))
+        assert terms["grad_norm"] > 0.5 and float(norm) == pytest.approx(0.5, rel=1e-3)  # clipped to 0.5
+        assert t.opt.param_groups[0]["lr"] == terms["lr"] == t.lr_at(t.step - 1)
+
+
+def test_precision_choice(tmp_path):
+    from melody_lc.melody.train import cpu_has_fast_bf16, use_bf16
+
+    cpu = torch.device("cpu")
+    assert use_bf16("auto", cpu) == cpu_has_fast_bf16() and use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+    with pytest.raises(ValueError, match="precision"):
+        use_bf16("fp8", cpu)
+    t = Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=1, batch_size=8, precision="bf16"), tmp_path / "a")
+    assert t.bf16
+    terms = t.train_step()  # a bf16 step trains and stays finite
+    assert np.isfinite(terms["loss"]) and all(torch.isfinite(p).all() for p in t.model.parameters())
+
+
 def test_the_log_holds_the_loss_terms(tmp_path):
     log = _train(tmp_path / "a", 3).log
     assert len(log) == 3

@@ -65,7 +65,7 @@ def check_target(directory: str | os.PathLike, kind: str | None = None, training
     try:
         held = json.loads((d / "config.json").read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
-        held = None
+        raise CheckpointError(f"{d / 'config.json'}: unreadable; choose another directory") from None
     if kind is not None and held != kind:
         raise CheckpointError(f"{d}: holds a {held!r} checkpoint, not a {kind!r}; choose another directory")
     if not training and (d / "state.json").is_file():
@@ -122,9 +122,13 @@ def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[st
 
 
 def resolve(directory: str | os.PathLike) -> Path:
+    """The folder that holds the checkpoint: a symlink followed, and after a swap cut short (killed
+    between its two renames) the previous version, ``.<name>.old``."""
     d = Path(directory)
+    if d.is_symlink():
+        d = d.resolve()
     old = d.with_name(f".{d.name}.old")
-    if not d.exists() and old.is_dir():  # killed in the middle of a swap: the previous checkpoint
+    if not d.exists() and old.is_dir():
         return old
     return d
 

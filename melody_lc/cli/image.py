@@ -121,9 +121,9 @@ def cmd_train(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.image.data import load_images
     from melody_lc.image.model import PRESETS
-    from melody_lc.image.train import train_vae
+    from melody_lc.image.train import VAE_KIND, train_vae
 
-    check_target(args.out)
+    check_target(args.out, VAE_KIND)
 
     preset = args.preset or args.dataset
     if preset not in PRESETS or not preset.startswith(args.dataset):
@@ -146,9 +146,9 @@ def cmd_train(args) -> int:
 def cmd_classifier(args) -> int:
     from melody_lc.checkpoint import check_target
     from melody_lc.image.data import DIGITS, load_images
-    from melody_lc.image.train import predict, train_classifier
+    from melody_lc.image.train import CLASSIFIER_KIND, predict, train_classifier
 
-    check_target(args.out)
+    check_target(args.out, CLASSIFIER_KIND)
 
     names = args.attributes.split(",") if args.attributes else None
     data = load_images(args.dataset, args.data, "train", args.limit, names)
@@ -167,10 +167,10 @@ def cmd_fit(args) -> int:
     from melody_lc.checkpoint import check_target
     from melody_lc.engine.labelled import LabelledFitConfig
     from melody_lc.image.data import load_images
-    from melody_lc.image.latent import fit_attributes, save_fit
+    from melody_lc.image.latent import FIT_KIND, fit_attributes, save_fit
     from melody_lc.image.train import load_vae
 
-    check_target(args.out)
+    check_target(args.out, FIT_KIND)
 
     model, meta = load_vae(args.model)
     names = args.attributes.split(",") if args.attributes else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -233,13 +234,14 @@ def cmd_train(args) -> int:
                             note_acc=f"{entry.get('note_accuracy', 0):.3f}", kl_bits=f"{entry['kl_bits']:.0f}",
                             tok_s=f"{entry['tokens_per_s']:.0f}", refresh=True)
 
-    gflops = matmul_gflops()  # the speed reference, before training starts (its own RNG)
+    main_cpu = os.environ.get("RANK", "0") == "0" and not torch.cuda.is_available()
+    gflops = matmul_gflops(512) if main_cpu else 0.0  # the speed reference, before training starts (own RNG)
     try:
         trainer = Trainer(windows, model_config, config, out, resume=args.resume, meta=meta, progress=progress)
     except (checkpoint.CheckpointError, ValueError) as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:
-        speed = "" if trainer.device.type == "cuda" else f"; this CPU: {gflops:.0f} GFLOP/s float32 matmul"
+        speed = f"; this CPU: {gflops:.0f} GFLOP/s float32 matmul" if gflops else ""
         print(f"training {preset} on {len(windows):,} windows, {trainer.device}, "
               f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}{speed}",
               file=sys.stderr)
@@ -251,8 +253,9 @@ def cmd_train(args) -> int:
         trainer.run()
     except KeyboardInterrupt:
         if trainer.dist.main:
-            print(f"\nmelody-lc: interrupted at step {trainer.step}; checkpoint saved in {out} "
-                  "(continue with --resume)", file=sys.stderr)
+            saved = (f"checkpoint of step {trainer.saved_step} saved in {out} (continue with --resume)"
+                     if trainer.saved_step is not None else "no checkpoint written")
+            print(f"\nmelody-lc: interrupted at step {trainer.step}; {saved}", file=sys.stderr)
         return 130
     finally:
         if bar is not None:

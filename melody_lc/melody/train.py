@@ -59,13 +59,12 @@ RUN_DEFINING = ("batch_size", "lr", "lr_decay", "min_lr", "clip", "transpose", "
 
 
 class _StopRequest:
-    """Ctrl-C / SIGTERM while training. ``abort_now()`` says whether the work in progress may be
-    abandoned at once (it can be rolled back); otherwise the first signal only asks to stop at the
-    next step boundary, and a second one stops at once. Only the main thread receives signals, so
-    elsewhere this does nothing."""
+    """Ctrl-C / SIGTERM while training. ``may_abort(again)`` says whether the work in progress may be
+    abandoned at once (``again``: this is not the first signal); otherwise a signal only asks to stop
+    at the next step boundary. Only the main thread receives signals, so elsewhere this does nothing."""
 
-    def __init__(self, abort_now: Callable[[], bool]) -> None:
-        self.abort_now = abort_now
+    def __init__(self, may_abort: Callable[[bool], bool]) -> None:
+        self.may_abort = may_abort
         self.requested = False
         self._previous: dict = {}
 
@@ -79,7 +78,7 @@ class _StopRequest:
 
     def _handle(self, signum, frame) -> None:
         again, self.requested = self.requested, True
-        if again or self.abort_now():
+        if self.may_abort(again):
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
@@ -191,8 +190,11 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.aug_rng = np.random.default_rng([config.seed, 1])
         self.noise = torch.Generator().manual_seed(config.seed + 2)
-        self._phase = "idle"  # "step": may be abandoned and rolled back; "update": the optimizer is writing
-        self._stop = _StopRequest(lambda: self.dist.world == 1 and self._phase == "step")
+        # "step": may be abandoned and rolled back; "update": the optimizer is writing; "rollback",
+        # "saving", "idle" (the log's bookkeeping): a signal waits for them to end
+        self._phase = "idle"
+        self._stop = _StopRequest(self._may_abort)
+        self.saved_step: int | None = None  # the step of the last checkpoint written by this process
         self._stop_agreed = False
         self._window = {"acc": {}, "n": 0}  # the log entry being gathered (kept in checkpoints)
         if resume:
@@ -227,6 +229,8 @@ class Trainer:
         before = self._draw_state()
         self._phase = "step"
         try:
+            if self.dist.world == 1 and self._stop.requested:  # came just before the step began
+                raise KeyboardInterrupt
             batch = self._next_batch()
             eps = torch.randn(len(batch), self.model.config.z_size, generator=self.noise)
             rows = slice(self.dist.rank, None, self.dist.world)
@@ -247,6 +251,7 @@ class Trainer:
             self._phase = "update"  # from here a signal waits: the update is not abandoned halfway
         except BaseException:
             if self._phase == "step":
+                self._phase = "rollback"
                 self._restore_draw_state(before)
                 self._phase = "idle"
             raise
@@ -272,6 +277,11 @@ class Trainer:
             out["note_accuracy"] = hits / notes
         self._stop_agreed = stops > 0
         return out
+
+    def _may_abort(self, again: bool) -> bool:
+        """A signal abandons only a step (rolled back): in one process the first signal, under DDP
+        (where the others would wait for this one) only a second."""
+        return self._phase == "step" and (again or self.dist.world == 1)
 
     def _mean_over_processes(self, x: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
@@ -306,17 +316,16 @@ class Trainer:
                     terms = self.train_step()
                     tokens_done += self.config.batch_size * 256
                     acc = self._window["acc"]
-                    for k, v in terms.items():
-                        acc[k] = acc.get(k, 0.0) + v
-                    self._window["n"] += 1
+                    self._window = {"acc": {k: acc.get(k, 0.0) + v for k, v in terms.items()}, "n": self._window["n"] + 1}
                     if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                         now = time.monotonic()
-                        entry = {"step": self.step, **{k: round(v / self._window["n"], 5) for k, v in acc.items()},
+                        n = self._window["n"]
+                        entry = {"step": self.step, **{k: round(v / n, 5) for k, v in self._window["acc"].items()},
                                  "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1)}
                         self.log.append(entry)
+                        self._window, tokens_done, t_window = {"acc": {}, "n": 0}, 0, now
                         if self.progress is not None and self.dist.main:
                             self.progress(entry)
-                        self._window, tokens_done, t_window = {"acc": {}, "n": 0}, 0, now
                     if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
                         self.elapsed = time.monotonic() - t_start
                         self.save()
@@ -335,8 +344,17 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self) -> None:
+        """Write the checkpoint (rank 0); signals wait until it is written."""
         if not self.dist.main:
             return
+        phase, self._phase = self._phase, "saving"
+        try:
+            self._save()
+        finally:
+            self._phase = phase
+        self.saved_step = self.step
+
+    def _save(self) -> None:
         opt_state = self.opt.state_dict()
         tensors = {"rng.torch": torch.get_rng_state(), "rng.noise": self.noise.get_state()}
         if self.device.type == "cuda":

@@ -208,8 +208,8 @@ def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path, sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "checkpoint saved" in err and "Traceback" not in err
     step = json.loads((out / "config.json").read_text())["meta"]["steps"]
+    assert f"checkpoint of step {step} saved" in err and "Traceback" not in err
     assert step > 0
     res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", str(step + 3), "--batch-size", "8",
                   "--out", str(out), "--precision", "fp32", "--resume", "--quiet")
@@ -243,13 +243,19 @@ def test_kill_9_never_corrupts_the_checkpoint(tiny_run, tmp_path):
     _wait_for_checkpoint(out, proc)
     proc.kill()
     proc.wait()
-    for delay in (0.5, 1.3, 2.1, 2.9):
-        proc = subprocess.Popen(_train_cmd(data, out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = load_model(out)[1]["steps"]
+    for delay in (0.01, 0.05, 0.13, 0.21, 0.37):
+        proc = subprocess.Popen(_train_cmd(data, out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        while "from step" not in (line := proc.stderr.readline()):  # training has begun: a checkpoint every step
+            assert line, "training never began"
         time.sleep(delay)
         proc.kill()
         proc.wait()
+        proc.stderr.close()
         model, meta = load_model(out)  # always loadable: the previous checkpoint or the new one
         assert meta["steps"] >= 1
+    assert meta["steps"] > first  # the kills came while it trained and saved, not before
 
 
 def test_fit_generate_transform_commands(tiny_run, tmp_path):

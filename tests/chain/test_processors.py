@@ -155,9 +155,11 @@ def test_echo_repeats_softer_and_balanced(phrases):
     src = [e for e in events if e.is_note_on]
     assert len(ons) == 3 * len(src)
     first = src[0]
-    echoes = sorted((e.time - first.time, e.msg.velocity) for e in ons
-                    if e.msg.note == first.msg.note and 0 < e.time - first.time < 0.6)
-    assert echoes[:2] == [(pytest.approx(0.25), 45), (pytest.approx(0.5), 22)]
+
+    def velocities_at(delay):  # the melody itself may strike the same pitch there too
+        return [e.msg.velocity for e in ons if e.msg.note == first.msg.note and abs(e.time - first.time - delay) < 1e-6]
+
+    assert first.msg.velocity == 90 and 45 in velocities_at(0.25) and 22 in velocities_at(0.5)
     assert not hanging(out)
 
 

@@ -138,8 +138,10 @@ def exists(directory: str | os.PathLike) -> bool:
     return (resolve(directory) / "config.json").is_file()
 
 
-def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool = False) -> dict:
-    """Read a checkpoint: ``{"config", "meta", "weights"[, "state", "state_tensors"]}``; weights in float32."""
+def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool = False,
+         tensors: bool = True) -> dict:
+    """Read a checkpoint: ``{"config", "meta", "weights"[, "state", "state_tensors"]}``; weights in float32.
+    ``tensors=False`` reads the JSON parts only (weights and state tensors come back empty)."""
     d = resolve(directory)
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
@@ -151,7 +153,8 @@ def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool
     if kind is not None and head.get("kind") != kind:
         raise CheckpointError(f"{d}: holds a {head.get('kind')!r}, expected a {kind!r}")
     try:
-        weights = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(d / "weights.safetensors")).items()}
+        weights = {k: (v.float() if v.is_floating_point() else v)
+                   for k, v in load_file(str(d / "weights.safetensors")).items()} if tensors else {}
     except (OSError, Exception) as e:  # safetensors raises its own error type for damaged files
         raise CheckpointError(f"{d / 'weights.safetensors'}: unreadable ({e})") from None
     result = {"config": head["config"], "meta": head.get("meta", {}), "weights": weights}
@@ -159,7 +162,7 @@ def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool
         sp, st = d / "state.json", d / "state.safetensors"
         try:
             result["state"] = json.loads(sp.read_text()) if sp.is_file() else None
-            result["state_tensors"] = load_file(str(st)) if st.is_file() else {}
+            result["state_tensors"] = load_file(str(st)) if tensors and st.is_file() else {}
         except (OSError, Exception) as e:  # as above: safetensors has its own error type
             raise CheckpointError(f"{d}: damaged training state ({e})") from None
         if result["state"] is not None and not isinstance(result["state"], dict):

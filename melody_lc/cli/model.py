@@ -188,7 +188,7 @@ def cmd_train(args) -> int:
     given = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None}
     try:
         checkpoint.check_target(out, KIND)
-        saved = checkpoint.load(out, KIND, with_state=True) if args.resume else None
+        saved = checkpoint.load(out, KIND, with_state=True, tensors=False) if args.resume else None
     except checkpoint.CheckpointError as e:
         raise CLIError(str(e)) from None
     if saved is not None:  # the run's own settings; an option that says otherwise is a mistake

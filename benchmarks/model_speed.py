@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, VAEConfig, vae_loss
-from melody_lc.melody.train import describe_hardware, matmul_gflops
+from melody_lc.melody.train import bf16_lstm_works, describe_hardware, matmul_gflops
 
 
 def time_train(model: HierarchicalMelodyVAE, batch: int, steps: int, bf16: bool) -> float:
@@ -72,13 +72,16 @@ def main() -> None:
     gflops = matmul_gflops()
     print(f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s")
     print(f"model {args.preset} {json.dumps(cfg.to_dict())}: {params / 1e6:.2f} M parameters")
+    precisions = (False, True) if bf16_lstm_works() else (False,)
+    if not bf16_lstm_works():
+        print("bf16: not measured (this CPU has no bf16 LSTM in torch's oneDNN)")
     if not args.no_train:
-        for bf16 in (False, True):
+        for bf16 in precisions:
             dt = time_train(model, args.batch, args.train_steps, bf16)
             tps = args.batch * 256 / dt
             print(f"train  {'bf16' if bf16 else 'fp32'}: {dt:.3f} s/step at batch {args.batch}, {tps:,.0f} tokens/s, "
                   f"{tps / gflops:,.1f} tokens/s per GFLOP/s")
-    for bf16 in (False, True):
+    for bf16 in precisions:
         dt = time_sample(model, 256, 3, bf16)
         one = time_sample(model, 1, 10, bf16)
         print(f"sample {'bf16' if bf16 else 'fp32'}: {256 / dt:,.0f} melodies/s at batch 256 "

@@ -4,7 +4,9 @@
 
 Rows: prior samples; the actor fitted for C major; the actor fitted for C major + density (at least
 3 notes in every bar); gradient search on the C major + density critics; rejection sampling from the
-prior for C major + density. Columns: satisfaction and mean reward per constraint, both together,
+prior for C major + density; and what melody-lc hands over, decoded under the rules' constraints
+and verified (redrawn where a melody fails), from prior latents and from the actor's, with how
+often the mask overruled the decoder per melody. Columns: satisfaction and mean reward per constraint, both together,
 mean latent shift, spread (the mean distance between the latents of the row's melodies over that
 between the prior latents they came from: near 0, every melody comes from nearly one place), and
 wall time per satisfying melody (generation only; fitting is reported apart). The paper's gated
@@ -64,30 +66,35 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     t = time.perf_counter()
     prior = model.sample(args.n, args.temperature, g, bf16=use_bf16("auto", torch.device("cpu"))).numpy()
-    rows.append(("prior", both, prior, 0.0, 1.0, time.perf_counter() - t))
-    for name, rules, fitted, method in (("actor: C major", key_only, fits["C major"], "actor"),
-                                        ("actor: C major + density", both, fits["C major + density"], "actor"),
-                                        ("paper's gated actor: C major + density", both, fits["gated"], "actor"),
-                                        ("gradient search: C major + density", both, fits["C major + density"], "gd"),
-                                        ("rejection: C major + density", both, None, "reject")):
-        n = args.reject_n if method == "reject" else args.n
+    rows.append(("prior", both, prior, 0.0, 1.0, time.perf_counter() - t, None))
+    for name, rules, fitted, method, how in (
+            ("actor: C major", key_only, fits["C major"], "actor", "raw"),
+            ("actor: C major + density", both, fits["C major + density"], "actor", "raw"),
+            ("paper's gated actor: C major + density", both, fits["gated"], "actor", "raw"),
+            ("gradient search: C major + density", both, fits["C major + density"], "gd", "raw"),
+            ("rejection: C major + density", both, None, "reject", "verify"),
+            ("prior + mask + redraw: C major + density", both, None, "reject", "enforce"),
+            ("actor + mask + redraw: C major + density", both, fits["C major + density"], "actor", "enforce")):
+        n = args.reject_n if how == "verify" else args.n
         tokens, report = generate(rules, model, n, fitted, method=method, seed=1, temperature=args.temperature,
-                                  max_tries=2000)
+                                  enforce=how != "raw", mask=how == "enforce", max_decodes=2000 * n)
         rows.append((name, rules, tokens, report["mean_latent_shift"], report.get("spread", float("nan")),
-                     report["seconds"]))
+                     report["seconds"], report["interventions_per_melody"] if how == "enforce" else None))
 
     print(f"\n{args.n} melodies per row ({args.reject_n} for rejection sampling: it keeps only those that satisfy), "
-          f"decoded at temperature {args.temperature:g}")
-    print("| row | C major | reward | density | reward | both | latent shift | spread | ms per melody satisfying its row's rules |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"decoded at temperature {args.temperature:g}; rows '+ mask + redraw' are what melody-lc hands over")
+    print("| row | C major | reward | density | reward | both | latent shift | spread | mask/melody | "
+          "ms per melody satisfying its row's rules |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     per_ok = {}
-    for name, target, tokens, shift, spread, seconds in rows:
+    for name, target, tokens, shift, spread, seconds, mask in rows:
         sat, rew = both.satisfied(tokens), both.rewards(tokens)
         all_ok = sat.all(1)
         per = seconds / max(int(target.satisfied(tokens).all(1).sum()), 1)
         per_ok[name] = per
         print(f"| {name} | {sat[:, 0].mean():.1%} | {rew[:, 0].mean():.3f} | {sat[:, 1].mean():.1%} | {rew[:, 1].mean():.3f} "
-              f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {spread:.2f} | {per * 1000:.1f} |")
+              f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {spread:.2f} | "
+              f"{'—' if mask is None else f'{mask:.2f}'} | {per * 1000:.1f} |")
     ratio = per_ok["rejection: C major + density"] / per_ok["actor: C major + density"]
     print(f"\nactor vs rejection sampling, time per melody satisfying C major + density: {ratio:.0f}x faster")
     print("for the scale of latent shifts: python benchmarks/latent_scale.py")

@@ -11,10 +11,12 @@ import time
 import numpy as np
 import torch
 
-from melody_lc.constrain import fit_rules, generate, load_fitted, transform
+import pytest
+
+from melody_lc.constrain import Infeasible, fit_rules, generate, load_fitted, transform
 from melody_lc.engine import FitConfig
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE
-from melody_lc.rules import parse_rules
+from melody_lc.rules import Rule, RuleKind, RuleSet, parse_rules
 
 FAST = FitConfig(rounds=2, initial_samples=64, samples_per_round=64, critic_steps=5, actor_steps=5, batch_size=32, hidden=16, actor_hidden=16, ensemble=2)
 
@@ -43,19 +45,84 @@ def test_fit_is_cached_and_generate_reports(tmp_path):
     for method in ("actor", "gd", "reject"):
         tokens, report = generate(rules, model, 6, fitted, method=method, values={"tonic": 2})
         assert tokens.shape == (6, 256)
-        assert set(report["rules"]) == {"key:1", "density:2"} and report["rules"]["density:2"]["satisfied"] == 1.0
-        assert 0 <= report["all_rules"] <= 1 and report["method"] == method
-    tokens, report = generate(rules, model, 4, fitted, method="reject", values={"tonic": 0}, max_tries=2)
-    assert tokens.shape == (4, 256)
+        assert set(report["rules"]) == {"key:1", "density:2"} and report["method"] == method
+        assert report["all_rules"] == 1.0 and rules.satisfied(tokens, rules.fixed_conditions(6, tonic=2)).all()
+        assert report["missing"] == 0 and report["decodes"] >= 6 and report["enforced"]
 
 
-def test_transform_reports_before_and_after(tmp_path):
+def test_an_untrained_decoder_obeys_every_rule_under_the_constraints(tmp_path):
+    """An untrained decoder almost never writes D dorian within an octave by itself; the mask makes
+    every delivered melody obey, and the report says how much it had to overrule the decoder."""
     model, windows = _setup()
-    rules = parse_rules("key: C major")
+    rules = parse_rules("key: D dorian\nrange: D4 .. D5\nleap: <= 5 semitones\ndensity: 2 .. 4 notes per bar\n"
+                        "rests: <= 30%\nstart: on tonic\nend: on tonic")
+    fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
+    raw, raw_report = generate(rules, model, 24, fitted, seed=1, enforce=False)
+    assert raw_report["all_rules"] < 0.2 and raw_report["decodes"] == 24 and not raw_report["enforced"]
+    tokens, report = generate(rules, model, 24, fitted, seed=1)
+    assert len(tokens) == 24 and rules.satisfied(tokens).all()
+    assert report["all_rules"] == 1.0 and report["interventions_per_melody"] > 1
+    per_rule = report["rules"]
+    assert per_rule["key:1"]["interventions"] > 0 and per_rule["range:2"]["interventions"] > 0
+    assert report["decodes_per_melody"] <= 1.5
+
+
+class _EvenFirstPitch(RuleKind):
+    """A plugin-style kind with no decode-time constraint: kept by verification alone."""
+
+    name, summary = "evenfirst", "the first note has an even MIDI number"
+
+    def parse(self, cur):
+        return {}
+
+    def describe(self, params):
+        return self.summary
+
+    def satisfied(self, tokens, params, cond):
+        first = np.take_along_axis(tokens, (tokens < 128).argmax(1)[:, None], 1)[:, 0]
+        return (first < 128) & (first % 2 == 0)
+
+    def reward(self, tokens, params, cond):
+        return self.satisfied(tokens, params, cond).astype(float)
+
+
+def test_verification_redraws_and_a_spent_budget_says_what_is_missing(tmp_path):
+    model, windows = _setup()
+    rules = RuleSet([Rule(_EvenFirstPitch(), {}, 1.0, 1, 1, "evenfirst"), *parse_rules("range: C3 .. C6").rules])
+    assert rules.verified_only == ["evenfirst:1"]
+    fitted = fit_rules(rules, model, windows, FAST)
+    tokens, report = generate(rules, model, 8, fitted, seed=0)
+    assert len(tokens) == 8 and rules.satisfied(tokens).all() and report["decodes"] > 8
+    assert 0 < report["rules"]["evenfirst:1"]["redrawn"] <= report["decodes"] - 8  # a batch may pass more than needed
+    tokens, report = generate(rules, model, 8, fitted, seed=0, max_decodes=4)
+    assert len(tokens) < 8 and rules.satisfied(tokens).all()  # what is handed over still obeys
+    assert report["missing"] == 8 - len(tokens) and report["decodes"] == 4
+    assert report["rules"]["evenfirst:1"]["redrawn"] == 4 - len(tokens)
+    from melody_lc.cli.constrain import shortfall
+
+    assert "evenfirst:1 failed" in shortfall(report)
+
+
+def test_rules_that_allow_no_melody_are_infeasible(tmp_path):
+    model, windows = _setup()
+    rules = parse_rules("key: pitch classes C F#\nleap: <= 2 semitones\ndistinct: >= 2 pitches")
+    fitted = fit_rules(rules, model, windows, FAST)
+    with pytest.raises(Infeasible, match="key:1\\+leap:2\\+distinct:3"):
+        generate(rules, model, 4, fitted, max_decodes=16)
+
+
+def test_transform_obeys_and_leaves_an_obeying_melody_alone(tmp_path):
+    model, windows = _setup()
+    rules = parse_rules("key: C major\nrange: C4 .. C6")
     fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
     out, report = transform(windows[:3], rules, model, fitted, steps=5)
     assert out.shape == (3, 256) and "before" in report and 0 <= report["steps_changed"] <= 1
+    assert rules.satisfied(out).all() and report["all_rules"] == 1.0
+    assert [len(c) for c in report["changed"]] == [int((a != b).sum()) for a, b in zip(windows[:3], out)]
     assert load_fitted(next(tmp_path.glob("fit-*"))).meta["rules_digest"] == rules.digest()
+    obeying = out[:1]
+    again, report = transform(obeying, rules, model, fitted, steps=5)
+    assert np.array_equal(again, obeying) and report["changed"] == [[]] and report["unchanged_because_obeyed"] == [True]
 
 
 def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count():

@@ -7,6 +7,8 @@ input, file) and sinks (out, record) are the host's own and are declared in ``ho
 
 from __future__ import annotations
 
+import logging
+
 import threading
 
 import mido
@@ -370,8 +372,13 @@ class Constrain(Processor):
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform
 
-        out, _ = transform(tokens, self.rules, self.model, self.fitted, values=self.open_values,
-                           steps=self.values["steps"])
+        out, report = transform(tokens, self.rules, self.model, self.fitted, values=self.open_values,
+                                steps=self.values["steps"])
+        if not report["all_rules"]:  # never played: an answer must obey every rule
+            broken = [name for name, r in report["rules"].items() if not r["satisfied"]]
+            logging.getLogger(__name__).warning("constrain: no answer to phrase %d obeys every rule (breaks %s); "
+                                                "that phrase stays silent", k - 1, ", ".join(broken))
+            return
         with self.lock:
             self.results.append((k, out[0], channel))
 

@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "about a minute; less reliable")
     f.set_defaults(func=cmd_fit)
 
+    s = sub.add_parser("fit-stats", help="store beside a model what fitting takes from its training data, "
+                       "so that new rules files fit without the dataset")
+    s.add_argument("--model", metavar="DIR", help="melody VAE checkpoint (default: the shipped one)")
+    s.add_argument("--data", metavar="PATH", help="dataset (default: the corpus dataset)")
+    s.set_defaults(func=cmd_fit_stats)
+
     g = sub.add_parser("generate", help="write melodies that follow a rules file (fits first if needed)")
     g.add_argument("--rules", required=True, metavar="RULES")
     g.add_argument("-n", type=int, default=16)
@@ -30,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decoding temperature (default 0.5, the temperature the actor is fitted at)")
     g.add_argument("--bpm", type=float, default=120.0)
     g.add_argument("--program", type=int, default=0)
-    g.add_argument("--method", choices=["actor", "gd", "reject"], default="actor")
+    g.add_argument("--method", choices=["actor", "gd", "reject"], default="actor",
+                   help="actor (default): prior latents moved by the fitted actor; gd: by gradient search on the "
+                        "critic; reject: the prior's own latents (rejection sampling)")
+    _enforce_option(g)
+    g.add_argument("--max-decodes", type=int, metavar="N",
+                   help="give up after N decodes (default: 32 per requested melody, at least 64)")
     g.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="value of an open parameter, e.g. --set tonic=G or --set density=5")
     g.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
@@ -49,8 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
     t.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
                    "about a minute; less reliable")
+    _enforce_option(t)
     _common(t)
     t.set_defaults(func=cmd_transform)
+
+
+def _enforce_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-enforce", dest="enforce", action="store_false",
+                   help="hand over the model's raw output, unchecked and unmasked (for comparison); by default every "
+                        "melody is decoded under the rules' constraints and checked by their exact tests")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -102,8 +120,8 @@ def fit_config(args):
 
 def _prepare(args, rules_path: str | None = None, model=None, store=None):
     """(rules, model, fitted): loads everything, fitting if no cache has a fit yet."""
-    from melody_lc.cli.model import _dataset, _load
-    from melody_lc.constrain import fit_rules, shipped_fits_dir
+    from melody_lc.cli.model import _dataset, _load, model_dir
+    from melody_lc.constrain import fit_rules, load_fit_stats, shipped_fits_dir
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
@@ -111,8 +129,9 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
     if model is None:
         model, _ = _load(args)
 
-    def windows():  # only when there is no fit yet
-        return _dataset(args.data).windows("train")
+    def windows():  # only when there is no fit yet: the statistics beside the model, else the dataset
+        stats = None if args.data else load_fit_stats(model_dir(args), model)
+        return stats if stats is not None else _dataset(args.data).windows("train")
 
     bars = []  # made at the first round: a fit found in a cache shows no bar
 
@@ -134,6 +153,17 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
         for bar in bars:
             bar.close()
     return rules, model, fitted
+
+
+def cmd_fit_stats(args) -> int:
+    from melody_lc.cli.model import _dataset, _load, model_dir
+    from melody_lc.constrain import FIT_STATS, save_fit_stats
+
+    model, _ = _load(args)
+    data = _dataset(args.data)
+    save_fit_stats(model_dir(args), model, data.windows("train"), data.path.name)
+    print(f"wrote {model_dir(args) / FIT_STATS}.safetensors: fits of new rules for this model need no dataset now")
+    return 0
 
 
 def cmd_fit(args) -> int:
@@ -162,18 +192,37 @@ def cmd_fit(args) -> int:
 
 
 def _report_table(report: dict) -> str:
-    lines = [f"{'rule':<14} {'satisfied':>9} {'mean reward':>11}"]
+    enforced = report.get("enforced", False)
+    lines = [f"{'rule':<14} {'satisfied':>9} {'mean reward':>11}" + (f" {'mask/melody':>11} {'redrawn':>7}" if enforced else "")]
     for name, r in report["rules"].items():
-        lines.append(f"{name:<14} {r['satisfied']:>9.1%} {r['mean_reward']:>11.3f}")
+        lines.append(f"{name:<14} {r['satisfied']:>9.1%} {r['mean_reward']:>11.3f}"
+                     + (f" {r['interventions']:>11.2f} {r['redrawn']:>7}" if enforced else ""))
     lines.append(f"{'all rules':<14} {report['all_rules']:>9.1%} {report['mean_reward']:>11.3f}   "
                  f"mean latent shift {report['mean_latent_shift']:.2f}, spread {report.get('spread', 1.0):.2f}")
+    if enforced:
+        lines.append(f"{report['melodies']} of {report['requested']} delivered from {report['decodes']} decodes; "
+                     f"the mask overruled the decoder {report['interventions_per_melody']:.2f} times per melody "
+                     f"(removed probability mass {report['mass_removed_per_melody']:.2f})")
     return "\n".join(lines)
+
+
+def shortfall(report: dict) -> str | None:
+    """What enforcement could not find, in one sentence, or None when everything was delivered."""
+    if not report.get("missing"):
+        return None
+    failing = sorted(((r["redrawn"], name) for name, r in report["rules"].items() if r["redrawn"]), reverse=True)
+    why = ", ".join(f"{name} failed {k} time{'s' if k != 1 else ''}" for k, name in failing) or "no rule failed"
+    dead = report.get("blocked_by") or {}
+    if dead:
+        why += "; dead ends (rules allowing nothing together): " + ", ".join(f"{b} {k}x" for b, k in dead.items())
+    return (f"only {report['melodies']} of {report['requested']} melodies obey every rule after {report['decodes']} "
+            f"decodes ({why}); raise --max-decodes, or loosen the rules")
 
 
 def cmd_generate(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _check_midi_options, _write_all
-    from melody_lc.constrain import generate
+    from melody_lc.constrain import Infeasible, generate
     from melody_lc.fileio import atomic_path, write_json
     from melody_lc.melody.render import pianoroll_sheet
     from melody_lc.rules import load_rules
@@ -181,23 +230,46 @@ def cmd_generate(args) -> int:
     _check_midi_options(args)
     if args.n < 1:
         raise CLIError(f"-n must be at least 1, got {args.n}")
+    if args.max_decodes is not None and args.max_decodes < 1:
+        raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
     values = _parse_values(load_rules(args.rules), args.set)
     rules, model, fitted = _prepare(args)
-    tokens, report = generate(rules, model, args.n, fitted, method=args.method, seed=args.seed,
-                              temperature=args.temperature, values=values)
+    try:
+        tokens, report = generate(rules, model, args.n, fitted, method=args.method, seed=args.seed,
+                                  temperature=args.temperature, values=values, enforce=args.enforce,
+                                  max_decodes=args.max_decodes)
+    except Infeasible as e:
+        raise CLIError(str(e)) from None
     out = Path(args.out)
-    _write_all(tokens, "melody", args)
+    if len(tokens):
+        _write_all(tokens, "melody", args)
     write_json(out / "report.json", report)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["rule", "satisfied", "mean_reward"])
+    w.writerow(["rule", "satisfied", "mean_reward", "interventions_per_melody", "redrawn"])
     for name, r in report["rules"].items():
-        w.writerow([name, f"{r['satisfied']:.4f}", f"{r['mean_reward']:.4f}"])
+        w.writerow([name, f"{r['satisfied']:.4f}", f"{r['mean_reward']:.4f}", f"{r.get('interventions', 0):.4f}",
+                    r.get("redrawn", 0)])
     with atomic_path(out / "report.csv") as tmp:
         tmp.write_text(buf.getvalue())
-    pianoroll_sheet(tokens, out / "sheet.png")
+    if len(tokens):
+        pianoroll_sheet(tokens, out / "sheet.png", marks=rules.violations(tokens, _conditions_of(report)))
     print(_report_table(report))
+    if not args.enforce and report["all_rules"] < 1:
+        broken = round((1 - report["all_rules"]) * report["melodies"])
+        print(f"note: --no-enforce: {broken} of {report['melodies']} melodies break a rule (marked red in "
+              f"{out / 'sheet.png'})", file=sys.stderr)
+    missing = shortfall(report)
+    if missing:
+        print(f"melody-lc: {missing}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _conditions_of(report: dict):
+    import numpy as np
+
+    return {k: np.asarray(v) for k, v in report["values"].items()} if report.get("values") else None
 
 
 def cmd_transform(args) -> int:
@@ -217,11 +289,27 @@ def cmd_transform(args) -> int:
     if note:
         print(f"note: {note}", file=sys.stderr)
     rules, model, fitted = _prepare(args)
-    out_tokens, report = transform(melody.tokens, rules, model, fitted, values=values)
+    out_tokens, report = transform(melody.tokens, rules, model, fitted, values=values, enforce=args.enforce)
+    obeys = bool(report["all_rules"])
+    if not obeys and args.enforce:
+        from melody_lc.cli import CLIError
+
+        broken = [name for name, r in report["rules"].items() if not r["satisfied"]]
+        raise CLIError(f"found no melody near {args.input} that obeys every rule of {args.rules} "
+                       f"(still broken: {', '.join(broken)}); nothing written")
     Melody(out_tokens[0]).to_midi_file(args.out, qpm=args.bpm, program=args.program)
     for name, r in report["rules"].items():
         before = report["before"][name]["satisfied"]
         print(f"{name:<14} {'holds' if before else 'broken':>7} -> {'holds' if r['satisfied'] else 'broken'}")
-    print(f"wrote {args.out}: {report['steps_changed']:.0%} of steps changed, latent shift {report['mean_latent_shift']:.2f}")
-    print(json.dumps({k: report[k] for k in ("all_rules", "mean_reward", "steps_changed")}))
+    changed = report["changed"][0]
+    if report["unchanged_because_obeyed"][0]:
+        print(f"wrote {args.out}: the melody already obeys every rule, so it is unchanged")
+    else:
+        print(f"wrote {args.out}: {report['steps_changed']:.0%} of steps changed, latent shift {report['mean_latent_shift']:.2f}")
+        bars = sorted({c["bar"] for c in changed})
+        if bars:
+            print(f"changed: {len(changed)} steps, in bar{'s' if len(bars) > 1 else ''} {', '.join(map(str, bars))}")
+    if not obeys:
+        print("note: --no-enforce: the result breaks a rule", file=sys.stderr)
+    print(json.dumps({k: report[k] for k in ("all_rules", "mean_reward", "steps_changed", "interventions_per_melody")}))
     return 0

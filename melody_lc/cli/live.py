@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     """The options ``stream`` and ``live`` share."""
+    from melody_lc.cli.constrain import _enforce_option
+
     s.add_argument("--rules", required=rules_required, metavar="RULES",
                    help=None if rules_required else "the rules file (may come from --chain instead)")
     s.add_argument("--bpm", type=float, default=120.0)
@@ -64,6 +66,7 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     s.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="value of an open parameter, e.g. --set tonic=G")
     s.add_argument("--seed", type=int, default=0)
+    _enforce_option(s)
     s.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
     s.add_argument("--quick", action="store_true", help="if the rules have no fit yet, a sketch fit (about a minute)")
     s.add_argument("--model", metavar="DIR")
@@ -134,7 +137,7 @@ def cmd_stream(args) -> int:
         out = open_output(args.port, virtual_name=args.port_name)
         ports.append(out)
         rules, model, fitted = _prepare(args)
-        maker = PhraseMaker(model, rules, fitted, values, args.temperature, args.variation, args.seed)
+        maker = PhraseMaker(model, rules, fitted, values, args.temperature, args.variation, args.seed, args.enforce)
         config = LiveConfig(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
                             phrases=args.phrases)
         watch = PortWatch(out)
@@ -199,7 +202,8 @@ class StatusFile:
         for rec in self.engine.played[self.written:]:
             self.f.write(json.dumps({"phrase": rec.index, "source": rec.info.get("source"),
                                      "tokens": [int(t) for t in rec.tokens], "margin_s": rec.margin,
-                                     "satisfied": rec.info.get("satisfied")}) + "\n")
+                                     "satisfied": rec.info.get("satisfied"),
+                                     "interventions": rec.info.get("interventions")}) + "\n")
         self.written = len(self.engine.played)
 
     def close(self) -> None:
@@ -264,7 +268,7 @@ def cmd_live(args) -> int:
     settings = LiveSettings(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
                             temperature=args.temperature, variation=args.variation, output=args.port,
                             port_name=args.port_name, input=args.input, clock_input=args.clock_input,
-                            capture_last=args.capture_last, seed=args.seed)
+                            capture_last=args.capture_last, seed=args.seed, enforce=args.enforce)
     from melody_lc.cli.chain import make_prepare
 
     session = LiveSession(model, args.rules, settings, values, find_fit, args.captures, chains=chains,

@@ -89,12 +89,17 @@ def default_model_dir() -> Path:
     return shipped_dir("models") / DEFAULT_MODEL_NAME
 
 
+def model_dir(args) -> Path:
+    """The model checkpoint folder of --model, or the shipped one."""
+    return Path(args.model) if getattr(args, "model", None) else default_model_dir()
+
+
 def _load(args):
     from melody_lc.checkpoint import CheckpointError
     from melody_lc.cli import CLIError
     from melody_lc.melody.train import load_model
 
-    path = Path(args.model) if args.model else default_model_dir()
+    path = model_dir(args)
     try:
         return load_model(path)
     except CheckpointError as e:

@@ -27,3 +27,7 @@ class BadMidiFileError(MelodyError):
 
 class UnsupportedMeterError(MelodyError):
     """A time signature whose bars do not map onto 16-step bars (e.g. 3/4, 6/8)."""
+
+
+class PrecisionError(MelodyError):
+    """A precision the machine cannot run (bf16 where torch has no bf16 LSTM)."""

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_CLASSES, STEPS
+from melody_lc.melody.steer import Steer
 
 LOG2 = math.log(2.0)
 
@@ -145,39 +146,35 @@ class HierarchicalMelodyVAE(nn.Module):
     # -- sampling --------------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
-               bf16: bool = False) -> torch.Tensor:
+               bf16: bool = False, steer: Steer | None = None) -> torch.Tensor:
         """Free-running decode: z (B, Z) -> tokens (B, 256) long. ``temperature`` 0 means argmax;
         ``bf16`` runs the matmuls in bfloat16 (about twice as fast on CPUs with AVX-512 BF16 or AMX).
 
         A fused step loop: the bar embedding's share of the first layer's gates is computed once,
-        the previous token's share is a column lookup, so each of the 16 steps costs one matmul
-        per layer (over all B*16 bars at once) plus the output projection.
+        the previous token's share is a column lookup, so each step costs one matmul per layer plus
+        the output projection. Unsteered, all B*16 bars run at once (16 steps); with ``steer`` (the
+        rules' decode-time constraints, :mod:`melody_lc.melody.steer`) each row is a whole melody
+        and its bars run in sequence (256 steps over B rows), so a constraint sees across bar lines.
         """
         if bf16:
             with torch.autocast(z.device.type, dtype=torch.bfloat16):
-                return self.decode(z, temperature, generator)
-        c = self.config
+                return self.decode(z, temperature, generator, steer=steer)
         B = z.shape[0]
         bars = self.bar_embeddings(z)
-        h0, c0 = self.decoder_state(bars)
-        hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
+        h0, c0 = self.decoder_state(bars)  # (layers, B*16, H)
         w_ih0 = self.decoder.weight_ih_l0  # (4H, V + C)
         emb_gates = bars.reshape(B * NUM_BARS, -1) @ w_ih0[:, NUM_CLASSES:].T + self.decoder.bias_ih_l0 + self.decoder.bias_hh_l0
         token_gates = w_ih0[:, :NUM_CLASSES].T  # (V, 4H): one-hot input -> a row lookup
         layers = [(getattr(self.decoder, f"weight_ih_l{k}"), getattr(self.decoder, f"weight_hh_l{k}"),
                    getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"))
-                  for k in range(c.decoder_layers)]
+                  for k in range(self.config.decoder_layers)]
+        if steer:
+            return self._decode_in_sequence(h0, c0, emb_gates, token_gates, layers, temperature, generator, steer)
+        hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
         out = torch.empty(B * NUM_BARS, BAR_STEPS, dtype=torch.long, device=z.device)
         gates_in = emb_gates
         for t in range(BAR_STEPS):
-            x = None
-            for k, (w_ih, w_hh, b) in enumerate(layers):
-                g = (gates_in if k == 0 else torch.addmm(b, x, w_ih.T)) + hs[k] @ w_hh.T
-                i, f, gg, o = g.chunk(4, dim=-1)
-                cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
-                hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])
-                x = hs[k]
-            logits = self.output(x)
+            logits = self._step(gates_in, hs, cs, layers)
             if temperature <= 0:
                 tok = logits.argmax(-1)
             else:
@@ -187,10 +184,37 @@ class HierarchicalMelodyVAE(nn.Module):
             gates_in = emb_gates + token_gates[tok]
         return out.view(B, STEPS)
 
+    def _step(self, gates_in: torch.Tensor, hs: list, cs: list, layers: list) -> torch.Tensor:
+        """One step of the bar LSTM (states updated in place in ``hs``, ``cs``) -> logits (rows, V)."""
+        x = None
+        for k, (w_ih, w_hh, b) in enumerate(layers):
+            g = (gates_in if k == 0 else torch.addmm(b, x, w_ih.T)) + hs[k] @ w_hh.T
+            i, f, gg, o = g.chunk(4, dim=-1)
+            cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
+            hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])
+            x = hs[k]
+        return self.output(x)
+
+    def _decode_in_sequence(self, h0, c0, emb_gates, token_gates, layers, temperature, generator, steer: Steer):
+        layer_count, rows, size = h0.shape
+        B = rows // NUM_BARS
+        h0, c0 = h0.view(layer_count, B, NUM_BARS, size), c0.view(layer_count, B, NUM_BARS, size)
+        emb_gates = emb_gates.view(B, NUM_BARS, -1)
+        state = steer.start(B, emb_gates.device)
+        out = torch.empty(B, STEPS, dtype=torch.long, device=emb_gates.device)
+        for bar in range(NUM_BARS):  # each bar restarts from its embedding, as in training
+            hs, cs = list(h0[:, :, bar].unbind(0)), list(c0[:, :, bar].unbind(0))
+            gates_in = emb_gates[:, bar]
+            for t in range(BAR_STEPS):
+                tok = steer.choose(self._step(gates_in, hs, cs, layers), state, temperature, generator)
+                out[:, bar * BAR_STEPS + t] = tok
+                gates_in = emb_gates[:, bar] + token_gates[tok]
+        return out
+
     @torch.inference_mode()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
                batch_size: int = 256, bf16: bool = False) -> torch.Tensor:
-        """n melodies from the prior, decoded ``batch_size`` at a time: tokens (n, 256)."""
+        """n melodies from the prior, decoded ``batch_size`` at a time: tokens (n, 256), unsteered."""
         device = self.output.weight.device
         z = torch.randn(n, self.config.z_size, generator=generator, device=device)
         return torch.cat([self.decode(z[i : i + batch_size], temperature, generator, bf16) for i in range(0, n, batch_size)])

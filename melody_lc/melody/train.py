@@ -17,6 +17,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
+from melody_lc.melody.errors import PrecisionError
 from melody_lc.melody.model import HierarchicalMelodyVAE, VAEConfig, kl_nats, vae_loss
 
 KIND = "melody-vae"
@@ -107,7 +109,7 @@ def _cpu_flags() -> set[str]:
 
 
 def describe_hardware() -> str:
-    """'AMD EPYC (2 threads, AMX)' or the GPU's name: recorded in checkpoints and model cards."""
+    """'AMD EPYC (2 threads, avx512_bf16)' or the GPU's name: recorded in checkpoints and model cards."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
     name = "CPU"
@@ -116,15 +118,35 @@ def describe_hardware() -> str:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
-    bf16 = ", AMX" if cpu_has_amx() else (", AVX-512 BF16" if cpu_has_fast_bf16() else "")
-    return f"{name} ({torch.get_num_threads()} threads{bf16})"
+    flags = _cpu_flags()
+    simd = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "no AVX2")
+    return f"{name} ({torch.get_num_threads()} threads, {simd})"
+
+
+@functools.cache
+def bf16_lstm_works(device_type: str = "cpu") -> bool:
+    """Whether torch can run an LSTM under bf16 autocast here: on CPUs without AVX-512 BF16 (AVX2
+    only) torch's oneDNN has no bf16 LSTM and raises. Probed once with a tiny LSTM."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.LSTM(4, 4, batch_first=True)(torch.zeros(1, 2, 4))
+        return True
+    except RuntimeError:
+        return False
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bf16: "auto" where it is fast and works, "bf16" where it works (else a
+    :class:`PrecisionError`), "fp32" never."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     if precision == "auto":
-        return device.type == "cuda" or cpu_has_fast_bf16()
+        return (device.type == "cuda" or cpu_has_fast_bf16()) and bf16_lstm_works(device.type)
+    if precision == "bf16" and not bf16_lstm_works(device.type):
+        raise PrecisionError(f"bf16 is not available on this {'GPU' if device.type == 'cuda' else 'CPU'}: torch has "
+                             "no bf16 LSTM here (it needs AVX-512 BF16 or AMX); use --precision fp32 or auto")
     return precision == "bf16"
 
 

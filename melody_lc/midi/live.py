@@ -38,8 +38,8 @@ class PhraseMaker:
     stay related (``variation`` a in [0, 1]: 0 repeats, 1 jumps)."""
 
     def __init__(self, model, rules, fitted, values: dict | None = None, temperature: float = 0.5,
-                 variation: float = 0.35, seed: int = 0) -> None:
-        self.model, self.rules, self.fitted = model, rules, fitted
+                 variation: float = 0.35, seed: int = 0, enforce: bool = True) -> None:
+        self.model, self.rules, self.fitted, self.enforce = model, rules, fitted, enforce
         self.values, self.temperature, self.variation = values, temperature, variation
         self.gen = torch.Generator().manual_seed(seed)
         self.z = torch.randn(1, model.config.z_size, generator=self.gen)
@@ -89,12 +89,32 @@ class PhraseMaker:
             self.z = math.sqrt(1 - a * a) * self.z + a * torch.randn(self.z.shape, generator=self.gen)
             cond, cvec = self._condition(1)
             z2 = self.fitted.actor(self.z, cvec) if self.fitted is not None else self.z
-            tokens = self.model.decode(z2, temperature=self.temperature, generator=self.gen).numpy()[0]
-            info = {"source": "generated", "version": self.version, "z": self.z.clone()}
-            if self.rules is not None:
-                info["satisfied"] = self.rules.satisfied(tokens[None], cond)[0].tolist()
-                info["values"] = {k: float(v[0]) for k, v in cond.items()} if cond else {}
-            return tokens, info
+            if self.rules is None:
+                tokens = self.model.decode(z2, temperature=self.temperature, generator=self.gen).numpy()[0]
+                return tokens, {"source": "generated", "version": self.version, "z": self.z.clone()}
+            return self._checked(z2, cond, cvec)
+
+    LIVE_REDRAWS = 4  # a phrase that breaks a rule is drawn again this many times (a small walk step each)
+
+    def _checked(self, z2, cond, cvec) -> tuple[np.ndarray, dict]:
+        """The phrase decoded under the rules' constraints and verified; redrawn near the walk's
+        position if it fails. One that never passes is handed over marked (``info["unmet"]``)."""
+        from melody_lc.constrain import decode_checked
+
+        redraws = 0
+        while True:
+            c = decode_checked(self.rules, self.model, z2, cond, self.temperature, self.gen, mask=self.enforce)
+            if c.ok[0] or not self.enforce or redraws == self.LIVE_REDRAWS:
+                break
+            redraws += 1
+            z = math.sqrt(1 - 0.1**2) * self.z + 0.1 * torch.randn(self.z.shape, generator=self.gen)
+            z2 = self.fitted.actor(z, cvec) if self.fitted is not None else z
+        info = {"source": "generated", "version": self.version, "z": self.z.clone(),
+                "satisfied": (~c.failed[0]).tolist(), "interventions": int(c.interventions[0]),
+                "redraws": redraws, "values": {k: float(v[0]) for k, v in cond.items()} if cond else {}}
+        if not c.ok[0]:
+            info["unmet"] = [n for n, bad in zip(self.rules.names, c.failed[0]) if bad]
+        return c.tokens[0], info
 
     def respond(self, tokens: np.ndarray) -> tuple[np.ndarray, dict]:
         """Call and response: the player's phrase moved toward the rules (identity-preserving)."""
@@ -104,9 +124,13 @@ class PhraseMaker:
             version = self.version
             if self.fitted is None:
                 return tokens, {"source": "response", "version": version}
-            out, report = transform(tokens, self.rules, self.model, self.fitted, values=self.values)
-            return out[0], {"source": "response", "version": version, "called": np.asarray(tokens).tolist(),
-                            "steps_changed": report["steps_changed"]}
+            out, report = transform(tokens, self.rules, self.model, self.fitted, values=self.values, enforce=self.enforce)
+            info = {"source": "response", "version": version, "called": np.asarray(tokens).tolist(),
+                    "steps_changed": report["steps_changed"], "interventions": report["interventions_per_melody"],
+                    "satisfied": [bool(r["satisfied"]) for r in report["rules"].values()]}
+            if not report["all_rules"]:
+                info["unmet"] = [n for n, r in report["rules"].items() if not r["satisfied"]]
+            return out[0], info
 
 
 @dataclass
@@ -188,6 +212,9 @@ class LiveEngine:
     def _make(self, k: int) -> None:
         pending = self.capture.take_response()
         tokens, info = self.maker.respond(pending) if pending is not None else self.maker.next()
+        if info.get("unmet"):  # said plainly, in the log, the status file and the terminal UI
+            self.log(f"phrase {k}: no {'answer' if pending is not None else 'phrase'} obeying every rule was found "
+                     f"(breaks {', '.join(info['unmet'])}); it plays marked as such")
         rec = PhraseRecord(k, tokens, info, ready_at=self.clock.now())
         with self._cond:
             if k > self.transport.phrase_index:  # not started while we worked

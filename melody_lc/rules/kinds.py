@@ -5,11 +5,18 @@ shape (N, 256)). The built-in kinds measure a *violation* >= 0 (0 exactly when t
 ``satisfied`` is ``violation == 0`` and ``reward`` is ``exp(-violation / scale)``, which is 1 when
 met and falls smoothly with the size of the violation.
 
-Plugins (API version 1): a package declares an entry point in the group ``melody_lc.rules`` that
-names a :class:`RuleKind` subclass (or instance). It must set ``name`` and ``summary``, implement
-``parse(cursor) -> params`` and ``describe(params) -> str``, and either ``violation`` (with a
-``scale``) or both ``reward`` and ``satisfied`` (a reward need not be differentiable: only its
-values are used). See the README for a complete example.
+Each built-in kind also compiles to a decode-time constraint (``constraint``), a mask over the 130
+classes per melody and step (:mod:`melody_lc.rules.constraints`), so that what melody-lc hands over
+obeys the rule: the mask makes it so while decoding, the exact test checks it afterwards.
+
+Plugins (API version 2; version 1 still loads): a package declares an entry point in the group
+``melody_lc.rules`` that names a :class:`RuleKind` subclass (or instance). It must set ``name`` and
+``summary``, implement ``parse(cursor) -> params`` and ``describe(params) -> str``, and either
+``violation`` (with a ``scale``) or both ``reward`` and ``satisfied`` (a reward need not be
+differentiable: only its values are used). Version 2 adds the optional ``constraint(params, cond,
+n)`` hook returning a :class:`melody_lc.melody.steer.Constraint`; a kind without one is enforced by
+verification alone (a melody that fails its test is redrawn). See rules/README.md for a complete
+example.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from melody_lc.melody import metrics
+from melody_lc.melody.encoding import NUM_BARS
+from melody_lc.rules import constraints
 from melody_lc.rules.syntax import Cursor, did_you_mean
 
 PLUGIN_GROUP = "melody_lc.rules"
-PLUGIN_API_VERSION = 1
+PLUGIN_API_VERSION = 2
+SUPPORTED_API_VERSIONS = (1, 2)  # 2 added the optional decode-time ``constraint`` hook
 
 PITCH_CLASSES = {"c": 0, "c#": 1, "db": 1, "d": 2, "d#": 3, "eb": 3, "e": 4, "fb": 4, "e#": 5, "f": 5, "f#": 6,
                  "gb": 6, "g": 7, "g#": 8, "ab": 8, "a": 9, "a#": 10, "bb": 10, "b": 11, "cb": 11, "b#": 0}
@@ -63,6 +73,17 @@ class RuleKind:
     def open_params(self, params: dict) -> dict[str, tuple]:
         """Parameters left open with '?': name -> ("category", n) or ("range", low, high)."""
         return {}
+
+    def offending_notes(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
+        """(N, 256) bool: the note-ons that break the rule, for marking in red (none by default: a
+        rule of the whole melody, such as the rest share, marks the melody, not its notes)."""
+        return np.zeros(tokens.shape, bool)
+
+    def constraint(self, params: dict, cond: dict, n: int):
+        """The rule as a decode-time constraint over n melodies (a :class:`~melody_lc.melody.steer.Constraint`),
+        or None: such a kind is enforced by verification alone. ``cond`` holds the open parameters'
+        values (n each) and ``_tonic``, the key rule's tonic per melody."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,6 +232,15 @@ class Key(RuleKind):
     def open_params(self, params):
         return {"tonic": ("category", 12)} if params["tonic"] is None and params["mode"] else {}
 
+    def constraint(self, params, cond, n):
+        return constraints.PitchClasses(self.pitch_classes(params, cond, n))
+
+    def offending_notes(self, tokens, params, cond):
+        allowed = self.pitch_classes(params, cond, len(tokens))
+        is_note = tokens < 128
+        pc = np.where(is_note, tokens % 12, 0).astype(int)
+        return is_note & ~np.take_along_axis(allowed, pc, axis=1)
+
     def describe(self, params):
         if params["mode"] is None:
             return "every note is one of the pitch classes " + ", ".join(NAMES[p] for p in params["pcs"])
@@ -254,6 +284,30 @@ class Density(RuleKind):
     def open_params(self, params):
         return {"density": ("range", *self.OPEN_RANGE)} if params["open"] else {}
 
+    def offending_notes(self, tokens, params, cond):
+        """Every note of a bar with too many notes."""
+        if params["average"]:
+            return np.zeros(tokens.shape, bool)
+        per_bar = metrics.notes_per_bar(tokens).astype(float)
+        high = np.asarray(cond["density"], float)[:, None] if params["open"] and params["op"] == "<=" else params["high"]
+        if params["open"] and params["op"] == ">=":
+            high = None
+        crowded = bound_violation(per_bar, None, high) > 1e-9 if high is not None else np.zeros(per_bar.shape, bool)
+        return (tokens < 128) & np.repeat(crowded, 16, axis=1)
+
+    def constraint(self, params, cond, n):
+        low, high = params["low"], params["high"]
+        if params["open"]:
+            target = np.asarray(cond["density"], dtype=float)
+            low, high = (target, None) if params["op"] == ">=" else (None, target)
+        per = 1 if not params["average"] else NUM_BARS  # on average: a bound on the melody's note count
+
+        def whole(v, f):
+            return None if v is None else f(np.broadcast_to(np.asarray(v, dtype=float) * per, (n,)))
+
+        return constraints.Onsets(whole(low, constraints.at_least), whole(high, constraints.at_most),
+                                  per_bar=not params["average"])
+
     def describe(self, params):
         where = "on average over the 16 bars" if params["average"] else "in every bar"
         if params["open"]:
@@ -282,6 +336,12 @@ class Range(RuleKind):
         has = hi >= 0
         v = np.maximum(0, params["low"] - lo) + np.maximum(0, hi - params["high"])
         return np.where(has, v, 0).astype(float)
+
+    def constraint(self, params, cond, n):
+        return constraints.PitchRange(n, params["low"], params["high"])
+
+    def offending_notes(self, tokens, params, cond):
+        return (tokens < 128) & ((tokens < params["low"]) | (tokens > params["high"]))
 
     def describe(self, params):
         return f"every note between {pitch_name(params['low'])} and {pitch_name(params['high'])}"
@@ -326,6 +386,21 @@ class Leap(_Bounded):
     def measure(self, tokens):
         return metrics.largest_leap(tokens)
 
+    def constraint(self, params, cond, n):
+        return constraints.Leap(*constraints.whole_bounds(params["low"], params["high"]))
+
+    def offending_notes(self, tokens, params, cond):
+        """The notes reached by a leap wider than the bound."""
+        out = np.zeros(tokens.shape, bool)
+        if params["high"] is None:
+            return out
+        steps, mask = metrics.intervals(tokens)
+        order = np.argsort(~(tokens < 128), axis=-1, kind="stable")  # note positions in time order
+        wide = mask & (np.abs(steps) > params["high"])
+        rows, k = np.nonzero(wide)
+        out[rows, order[rows, k + 1]] = True
+        return out
+
     def phrase(self, bounds):
         return "the largest leap between successive notes is " + bounds
 
@@ -338,6 +413,9 @@ class Rests(_Bounded):
 
     def measure(self, tokens):
         return metrics.rest_fraction(tokens)
+
+    def constraint(self, params, cond, n):
+        return constraints.Silence(*constraints.silent_step_bounds(params["low"], params["high"]))
 
     def phrase(self, bounds):
         return "silence " + bounds
@@ -352,6 +430,9 @@ class Distinct(_Bounded):
 
     def measure(self, tokens):
         return metrics.distinct_pitches(tokens)
+
+    def constraint(self, params, cond, n):
+        return constraints.DistinctPitches(*constraints.whole_bounds(params["low"], params["high"]))
 
     def phrase(self, bounds):
         return "uses " + bounds
@@ -379,6 +460,18 @@ class _Edge(RuleKind):
         dist = np.abs(pc - target) % 12
         dist = np.minimum(dist, 12 - dist) / 6.0  # circular distance in semitones, 0..1
         return np.where(is_note.any(1), dist, 1.0)
+
+    def constraint(self, params, cond, n):
+        target = np.asarray(cond["_tonic"], dtype=int) if params["pc"] is None else np.full(n, params["pc"])
+        return constraints.Edge(target, first=self.which == 0)
+
+    def offending_notes(self, tokens, params, cond):
+        out = np.zeros(tokens.shape, bool)
+        is_note = tokens < 128
+        rows = np.flatnonzero(is_note.any(1) & (self.violation(tokens, params, cond) > 1e-9))
+        idx = is_note.argmax(1) if self.which == 0 else 255 - is_note[:, ::-1].argmax(1)
+        out[rows, idx[rows]] = True
+        return out
 
     def describe(self, params):
         where = "the tonic" if params["pc"] is None else NAMES[params["pc"]]
@@ -413,8 +506,9 @@ def load_plugins() -> tuple[dict[str, RuleKind], list[tuple[str, str]]]:
         try:
             obj = ep.load()
             kind = obj() if isinstance(obj, type) else obj
-            if getattr(kind, "api_version", None) != PLUGIN_API_VERSION:
-                raise TypeError(f"plugin API version {getattr(kind, 'api_version', None)}, expected {PLUGIN_API_VERSION}")
+            if getattr(kind, "api_version", None) not in SUPPORTED_API_VERSIONS:
+                raise TypeError(f"plugin API version {getattr(kind, 'api_version', None)}, expected one of "
+                                + ", ".join(map(str, SUPPORTED_API_VERSIONS)))
             if not kind.name or not callable(getattr(kind, "parse", None)):
                 raise TypeError("a rule kind needs a name and a parse method")
             kinds[kind.name.lower()] = kind

@@ -5,6 +5,7 @@
     r = rules.rewards(tokens, cond)               # (N, R) in [0, 1], one column per rule
     ok = rules.satisfied(tokens, cond)            # (N, R) bool
     c = rules.condition_vector(cond)              # (N, D) float, the actor's and critics' input
+    steer = rules.steer(cond, n)                  # the decode-time constraints (model.decode(..., steer=steer))
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from melody_lc.rules.kinds import Key, RuleKind, pitch_name, registry
+from melody_lc.melody.encoding import NUM_BARS, STEPS
+from melody_lc.melody.steer import Steer
+from melody_lc.rules.kinds import NAMES, Key, RuleKind, pitch_name, registry
 from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
 
 
@@ -104,14 +107,26 @@ class RuleSet:
         return out
 
     # -- scoring ---------------------------------------------------------------------------------
-    def _cond(self, tokens: np.ndarray, cond: dict | None) -> dict:
+    def _cond(self, tokens_or_n, cond: dict | None) -> dict:
+        n = tokens_or_n if isinstance(tokens_or_n, int) else len(tokens_or_n)
         cond = dict(cond or {})
         missing = set(self.open) - set(cond)
         if missing:
             raise KeyError(f"no value given for the open parameter(s) {', '.join(sorted(missing))}")
         if self._key is not None:
-            cond["_tonic"] = Key.tonic(self._key.params, cond, len(tokens))
+            cond["_tonic"] = Key.tonic(self._key.params, cond, n)
         return cond
+
+    def steer(self, cond: dict | None, n: int) -> Steer:
+        """The decode-time constraints of every rule whose kind has one, for n melodies."""
+        c = self._cond(n, cond)
+        made = [(name, r.kind.constraint(r.params, c, n)) for name, r in zip(self.names, self.rules)]
+        return Steer([(name, k) for name, k in made if k is not None])
+
+    @property
+    def verified_only(self) -> list[str]:
+        """Rules whose kind has no decode-time constraint (a plugin's): kept by verification alone."""
+        return [name for name, r in zip(self.names, self.rules) if type(r.kind).constraint is RuleKind.constraint]
 
     def rewards(self, tokens, cond: dict | None = None) -> np.ndarray:
         """(N, R) rewards in [0, 1]."""
@@ -126,6 +141,16 @@ class RuleSet:
         c = self._cond(t, cond)
         cols = [np.asarray(r.kind.satisfied(t, r.params, c), dtype=bool) for r in self.rules]
         return np.stack(cols, 1) if cols else np.ones((len(t), 0), bool)
+
+    def violations(self, tokens, cond: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(notes (N, 256) bool, melodies (N,) bool): the note-ons that break a rule, and the
+        melodies that break any (some rules, such as the rest share, have no single note to blame)."""
+        t = _as_tokens(tokens)
+        c = self._cond(t, cond)
+        notes = np.zeros(t.shape, bool)
+        for r in self.rules:
+            notes |= np.asarray(r.kind.offending_notes(t, r.params, c), dtype=bool)
+        return notes & (t < 128), ~self.satisfied(t, cond).all(1)
 
     def reward(self, tokens, cond: dict | None = None) -> np.ndarray:
         """(N,) weighted geometric mean of the rule rewards: 1 only when every rule is met."""
@@ -225,9 +250,62 @@ def check_contradictions(rules: list[Rule], path: str) -> None:
     hi = min((r.params["high"] for r in ranges), default=127)
     if ranges and lo > hi:
         _fail(path, ranges[-1], f"contradicts an earlier range rule: no pitch lies in both ({pitch_name(lo)} above {pitch_name(hi)})")
+    _check_counts(rules, path, allowed, lo, hi, bool(keys))
     d_low, _, d_rule = _interval(rules, "distinct")
     if d_rule is not None:
         fixed_key = all(k.params["tonic"] is not None for k in keys)
         pitches = [p for p in range(lo, hi + 1) if allowed[p % 12]] if fixed_key else list(range(lo, hi + 1))
         if d_low > len(pitches):
             _fail(path, d_rule, f"asks for at least {d_low:g} different pitches but the key and range allow only {len(pitches)}")
+
+
+def _check_counts(rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi: int, has_key: bool) -> None:
+    """Rules that together need more notes than others allow, more silence than the notes leave,
+    or a leap wider than the range."""
+    need, room = [(0, None)], [(STEPS, None)]  # (notes, the rule that says so)
+    for r in rules:
+        p, name = r.params, r.kind.name
+        if name in ("key", "start", "end"):
+            need.append((1, r))  # fails a melody without notes
+        elif name == "density" and not p["open"]:
+            per = NUM_BARS
+            if p["low"] is not None:
+                need.append((int(np.ceil(p["low"] * per - 1e-7)), r))
+            if p["high"] is not None:
+                room.append((int(np.floor(p["high"] * per + 1e-7)), r))
+        elif name == "distinct" and p["low"] is not None:
+            need.append((int(np.ceil(p["low"] - 1e-7)), r))
+        elif name == "leap" and p["low"]:
+            need.append((2, r))
+            if p["low"] > hi - lo:
+                _fail(path, r, f"asks for a leap of at least {p['low']:g} semitones but the range spans only {hi - lo}")
+    (most_needed, needer), (least_room, limiter) = max(need, key=lambda x: x[0]), min(room, key=lambda x: x[0])
+    if most_needed > least_room:
+        _fail(path, needer, f"needs at least {most_needed} note{'s' if most_needed != 1 else ''} but line {limiter.line} allows at most {least_room}")
+    for r in rules:
+        if r.kind.name != "rests":
+            continue
+        low, high = r.params["low"], r.params["high"]
+        if low is not None and np.ceil(low * STEPS - 1e-7) > STEPS - most_needed:
+            _fail(path, r, f"asks for at least {low:.0%} silence but line {needer.line} needs {most_needed} notes, "
+                           f"which sound at least {most_needed} of the {STEPS} steps")
+        if high is not None and high < 1 and least_room == 0:
+            _fail(path, r, f"asks for at most {high:.0%} silence but line {limiter.line} allows no notes")
+    for r in rules:  # start and end on a pitch class the key or the range leaves out
+        if r.kind.name not in ("start", "end"):
+            continue
+        key = next((k for k in rules if isinstance(k.kind, Key)), None)
+        pc = r.params["pc"]
+        if pc is None and key is not None and key.params["tonic"] is not None:
+            pc = key.params["tonic"] if key.params["mode"] else key.params["pcs"][0]
+        if pc is None:
+            continue
+        if r.params["pc"] is not None and has_key and all(k.params["tonic"] is not None for k in rules if isinstance(k.kind, Key)) \
+                and not allowed[pc]:
+            _fail(path, r, f"asks for the {'first' if r.kind.name == 'start' else 'last'} note on {NAMES[pc]}"
+                           f" but line {key.line} leaves that pitch class out")
+        if not any(p % 12 == pc for p in range(lo, hi + 1)):
+            _fail(path, r, f"no {NAMES[pc]} lies in the range {pitch_name(lo)} .. {pitch_name(hi)}")
+    if has_key and lo <= hi and not any(allowed[p % 12] for p in range(lo, hi + 1)):
+        key = next(r for r in rules if isinstance(r.kind, Key))
+        _fail(path, key, f"no pitch of this key lies in the range {pitch_name(lo)} .. {pitch_name(hi)}")

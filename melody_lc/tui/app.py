@@ -398,6 +398,10 @@ class LiveApp(App):
             self._counts[k] += int(good)
             table.update_cell(str(rule.line), "now", Text("✓", style="bold green") if good else Text("✗", style="bold red"))
             table.update_cell(str(rule.line), "played", f"{self._counts[k] / self._phrases:.0%} of {self._phrases}")
+        n = rec.info.get("interventions")
+        if n is not None:  # how much the rules' mask had to overrule the decoder for this phrase
+            table.border_subtitle = f"mask overruled the decoder {n:g}x" + \
+                (f", {rec.info['redraws']} redrawn" if rec.info.get("redraws") else "")
 
     def _update_status(self) -> None:
         s, st = self.session, self.session.settings

@@ -45,6 +45,7 @@ class LiveSettings:
     clock_input: str | None = None  # follow mode: the DAW's clock (default: input, else a virtual one)
     capture_last: int = 4  # 'capture last N phrases'
     seed: int = 0
+    enforce: bool = True  # decode under the rules' constraints and verify (False: the raw output)
 
 
 def value_text(rules: RuleSet, name: str, value: float) -> str:
@@ -92,7 +93,7 @@ class LiveSession:
         self.fitted = self.find_fit(self.rules)
         self.values = default_values(self.rules, values)
         self.maker = PhraseMaker(model, self.rules, self.fitted, self.values or None, self.settings.temperature,
-                                 self.settings.variation, self.settings.seed)
+                                 self.settings.variation, self.settings.seed, self.settings.enforce)
         self.engine: LiveEngine | None = None
         self.out = None
         self.inputs: list = []

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from melody_lc.melody import Melody
+from melody_lc.rules import load_rules
 from tests.conftest import run_cli
 from tests.conftest import scale_notes, write_midi
 from tests.melody.test_dataset import make_bad_files
@@ -294,11 +295,52 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), "--set", "tonic=C",
                   *common, env_extra=env)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "t.mid").exists() and "of steps changed" in res.stdout
+    assert (tmp_path / "t.mid").exists() and "already obeys every rule, so it is unchanged" in res.stdout
+    assert Melody.from_midi_file(tmp_path / "t.mid") == Melody.from_midi_file(melody)
+    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t2.mid"), "--set", "tonic=F#",
+                  *common, env_extra=env)  # the C major scale, moved to F# major: it must come back in F# major
+    assert res.returncode == 0, res.stderr
+    moved = Melody.from_midi_file(tmp_path / "t2.mid").tokens
+    assert load_rules(rules).satisfied(moved[None], {"tonic": np.array([6])}).all()
+    assert "of steps changed" in res.stdout and "changed:" in res.stdout
+    res = run_cli("generate", "--rules", str(rules), "-n", "6", "--out", str(tmp_path / "raw"), "--set", "tonic=F#",
+                  "--no-enforce", "--temperature", "1.5", *common, env_extra=env)
+    raw = json.loads((tmp_path / "raw" / "report.json").read_text())
+    assert res.returncode == 0 and raw["enforced"] is False and raw["decodes"] == 6
+    assert (raw["all_rules"] < 1) == ("break a rule" in res.stderr)
+    impossible = tmp_path / "impossible.rules"  # contradictory, but only the constraints can see it
+    impossible.write_text("key: pitch classes C F#\nleap: <= 2 semitones\ndistinct: >= 2 pitches\n")
+    res = run_cli("generate", "--rules", str(impossible), "-n", "2", "--max-decodes", "8", "--out", str(tmp_path / "none"),
+                  *common, env_extra=env)
+    assert res.returncode == 2 and "allow no melody" in res.stderr and "key:1+leap:2+distinct:3" in res.stderr
+    assert not (tmp_path / "none").exists() and "Traceback" not in res.stderr
+    static = tmp_path / "static.rules"
+    static.write_text("density: >= 12 notes per bar\nrests: >= 50%\n")
+    res = run_cli("generate", "--rules", str(static), "--out", str(tmp_path / "none"), *common, env_extra=env)
+    assert res.returncode == 2 and "static.rules:2:1" in res.stderr and not (tmp_path / "none").exists()
     bad = tmp_path / "bad.rules"
     bad.write_text("key: C majr\n")
     res = run_cli("generate", "--rules", str(bad), "--out", str(tmp_path / "nothing"), *common, env_extra=env)
     assert res.returncode == 2 and "bad.rules:1:8" in res.stderr and not (tmp_path / "nothing").exists()
+
+
+def test_a_new_rules_file_fits_with_nothing_but_the_model(tiny_run, tmp_path):
+    """`fit-stats` stores beside the model what a fit takes from the data; then no dataset is needed."""
+    root, data, model = tiny_run
+    mine = tmp_path / "model"
+    shutil.copytree(model, mine)
+    env = {"MELODY_LC_CACHE": str(tmp_path / "cache")}  # no dataset in this cache
+    rules = tmp_path / "new.rules"
+    rules.write_text("key: G major\nrange: D4 .. D6\n")
+    common = ["--model", str(mine), "--rounds", "1", "--quick", "--quiet"]
+    res = run_cli("generate", "--rules", str(rules), "-n", "2", "--out", str(tmp_path / "a"), *common, env_extra=env)
+    assert res.returncode == 2 and "no dataset there" in res.stderr
+    res = run_cli("fit-stats", "--model", str(mine), "--data", str(data), env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert (mine / "fit-stats.safetensors").is_file() and json.loads((mine / "fit-stats.json").read_text())["encodings"] > 0
+    res = run_cli("generate", "--rules", str(rules), "-n", "2", "--out", str(tmp_path / "a"), *common, env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert len(list((tmp_path / "a").glob("melody-*.mid"))) == 2
 
 
 def test_shipped_model_samples_with_no_model_named(tmp_path):

@@ -187,12 +187,20 @@ def test_learning_rate_decays_to_its_floor_and_gradients_are_clipped(tmp_path):
 
 
 def test_precision_choice(tmp_path):
-    from melody_lc.melody.train import cpu_has_fast_bf16, use_bf16
+    from melody_lc.melody.errors import PrecisionError
+    from melody_lc.melody.train import bf16_lstm_works, cpu_has_fast_bf16, use_bf16
 
     cpu = torch.device("cpu")
-    assert use_bf16("auto", cpu) == cpu_has_fast_bf16() and use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+    assert use_bf16("auto", cpu) == (cpu_has_fast_bf16() and bf16_lstm_works()) and not use_bf16("fp32", cpu)
     with pytest.raises(ValueError, match="precision"):
         use_bf16("fp8", cpu)
+    if not bf16_lstm_works():  # an AVX2-only CPU: asking for bf16 is a user error, never a traceback
+        with pytest.raises(PrecisionError, match="fp32"):
+            use_bf16("bf16", cpu)
+        with pytest.raises(PrecisionError):
+            Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=1, batch_size=8, precision="bf16"), tmp_path / "a")
+        return
+    assert use_bf16("bf16", cpu)
     t = Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=1, batch_size=8, precision="bf16"), tmp_path / "a")
     assert t.bf16
     terms = t.train_step()  # a bf16 step trains and stays finite

@@ -1,0 +1,238 @@
+"""Decode-time constraints: what the decoder may write at each step, from a small per-row state.
+
+The paper's latent constraints move z to where the decoder *usually* writes what the rules ask;
+this module makes it *always*. A constraint looks at :class:`DecodeState` (what has been written so
+far in each row, one row per melody) and answers which of the 130 classes the next step may take::
+
+    class MyConstraint(Constraint):
+        def allowed(self, state):            # (N, 130) bool, or None for "anything"
+            ...
+
+    steer = Steer([("key:1", KeyConstraint(...)), ...])
+    tokens = model.decode(z, temperature, generator, steer=steer)   # steer.stats has the interventions
+
+:class:`Steer` combines the rules' constraints (logical and) and draws each step from the decoder's
+distribution restricted to the allowed classes. It first draws as the decoder would; only when that
+class is forbidden does it draw again from the renormalised allowed classes, which is exactly a draw
+from the restricted distribution. Such a step is an *intervention*; the probability mass the mask
+removed, summed over the steps, is the expected number of interventions: how much the rules had to
+overrule the decoder. A step where the constraints together allow nothing is a *dead end*: that row
+takes the decoder's own class, is marked, and is redrawn by the caller after verification.
+
+Rows are whole melodies, so a constraint sees bar lines as the music does (the previous bar's last
+pitch, the notes so far in the melody): a steered decode runs the bars in sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_CLASSES, REST, STEPS
+
+NOTES = slice(0, 128)
+
+
+class DecodeState:
+    """What has been written so far in each of N rows; :meth:`update` after each step.
+
+    All fields are tensors with N rows; pitches are MIDI numbers, -1 where there is none yet.
+    """
+
+    def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
+        self.n, self.step = n, 0  # step: the index (0..255) of the step about to be written
+        long = dict(dtype=torch.long, device=device)
+        self.last_pitch = torch.full((n,), -1, **long)  # the last note-on's pitch (rests do not reset it)
+        self.first_pitch = torch.full((n,), -1, **long)
+        self.highest = torch.full((n,), -1, **long)  # the highest pitch so far
+        self.sounding = torch.zeros(n, dtype=torch.bool, device=device)  # a note sounds into this step
+        self.onsets = torch.zeros(n, **long)  # note-ons so far in the melody
+        self.bar_onsets = torch.zeros(n, **long)  # note-ons so far in this bar
+        self.silent_steps = torch.zeros(n, **long)  # steps so far where no note sounds
+        self.max_leap = torch.zeros(n, **long)  # largest interval between successive notes so far
+        self.used = torch.zeros(n, 128, dtype=torch.bool, device=device)  # pitches used so far
+        self.distinct = torch.zeros(n, **long)
+        self.notes_needed = torch.zeros(n, **long)  # note-ons the rules still need (set by the steer)
+        self.note_needed_now = torch.zeros(n, dtype=torch.bool, device=device)  # a note-on now is one of them
+        self.notes_left = torch.full((n,), STEPS, **long)  # note-ons the rules still allow (set by the steer)
+
+    @property
+    def bar(self) -> int:
+        return self.step // BAR_STEPS
+
+    @property
+    def steps_left(self) -> int:
+        """Steps still to write in the melody, this one included."""
+        return STEPS - self.step
+
+    @property
+    def bar_steps_left(self) -> int:
+        """Steps still to write in this bar, this one included."""
+        return BAR_STEPS - self.step % BAR_STEPS
+
+    def update(self, tok: torch.Tensor) -> None:
+        """Record the classes (N,) just written at this step."""
+        is_note, hold = tok < 128, tok == HOLD
+        silent = (tok == REST) | (hold & ~self.sounding)
+        self.silent_steps += silent
+        pitch = tok.clamp(max=127)
+        leap = torch.where(is_note & (self.last_pitch >= 0), (pitch - self.last_pitch).abs(), 0)
+        self.max_leap = torch.maximum(self.max_leap, leap)
+        self.first_pitch = torch.where(is_note & (self.first_pitch < 0), pitch, self.first_pitch)
+        self.last_pitch = torch.where(is_note, pitch, self.last_pitch)
+        self.highest = torch.where(is_note, torch.maximum(self.highest, pitch), self.highest)
+        rows = is_note.nonzero().squeeze(1)
+        self.used[rows, pitch[rows]] = True
+        self.distinct = self.used.sum(1)
+        self.onsets += is_note
+        if self.step % BAR_STEPS == BAR_STEPS - 1:  # the bar is complete: the next step starts a new one
+            self.bar_onsets = torch.zeros_like(self.bar_onsets)
+        else:
+            self.bar_onsets = self.bar_onsets + is_note
+        self.sounding = is_note | (hold & self.sounding)
+        self.step += 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks for masks, (N, 130) bool
+# --------------------------------------------------------------------------------------------------
+def everything(n: int, device="cpu") -> torch.Tensor:
+    return torch.ones(n, NUM_CLASSES, dtype=torch.bool, device=device)
+
+
+def only_notes(pitches: torch.Tensor) -> torch.Tensor:
+    """(N, 128) allowed pitches -> (N, 130): those note-ons, HOLD and REST."""
+    return torch.cat([pitches, pitches.new_ones(len(pitches), 2)], 1)
+
+
+def force_note(mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Forbid HOLD and REST where ``rows`` (N,) bool: the step must start a note."""
+    mask[:, HOLD:] &= ~rows[:, None]
+    return mask
+
+
+def forbid_notes(mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    mask[:, NOTES] &= ~rows[:, None]
+    return mask
+
+
+def forbid_silence(mask: torch.Tensor, rows: torch.Tensor, state: DecodeState) -> torch.Tensor:
+    """Where ``rows``: this step must sound (a note-on, or a HOLD of a sounding note)."""
+    mask[:, REST] &= ~rows
+    mask[:, HOLD] &= ~(rows & ~state.sounding)
+    return mask
+
+
+def force_silence(mask: torch.Tensor, rows: torch.Tensor, state: DecodeState) -> torch.Tensor:
+    """Where ``rows``: this step must be silent (a REST, or a HOLD of silence)."""
+    mask = forbid_notes(mask, rows)
+    mask[:, HOLD] &= ~(rows & state.sounding)
+    return mask
+
+
+class Constraint:
+    """One rule's decode-time constraint. :meth:`allowed` may keep state of its own between calls
+    (a decode calls it once per step, steps in order, on the same N rows)."""
+
+    def allowed(self, state: DecodeState) -> torch.Tensor | None:
+        """(N, 130) bool: the classes step ``state.step`` may take; None when anything may."""
+        raise NotImplementedError
+
+    def notes_needed(self, state: DecodeState) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(count, now): the note-ons this rule still needs from this step on (N,), and whether a
+        note-on at this step would be one of them (N,) bool; None when it needs none. The steer
+        puts the largest count in ``state.notes_needed`` (and ``state.note_needed_now``) before it
+        asks for masks, so that a rule that needs silence makes room for those notes in time."""
+        return None
+
+    def notes_left(self, state: DecodeState) -> torch.Tensor | None:
+        """(N,) the most note-ons this rule still allows from this step on (None: no limit); the
+        steer puts the smallest in ``state.notes_left``, so that a rule that needs a particular
+        last note can see when a note may be the last."""
+        return None
+
+
+@dataclass
+class SteerStats:
+    """Per row: interventions, removed probability mass (summed over steps), dead end; per rule:
+    interventions (the decoder's class was forbidden by that rule), and the rules of dead ends."""
+
+    interventions: torch.Tensor
+    mass_removed: torch.Tensor
+    dead_end: torch.Tensor
+    by_rule: dict[str, torch.Tensor]
+    blocked_by: list[tuple[str, ...] | None] = field(default_factory=list)
+
+
+class Steer:
+    """The rules' constraints combined; draws each step of a decode under them."""
+
+    def __init__(self, constraints: list[tuple[str, Constraint]]) -> None:
+        self.constraints = constraints
+        self.stats: SteerStats | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.constraints)
+
+    def start(self, n: int, device="cpu") -> DecodeState:
+        z = torch.zeros(n, device=device)
+        self.stats = SteerStats(z.long(), z.clone(), z.bool(), {name: z.long() for name, _ in self.constraints},
+                                [None] * n)
+        return DecodeState(n, device)
+
+    def choose(self, logits: torch.Tensor, state: DecodeState, temperature: float,
+               generator: torch.Generator | None) -> torch.Tensor:
+        """The class (N,) of this step, drawn under the constraints; updates ``state`` and the stats."""
+        logits = logits.float()
+        probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), -1)
+        raw = logits.argmax(-1) if temperature <= 0 else torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        needed = [k for _, c in self.constraints if (k := c.notes_needed(state)) is not None]
+        if needed:
+            state.notes_needed = torch.stack([count for count, _ in needed]).amax(0)
+            state.note_needed_now = torch.stack([now for _, now in needed]).any(0)
+        else:
+            state.notes_needed, state.note_needed_now = torch.zeros_like(state.onsets), state.sounding & False
+        limits = [k for _, c in self.constraints if (k := c.notes_left(state)) is not None]
+        state.notes_left = torch.stack(limits).amin(0) if limits else torch.full_like(state.onsets, STEPS)
+        masks = [(name, m) for name, c in self.constraints if (m := c.allowed(state)) is not None]
+        tok = raw
+        if masks:
+            allowed = masks[0][1].clone()
+            for _, m in masks[1:]:
+                allowed &= m
+            dead = ~allowed.any(1)
+            if dead.any():
+                self._dead_ends(dead, masks)
+                allowed[dead] = True  # a dead end writes what the decoder wrote; verification redraws it
+            rows = torch.arange(len(raw), device=raw.device)
+            hit = ~allowed[rows, raw]
+            s = self.stats
+            s.mass_removed += (probs * ~allowed).sum(1)
+            s.interventions += hit
+            for name, m in masks:
+                s.by_rule[name] += hit & ~m[rows, raw]
+            if hit.any():
+                idx = hit.nonzero().squeeze(1)
+                if temperature <= 0:
+                    again = logits[idx].masked_fill(~allowed[idx], float("-inf")).argmax(-1)
+                else:
+                    again = torch.multinomial(probs[idx] * allowed[idx], 1, generator=generator).squeeze(-1)
+                tok = raw.clone()
+                tok[idx] = again
+        state.update(tok)
+        return tok
+
+    def _dead_ends(self, dead: torch.Tensor, masks) -> None:
+        """For each newly dead row, a smallest set of rules that together allow nothing (greedy)."""
+        s = self.stats
+        for row in dead.nonzero().squeeze(1).tolist():
+            if s.dead_end[row]:
+                continue
+            s.dead_end[row] = True
+            involved = [(name, m[row]) for name, m in masks if not m[row].all()]
+            for i in range(len(involved) - 1, -1, -1):  # drop each rule the rest still contradict without
+                rest = involved[:i] + involved[i + 1:]
+                if rest and not torch.stack([m for _, m in rest]).all(0).any():
+                    involved = rest
+            s.blocked_by[row] = tuple(name for name, _ in involved)

@@ -1,0 +1,214 @@
+"""The decode-time constraints of the built-in rule kinds (see :mod:`melody_lc.melody.steer`).
+
+Each is exact: a melody decoded under it passes the kind's exact test unless the decode hit a
+dead end (the constraints together allowing nothing at some step), which the steer reports. Bounds
+that need something to happen ("at least 3 notes per bar") force it only when the steps left are
+just enough, so the decoder keeps every choice it can.
+
+Tolerances match the exact tests (``violation <= 1e-9``): a count bound ``x >= low`` on a float low
+is ``x >= ceil(low)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from melody_lc.melody.encoding import BAR_STEPS, HOLD, STEPS
+from melody_lc.melody.steer import (
+    Constraint,
+    DecodeState,
+    everything,
+    forbid_notes,
+    forbid_silence,
+    force_note,
+    only_notes,
+)
+
+EPS = 1e-7
+PITCHES = torch.arange(128)
+
+
+def at_least(low) -> torch.Tensor:
+    """The smallest whole count that meets a (possibly per-row, float) lower bound."""
+    return torch.as_tensor(np.ceil(np.asarray(low, dtype=float) - EPS), dtype=torch.long)
+
+
+def at_most(high) -> torch.Tensor:
+    return torch.as_tensor(np.floor(np.asarray(high, dtype=float) + EPS), dtype=torch.long)
+
+
+def _needs_a_note(mask: torch.Tensor, state: DecodeState) -> torch.Tensor:
+    """Rules that fail a melody without notes: the last step starts one if none has started."""
+    if state.steps_left == 1:
+        force_note(mask, state.onsets == 0)
+    return mask
+
+
+def _one_note(state: DecodeState):
+    none_yet = state.onsets == 0
+    return none_yet.long(), none_yet
+
+
+class PitchClasses(Constraint):
+    """key / scale: note-ons only on the allowed pitch classes (N, 12), and at least one note."""
+
+    notes_needed = staticmethod(_one_note)
+
+    def __init__(self, allowed_pcs: np.ndarray) -> None:
+        pcs = torch.as_tensor(np.ascontiguousarray(allowed_pcs), dtype=torch.bool)  # (N, 12)
+        self.pitches = only_notes(pcs[:, PITCHES % 12])  # (N, 130)
+
+    def allowed(self, state):
+        return _needs_a_note(self.pitches.clone(), state)
+
+
+class PitchRange(Constraint):
+    def __init__(self, n: int, low: int, high: int) -> None:
+        self.pitches = only_notes(((PITCHES >= low) & (PITCHES <= high)).expand(n, 128))
+
+    def allowed(self, state):
+        return self.pitches
+
+
+class Onsets(Constraint):
+    """A bound on note-ons, per bar (``per_bar``) or over the whole melody; ``low``/``high`` are
+    whole counts (N,) or None."""
+
+    def __init__(self, low: torch.Tensor | None, high: torch.Tensor | None, per_bar: bool) -> None:
+        self.low, self.high, self.per_bar = low, high, per_bar
+
+    def notes_needed(self, state):
+        if self.low is None:
+            return None
+        if not self.per_bar:
+            short = (self.low - state.onsets).clamp(min=0)
+            return short, short > 0
+        later_bars = STEPS // BAR_STEPS - 1 - state.bar
+        short = (self.low - state.bar_onsets).clamp(min=0)
+        return short + self.low * later_bars, short > 0
+
+    def notes_left(self, state):
+        if self.high is None:
+            return None
+        if not self.per_bar:
+            return (self.high - state.onsets).clamp(min=0)
+        later_bars = STEPS // BAR_STEPS - 1 - state.bar
+        return (self.high - state.bar_onsets).clamp(min=0) + self.high * later_bars
+
+    def allowed(self, state):
+        count = state.bar_onsets if self.per_bar else state.onsets
+        left = state.bar_steps_left if self.per_bar else state.steps_left
+        mask = everything(state.n)
+        if self.high is not None:
+            forbid_notes(mask, count >= self.high)
+        if self.low is not None:
+            force_note(mask, self.low - count >= left)
+        return mask
+
+
+class Silence(Constraint):
+    """The share of silent steps between whole counts ``low`` and ``high`` of the 256 steps."""
+
+    def __init__(self, low: int | None, high: int | None) -> None:
+        self.low, self.high = low, high
+
+    def allowed(self, state):
+        mask = everything(state.n)
+        if self.high is not None:
+            forbid_silence(mask, state.silent_steps >= self.high, state)
+            # Start a silence only if the budget lasts to the bar line: a silence that must end
+            # mid-bar needs a note-on there, which another rule (notes per bar) may forbid.
+            mask[:, 129] &= ~(state.sounding & (self.high - state.silent_steps < state.bar_steps_left))
+        if self.low is not None:
+            # Tight: the steps left are just enough for the silence still needed and the note-ons
+            # the rules still need, so no step may be spent holding a note, and only needed notes start.
+            # When the silence still needed fills every step left, the steps left are all silent.
+            need = self.low - state.silent_steps
+            tight = need >= state.steps_left - state.notes_needed
+            mask[:, HOLD] &= ~(tight & state.sounding)
+            forbid_notes(mask, (tight & ~state.note_needed_now) | (need >= state.steps_left))
+        return mask
+
+
+class Leap(Constraint):
+    """The largest interval between successive notes between ``low`` and ``high`` semitones."""
+
+    def __init__(self, low: int | None, high: int | None) -> None:
+        self.low, self.high = low, high
+
+    def notes_needed(self, state):
+        if not self.low:
+            return None
+        short = state.max_leap < self.low
+        return torch.where(state.last_pitch >= 0, 1, 2) * short, short
+
+    def allowed(self, state):
+        mask = everything(state.n)
+        has_last = state.last_pitch >= 0
+        distance = (PITCHES[None, :] - state.last_pitch[:, None]).abs()  # (N, 128)
+        if self.high is not None:
+            mask[:, :128] &= ~has_last[:, None] | (distance <= self.high)
+        if self.low:
+            short = state.max_leap < self.low
+            notes_needed = torch.where(has_last, 1, 2) * short  # a leap needs two notes
+            force_note(mask, short & (notes_needed >= state.steps_left))
+            if state.steps_left == 1:  # the last chance: this note must make the leap
+                mask[:, :128] &= ~(short & has_last)[:, None] | (distance >= self.low)
+        return mask
+
+
+class DistinctPitches(Constraint):
+    def __init__(self, low: int | None, high: int | None) -> None:
+        self.low, self.high = low, high
+
+    def notes_needed(self, state):
+        if self.low is None:
+            return None
+        short = (self.low - state.distinct).clamp(min=0)
+        return short, short > 0
+
+    def allowed(self, state):
+        mask = everything(state.n)
+        if self.high is not None:  # at the limit: only pitches already used
+            full = state.distinct >= self.high
+            mask[:, :128] &= ~full[:, None] | state.used
+        if self.low is not None:
+            short = self.low - state.distinct >= state.steps_left
+            force_note(mask, short)
+            mask[:, :128] &= ~short[:, None] | ~state.used
+        return mask
+
+
+class Edge(Constraint):
+    """start / end: the first or last note on a pitch class (N,), and at least one note."""
+
+    def __init__(self, pc: np.ndarray, first: bool) -> None:
+        self.pc = torch.as_tensor(np.asarray(pc), dtype=torch.long)
+        self.on_pc = only_notes(PITCHES[None, :] % 12 == self.pc[:, None])
+        self.first = first
+
+    notes_needed = staticmethod(_one_note)
+
+    def allowed(self, state):
+        mask = _needs_a_note(everything(state.n), state)
+        if self.first:  # until the first note: note-ons only on the pitch class
+            return mask & (self.on_pc | (state.onsets > 0)[:, None])
+        # A note on the last step, or the last note other rules allow, is the last note.
+        maybe_last = (state.notes_left <= 1) | (state.steps_left == 1)
+        if state.steps_left == 1:
+            force_note(mask, ~((state.last_pitch >= 0) & (state.last_pitch % 12 == self.pc)))
+        return mask & (self.on_pc | ~maybe_last[:, None])
+
+
+def whole_bounds(low, high) -> tuple[int | None, int | None]:
+    """Bounds on a whole count (semitones, pitches) as ints."""
+    return (None if low is None else int(at_least(low)), None if high is None else int(at_most(high)))
+
+
+def silent_step_bounds(low, high) -> tuple[int | None, int | None]:
+    """A share of the 256 steps (0..1) -> whole step counts."""
+    return (None if low is None else int(at_least(low * STEPS)),
+            None if high is None else int(at_most(high * STEPS)))

@@ -1,6 +1,6 @@
 """Rules as requirements: how each layer does, for every shipped example and the benchmark's own files.
 
-    python benchmarks/enforce_table.py [--model DIR] [--data DIR] [-n 256] [--rules FILE ...] [--quick]
+    python benchmarks/enforce_table.py [--model DIR] [--data DIR] [-n 256] [--rules FILE ...]
 
 For each rules file (default: rules/*.rules and benchmarks/rules/*.rules), with its fit (the shipped
 one, a cached one, or fitted now from the statistics shipped beside the model), rows:
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import glob
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +66,6 @@ def main() -> None:
                     help="dataset whose test split is the held-out data for the feature overlap")
     ap.add_argument("-n", type=int, default=256, help="melodies per row")
     ap.add_argument("--rules", nargs="+", help="rules files (default: rules/*.rules and benchmarks/rules/*.rules)")
-    ap.add_argument("--quick", action="store_true", help="fit files without a fit with melody-lc's --quick settings")
     args = ap.parse_args()
 
     gflops = matmul_gflops()
@@ -79,9 +77,6 @@ def main() -> None:
     held = features(heldout)
     files = args.rules or sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
     config = FitConfig()
-    if args.quick:
-        config = replace(config, rounds=4, initial_samples=1024, initial_critic_steps=200, samples_per_round=256,
-                         critic_steps=100, actor_steps=100)
     T = FIT_TEMPERATURE
     print(f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of {args.data}")
     print("| rules | row | all rules | decodes/melody | mask/melody | mass removed | latent shift | spread | "
@@ -129,6 +124,15 @@ def main() -> None:
             print(f"| {name} | {row} | {r['all']:.1%} | {f(r['decodes'], '.2f')} | {f(r['mask'], '.2f')} | "
                   f"{f(r['mass'], '.2f')} | {r['shift']:.2f} | {r['spread']:.2f} | {f(r['overlap'], '.3f')} | {ms} |")
         summary.append((name, rows, fit_s, fitted.meta.get("seconds")))
+
+    print("\nfor rules/README.md (the shipped examples)")
+    print("| file | actor alone | delivered | decodes per melody | mask per melody: prior -> actor | fit |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rows, fit_s, fitted_s in summary:
+        if Path(f"rules/{name}.rules").exists():
+            d = rows["actor + mask + redraw"]
+            print(f"| `{name}.rules` | {rows['actor']['all']:.1%} | {d['all']:.0%} | {d['decodes']:.2f} | "
+                  f"{rows['prior + mask']['mask']:.1f} -> {rows['actor + mask']['mask']:.1f} | {fitted_s:.0f} s |")
 
     print("\nsummary")
     decodes = [rows["actor + mask + redraw"]["decodes"] or float("inf") for _, rows, _, _ in summary]

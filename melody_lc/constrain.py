@@ -89,19 +89,32 @@ class Fitted:
     meta: dict
 
 
-def _decode(model, z, temperature, generator, batch: int = 512):
-    bf16 = use_bf16("auto", z.device)
-    return np.concatenate([model.decode(z[i : i + batch], temperature, generator, bf16).numpy()
-                           for i in range(0, len(z), batch)])
-
-
 FIT_TEMPERATURE = 0.5  # melodies are decoded at this temperature while fitting (and by default when generating)
 RELABELS = 8  # rules with open parameters: each scored prior melody is scored under this many values
 
 
+MASK_SCALE = 2.0  # fitting: the interventions at which a rule's reward has fallen to 1/e
+FIT_SCORING = "interventions-1"  # what fits learn from (see fit_scores); part of every fit's key
+
+
+def fit_scores(rules: RuleSet, checked: Checked, cond) -> tuple[np.ndarray, np.ndarray]:
+    """What a fit learns from melodies decoded under the rules' constraints: per rule, how little
+    the mask had to overrule the decoder, exp(-interventions / MASK_SCALE) (a graded signal for any
+    rule, also one that prior samples almost never satisfy by themselves), times the rule's own
+    reward where the melody still fails it (a dead end); a rule kept by verification alone gives
+    its own reward. Satisfied: the decoder wrote the rule by itself (no intervention) and the exact
+    test passes, which is what the actor alone would deliver. (Rules without open parameters only:
+    see ``fit_rules``.)"""
+    rewards = rules.rewards(checked.tokens, cond)
+    masked = np.array([name not in rules.verified_only for name in rules.names], bool)
+    mask_reward = np.exp(-checked.by_rule / MASK_SCALE) * np.where(checked.failed, rewards, 1.0)
+    rewards = np.where(masked[None, :], mask_reward, rewards)
+    return rewards, ~checked.failed & ~((checked.by_rule > 0) & masked[None, :])
+
+
 def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:
     """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
-    parts = [rules.digest(), model_fingerprint(model), asdict(config), temperature]
+    parts = [rules.digest(), model_fingerprint(model), asdict(config), temperature, FIT_SCORING]
     if rules.open:
         parts.append({"relabels": RELABELS})
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -137,13 +150,17 @@ def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: Fit
         return torch.from_numpy(rules.condition_vector(values)) if rules.open else torch.zeros(n, 0)
 
     def score(z, c, extra=()):
-        tokens = _decode(model, z, temperature, score_gen)
         cond = rules.conditions_from_vector(c.numpy()) if rules.open else None
-        scored = (rules.rewards(tokens, cond), rules.satisfied(tokens, cond))
+        # Rules with open parameters score the decoder's own melodies: relabelled under other values,
+        # a melody masked into one key would say nothing about which key the decoder writes by itself.
+        checked = decode_checked(rules, model, z, cond, temperature, score_gen, mask=not rules.open)
+        scored = fit_scores(rules, checked, cond) if not rules.open else \
+            (rules.rewards(checked.tokens, cond), ~checked.failed)
+        tokens = checked.tokens
         if not extra:
             return scored
         more = []
-        for e in extra:  # the same melodies under other values of the open parameters
+        for e in extra:  # the same melodies under other values of the open parameters, by the rules' own rewards
             t, ce = tokens[: len(e)], rules.conditions_from_vector(e.numpy())
             more.append((rules.rewards(t, ce), rules.satisfied(t, ce)))
         return (*scored, more)
@@ -205,7 +222,7 @@ def load_fitted(path: str | os.PathLike) -> Fitted:
 # Enforcement: decode under the rules' constraints, verify by the exact tests, redraw what fails
 # --------------------------------------------------------------------------------------------------
 REDRAW_BUDGET = 32  # generate: at most this many decodes per requested melody (and at least 64 in all)
-DECODE_BATCH = 512
+DECODE_BATCH = 1024  # rows decoded at once: a steered decode gains per melody from large batches
 
 
 class Infeasible(Exception):
@@ -316,13 +333,12 @@ METHODS = ("actor", "gd", "reject")
 
 def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitted | None = None, method: str = "actor",
              seed: int = 0, temperature: float = 1.0, values: dict | None = None, enforce: bool = True,
-             max_decodes: int | None = None, deadline: float | None = None, mask: bool = True) -> tuple[np.ndarray, dict]:
+             max_decodes: int | None = None, mask: bool = True) -> tuple[np.ndarray, dict]:
     """n melodies that obey ``rules``: prior latents moved by the actor (``method="actor"``), by
     gradient search on the critic (``"gd"``), or left as drawn (``"reject"``: rejection sampling
     from the prior), decoded under the rules' constraints and checked by their
     exact tests; a melody that fails is replaced by a fresh draw, until n pass or ``max_decodes``
-    decodes (default ``REDRAW_BUDGET`` per melody) or the ``deadline`` (time.perf_counter seconds)
-    is reached. Fewer than n may come back: ``report["missing"]`` says how many and
+    decodes (default ``REDRAW_BUDGET`` per melody) are spent. Fewer than n may come back: ``report["missing"]`` says how many and
     ``report["rules"][name]["redrawn"]`` which rules failed how often. Raises :class:`Infeasible`
     when every draw hit a dead end and none passed.
 
@@ -343,7 +359,7 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
         want = n - have
         size = min(max(want, int(np.ceil(want / max(pass_rate, 0.05)))), DECODE_BATCH) if enforce else want
         size = min(size, budget - sum(len(c.tokens) for c in drawn))
-        if size <= 0 or (deadline is not None and drawn and time.perf_counter() > deadline):
+        if size <= 0:
             break
         cond, cvec = conditions(rules, size, values, rng)
         z = torch.randn(size, model.config.z_size, generator=g)
@@ -376,6 +392,11 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
     _enforcement_report(report, rules, kept, drawn, n)
     report["values"] = {k: v.tolist() for k, v in cond.items()} if cond else {}
     return tokens, report
+
+
+def report_conditions(report: dict):
+    """The open parameters' values of a generate report's melodies, as scoring takes them (or None)."""
+    return {k: np.asarray(v) for k, v in report["values"].items()} if report.get("values") else None
 
 
 def changed_notes(before: np.ndarray, after: np.ndarray) -> list[dict]:

@@ -18,7 +18,7 @@ from melody_lc.engine import FitConfig
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE
 from melody_lc.rules import Rule, RuleKind, RuleSet, parse_rules
 
-FAST = FitConfig(rounds=2, initial_samples=64, samples_per_round=64, critic_steps=5, actor_steps=5, batch_size=32, hidden=16, actor_hidden=16, ensemble=2)
+FAST = FitConfig(rounds=2, conditional_rounds=2, conditional_scale=1, initial_samples=64, samples_per_round=64, critic_steps=5, actor_steps=5, batch_size=32, hidden=16, actor_hidden=16, ensemble=2)
 
 
 def _setup():

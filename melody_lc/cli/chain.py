@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--check", action="store_true", help="check the file and say what would run, then exit")
     c.add_argument("--bpm", type=float, help="tempo (default: the file's `tempo:`, else 120)")
     c.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
-    c.add_argument("--rounds", type=int, help="fitting rounds for rules with no fit yet (default 16)")
+    c.add_argument("--rounds", type=int, help="fitting rounds for rules with no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
     c.add_argument("--quick", action="store_true", help="for rules with no fit yet, a sketch fit (about a minute)")
     c.add_argument("--model", metavar="DIR")
     c.add_argument("--data", metavar="PATH")

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", metavar="DIR", help="keep the fits in DIR (with an index.json) instead of the user cache; "
                    "the shipped fits in models/fits were made this way")
     _common(f)
-    f.add_argument("--rounds", type=int, help="fitting rounds (default: the engine's, 16)")
+    f.add_argument("--rounds", type=int, help="fitting rounds (default: FitConfig.rounds in melody_lc/engine/fit.py)")
     f.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
                    "about a minute; less reliable")
     f.set_defaults(func=cmd_fit)
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="give up after N decodes (default: 32 per requested melody, at least 64)")
     g.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="value of an open parameter, e.g. --set tonic=G or --set density=5")
-    g.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    g.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
     g.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
                    "about a minute; less reliable")
     _common(g)
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", metavar="NAME=VALUE", action="append", default=[])
     t.add_argument("--bpm", type=float, default=120.0)
     t.add_argument("--program", type=int, default=0)
-    t.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    t.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
     t.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
                    "about a minute; less reliable")
     _enforce_option(t)
@@ -113,25 +113,36 @@ def fit_config(args):
 
     config = FitConfig()
     if args.quick:
-        config = replace(config, rounds=4, initial_samples=1024, initial_critic_steps=200, samples_per_round=256,
-                         critic_steps=100, actor_steps=100)
-    return config if args.rounds is None else replace(config, rounds=args.rounds)
+        config = replace(config, rounds=4, conditional_rounds=4, conditional_scale=1, initial_samples=1024,
+                         initial_critic_steps=200, samples_per_round=256, critic_steps=100, actor_steps=100)
+    return config if args.rounds is None else replace(config, rounds=args.rounds, conditional_rounds=args.rounds)
+
+
+def fit_data(args, model):
+    """What a fit takes from the data, as ``fit_rules`` wants it: a function called only when a fit is
+    needed, returning the statistics shipped beside the model, or (with --data, or none there) the
+    dataset's training windows."""
+    from melody_lc.cli.model import _dataset, model_dir
+    from melody_lc.constrain import load_fit_stats
+
+    def windows():
+        stats = None if args.data else load_fit_stats(model_dir(args), model)
+        return stats if stats is not None else _dataset(args.data).windows("train")
+
+    return windows
 
 
 def _prepare(args, rules_path: str | None = None, model=None, store=None):
     """(rules, model, fitted): loads everything, fitting if no cache has a fit yet."""
-    from melody_lc.cli.model import _dataset, _load, model_dir
-    from melody_lc.constrain import fit_rules, load_fit_stats, shipped_fits_dir
+    from melody_lc.cli.model import _load
+    from melody_lc.constrain import fit_rules, shipped_fits_dir
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
     rules = load_rules(rules_path or args.rules)
     if model is None:
         model, _ = _load(args)
-
-    def windows():  # only when there is no fit yet: the statistics beside the model, else the dataset
-        stats = None if args.data else load_fit_stats(model_dir(args), model)
-        return stats if stats is not None else _dataset(args.data).windows("train")
+    windows = fit_data(args, model)
 
     bars = []  # made at the first round: a fit found in a cache shows no bar
 
@@ -141,7 +152,8 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
         if not bars:
             from tqdm import tqdm
 
-            bars.append(tqdm(total=fit_config(args).rounds, unit="round", desc="fit", dynamic_ncols=True, leave=False))
+            bars.append(tqdm(total=fit_config(args).rounds_for(rules.condition_size), unit="round", desc="fit",
+                             dynamic_ncols=True, leave=False))
         bars[0].update(1)
         bars[0].set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
 
@@ -222,7 +234,7 @@ def shortfall(report: dict) -> str | None:
 def cmd_generate(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _check_midi_options, _write_all
-    from melody_lc.constrain import Infeasible, generate
+    from melody_lc.constrain import Infeasible, generate, report_conditions
     from melody_lc.fileio import atomic_path, write_json
     from melody_lc.melody.render import pianoroll_sheet
     from melody_lc.rules import load_rules
@@ -253,7 +265,7 @@ def cmd_generate(args) -> int:
     with atomic_path(out / "report.csv") as tmp:
         tmp.write_text(buf.getvalue())
     if len(tokens):
-        pianoroll_sheet(tokens, out / "sheet.png", marks=rules.violations(tokens, _conditions_of(report)))
+        pianoroll_sheet(tokens, out / "sheet.png", marks=rules.violations(tokens, report_conditions(report)))
     print(_report_table(report))
     if not args.enforce and report["all_rules"] < 1:
         broken = round((1 - report["all_rules"]) * report["melodies"])
@@ -264,12 +276,6 @@ def cmd_generate(args) -> int:
         print(f"melody-lc: {missing}", file=sys.stderr)
         return 1
     return 0
-
-
-def _conditions_of(report: dict):
-    import numpy as np
-
-    return {k: np.asarray(v) for k, v in report["values"].items()} if report.get("values") else None
 
 
 def cmd_transform(args) -> int:

@@ -67,7 +67,7 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
                    help="value of an open parameter, e.g. --set tonic=G")
     s.add_argument("--seed", type=int, default=0)
     _enforce_option(s)
-    s.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default 16)")
+    s.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
     s.add_argument("--quick", action="store_true", help="if the rules have no fit yet, a sketch fit (about a minute)")
     s.add_argument("--model", metavar="DIR")
     s.add_argument("--data", metavar="PATH")
@@ -215,8 +215,8 @@ class StatusFile:
 
 def cmd_live(args) -> int:
     from melody_lc.cli import CLIError
-    from melody_lc.cli.constrain import _parse_values, fit_config
-    from melody_lc.cli.model import _dataset, _load
+    from melody_lc.cli.constrain import _parse_values, fit_config, fit_data
+    from melody_lc.cli.model import _load
     from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, fit_rules, shipped_fits_dir
     from melody_lc.midi.ports import PortError, choose_api
     from melody_lc.paths import cache_dir
@@ -262,8 +262,8 @@ def cmd_live(args) -> int:
         return cached_fit(r, model, [store], config, FIT_TEMPERATURE, search=(shipped_fits_dir(),))
 
     def fit(r, progress):
-        return fit_rules(r, model, lambda: _dataset(args.data).windows("train"), config, cache_dir=store,
-                         progress=progress, search=(shipped_fits_dir(),))
+        return fit_rules(r, model, fit_data(args, model), config, cache_dir=store, progress=progress,
+                         search=(shipped_fits_dir(),))
 
     settings = LiveSettings(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
                             temperature=args.temperature, variation=args.variation, output=args.port,
@@ -273,7 +273,7 @@ def cmd_live(args) -> int:
 
     session = LiveSession(model, args.rules, settings, values, find_fit, args.captures, chains=chains,
                           prepare=make_prepare(args, model))
-    app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=config.rounds)
+    app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=config.rounds_for)
     try:
         app.run()
     finally:

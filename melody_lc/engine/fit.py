@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -67,12 +67,19 @@ class LatentProblem:
 
 @dataclass(frozen=True)
 class FitConfig:
-    rounds: int = 16
-    initial_samples: int = 8192  # prior latents scored before the actor's first move
-    initial_critic_steps: int = 800  # the first critics learn from the prior alone, and longer
-    samples_per_round: int = 1024  # scored per later round
+    # Sized so that a fit of a few rules takes at most about 90 s on 2 CPU cores (decoding scored
+    # melodies is most of it; benchmarks/enforce_table.py prints each fit's time and round): the
+    # actor is best after a few rounds, and enforcement makes up for what it misses.
+    rounds: int = 6
+    # With a condition (open parameters) one actor must learn every value: ``conditional_scale`` times
+    # the samples and critic steps, ``conditional_rounds`` rounds and one more round of patience.
+    conditional_rounds: int = 16
+    conditional_scale: int = 2
+    initial_samples: int = 4096  # prior latents scored before the actor's first move
+    initial_critic_steps: int = 400  # the first critics learn from the prior alone, and longer
+    samples_per_round: int = 512  # scored per later round
     actor_share: float = 0.75  # of which this share are actor outputs (the rest fresh prior latents)
-    critic_steps: int = 200
+    critic_steps: int = 100
     actor_steps: int = 100  # few per round: an actor trained long against fixed critics exploits their errors
     batch_size: int = 256
     hidden: int = 256  # critics
@@ -88,8 +95,20 @@ class FitConfig:
     lr: float = 3e-4  # critics
     actor_lr: float = 2e-4
     replay: int = 32_768  # most recent scored latents kept for the critic
-    patience: int = 3  # stop after this many rounds without a better actor (0: run every round)
+    patience: int = 2  # stop after this many rounds without a better actor (0: run every round)
     seed: int = 0
+
+    def rounds_for(self, cond_size: int) -> int:
+        return self.conditional_rounds if cond_size else self.rounds
+
+    def for_condition(self, cond_size: int) -> FitConfig:
+        """The settings a problem with a condition of this size is fitted with (see above)."""
+        if not cond_size:
+            return self
+        k = self.conditional_scale
+        return replace(self, rounds=self.conditional_rounds, initial_samples=k * self.initial_samples,
+                       samples_per_round=k * self.samples_per_round, initial_critic_steps=k * self.initial_critic_steps,
+                       critic_steps=k * self.critic_steps, patience=self.patience + 1 if self.patience else 0)
 
 
 def latent_spread(z: torch.Tensor, moved: torch.Tensor, limit: int = 256) -> float:
@@ -110,6 +129,7 @@ class FitResult:
 
 def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
         progress: Callable[[dict], None] | None = None) -> FitResult:
+    config = config.for_condition(problem.cond_size)
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     Z, C, K = problem.sigma_bar.shape[0], problem.cond_size, problem.num_constraints
@@ -123,7 +143,8 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
     best_state = copy.deepcopy(actor.state_dict())
     best_reward = 0.0
     replay = max(config.replay, config.initial_samples * problem.relabels)  # room for every relabelled copy
-    for rnd in range(config.rounds):
+    rounds = config.rounds
+    for rnd in range(rounds):
         t0 = time.perf_counter()
         # 1-2. score prior latents and the actor's moves of fresh ones (round 0: the prior only, more of it)
         n = config.initial_samples if rnd == 0 else config.samples_per_round
@@ -213,7 +234,7 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
             _, sat = problem.score(actor(z, c), c)
         last = float(np.asarray(sat, dtype=bool).all(1).mean())
         if last > result.best_satisfaction:
-            result.best_satisfaction, result.best_round = last, config.rounds - 1
+            result.best_satisfaction, result.best_round = last, rounds - 1
             return result
     actor.load_state_dict(best_state)
     return result

@@ -242,7 +242,7 @@ class LiveApp(App):
     ]
 
     def __init__(self, session: LiveSession, fit: Callable | None = None, autoplay: bool = True,
-                 watch_interval: float = 0.5, fit_rounds: int | None = None) -> None:
+                 watch_interval: float = 0.5, fit_rounds=None) -> None:
         super().__init__()
         self.session, self.fit_fn, self.autoplay = session, fit, autoplay
         self.watch_interval, self.fit_rounds = watch_interval, fit_rounds
@@ -492,7 +492,8 @@ class LiveApp(App):
             self.log_line("no fitting here (no dataset given): the old rules keep playing")
             return
         bar = self.query_one("#fit", ProgressBar)
-        bar.update(total=self.fit_rounds, progress=0)
+        rounds = self.fit_rounds  # a number, or a function of the rules' condition size (FitConfig.rounds_for)
+        bar.update(total=rounds(self.session.pending_rules.condition_size) if callable(rounds) else rounds, progress=0)
         bar.display = True
         self._fit(self.session.pending_rules)
 

@@ -38,7 +38,7 @@ def toy_problem(real=True) -> LatentProblem:
 def test_zero_shot_fit_satisfies_conditional_constraints_with_a_small_shift():
     prob = toy_problem()
     # z0 > 1.2 from z0 ~ N(0, 1) needs moves of up to 3 or more in that dimension: a step bound of 3
-    res = fit(prob, FitConfig(rounds=10, initial_samples=1024, samples_per_round=512, critic_steps=150, actor_steps=150,
+    res = fit(prob, FitConfig(rounds=10, conditional_rounds=10, conditional_scale=1, initial_samples=1024, samples_per_round=512, critic_steps=150, actor_steps=150,
                                 hidden=64, actor_hidden=64, seed=0, actor_max_step=3.0))
     assert res.history[0]["prior_satisfaction"] < 0.1
     assert res.best_satisfaction > 0.9
@@ -141,3 +141,13 @@ def test_the_bounded_actor_moves_each_dimension_at_most_max_step_and_keeps_varie
         gated.net[-1].bias[:Z] = 1.0
         z3 = gated(z)
     assert latent_spread(z, z3) < 0.3  # one direction: only the norms (kept from z) still differ
+
+
+def test_a_condition_gets_more_data_rounds_and_patience():
+    c = FitConfig()
+    assert c.for_condition(0) == c and c.rounds_for(0) == c.rounds
+    k = c.for_condition(12)
+    assert k.rounds == c.conditional_rounds == c.rounds_for(12) and k.patience == c.patience + 1
+    m = c.conditional_scale
+    assert m > 1 and (k.initial_samples, k.samples_per_round, k.critic_steps) == \
+        (m * c.initial_samples, m * c.samples_per_round, m * c.critic_steps)

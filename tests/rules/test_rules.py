@@ -199,3 +199,31 @@ def test_condition_vector_round_trips():
     back = rs.conditions_from_vector(rs.condition_vector(cond))
     np.testing.assert_array_equal(back["tonic"], cond["tonic"])
     np.testing.assert_allclose(back["density"], cond["density"], rtol=1e-5)
+
+
+def test_violations_mark_the_notes_that_break_each_rule(tmp_path):
+    from PIL import Image
+
+    from melody_lc.melody import Melody
+    from melody_lc.melody.render import pianoroll_sheet
+
+    # C D E F# | G ... a leap of 12 up to G5 at step 16; ends on B
+    notes = [(60, 0, 4), (62, 4, 8), (64, 8, 12), (66, 12, 16), (79, 16, 20), (71, 20, 24)]
+    tokens = Melody.from_notes(notes).tokens.astype(np.int64)[None]
+    onset = {s: p for p, s, _ in notes}
+    for text, marked in (("key: C major", {12}), ("range: C4 .. C5", {16}), ("leap: <= 7 semitones", {16, 20}),
+                         ("start: on D", {0}), ("end: on C", {20}), ("density: <= 3 notes per bar", {0, 4, 8, 12}),
+                         ("rests: <= 10%", set())):
+        rules = parse_rules(text)
+        bad, melodies = rules.violations(tokens)
+        assert set(np.flatnonzero(bad[0])) == marked, text
+        assert melodies[0] == (not rules.satisfied(tokens).all()), text
+        assert all(tokens[0, s] == onset[s] for s in marked)
+    rules = parse_rules("key: C major\nrests: <= 10%")
+    pianoroll_sheet(tokens, tmp_path / "plain.png")
+    pianoroll_sheet(tokens, tmp_path / "marked.png", marks=rules.violations(tokens))
+    plain, marked = (np.asarray(Image.open(tmp_path / f)) for f in ("plain.png", "marked.png"))
+    red = (marked[..., 0] > 180) & (marked[..., 1] < 60) & (marked[..., 2] < 60)
+    assert red.sum() > 0 and not ((plain[..., 0] > 180) & (plain[..., 1] < 60) & (plain[..., 2] < 60)).any()
+    # the F# (4 steps) is red; the frame (the melody breaks the rest share) is red around the tile
+    assert red[0:2].any() and red[:, 0:2].any()

@@ -85,6 +85,10 @@ def test_keys_change_tempo_key_hold_and_capture_and_quit_panics(make_session, re
             await until(pilot, lambda: session.current() is not None and session.current().info["source"] == "generated",
                         what="a generated phrase")
             base = session.current()
+            # every generated phrase obeys its rules, and the rules table says how much the mask overruled the decoder
+            assert all(base.info["satisfied"]) and isinstance(base.info["interventions"], int)
+            await until(pilot, lambda: "mask overruled the decoder" in str(app.query_one("#rules").border_subtitle),
+                        what="the interventions under the rules table")
             await pilot.press("m")
             await until(pilot, lambda: session.current() is not None and session.current().index > base.index,
                         what="the mutated phrase")

@@ -78,7 +78,7 @@ def main() -> None:
     files = args.rules or sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
     config = FitConfig()
     T = FIT_TEMPERATURE
-    print(f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of {args.data}")
+    print(f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of the {Path(args.data).name} dataset")
     print("| rules | row | all rules | decodes/melody | mask/melody | mass removed | latent shift | spread | "
           "free overlap | ms/obeying melody |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -243,6 +243,10 @@ class Checked:
     blocked_by: list
     by_rule: np.ndarray  # (N, R) interventions of each rule's mask
 
+    def subset(self, idx: np.ndarray) -> Checked:
+        return Checked(self.tokens[idx], self.ok[idx], self.failed[idx], self.interventions[idx],
+                       self.mass_removed[idx], [self.blocked_by[i] for i in idx], self.by_rule[idx])
+
 
 def _slice(cond, a: int, b: int):
     return {k: v[a:b] for k, v in cond.items()} if cond else None
@@ -336,11 +340,11 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
              max_decodes: int | None = None, mask: bool = True) -> tuple[np.ndarray, dict]:
     """n melodies that obey ``rules``: prior latents moved by the actor (``method="actor"``), by
     gradient search on the critic (``"gd"``), or left as drawn (``"reject"``: rejection sampling
-    from the prior), decoded under the rules' constraints and checked by their
-    exact tests; a melody that fails is replaced by a fresh draw, until n pass or ``max_decodes``
-    decodes (default ``REDRAW_BUDGET`` per melody) are spent. Fewer than n may come back: ``report["missing"]`` says how many and
-    ``report["rules"][name]["redrawn"]`` which rules failed how often. Raises :class:`Infeasible`
-    when every draw hit a dead end and none passed.
+    from the prior), decoded under the rules' constraints and checked by their exact tests; a
+    melody that fails is replaced by a fresh draw, until n pass or ``max_decodes`` decodes
+    (default ``REDRAW_BUDGET`` per melody) are spent. Fewer than n may come back:
+    ``report["missing"]`` says how many and ``report["rules"][name]["redrawn"]`` which rules failed
+    how often. Raises :class:`Infeasible` when every draw hit a dead end and none passed.
 
     ``enforce=False`` gives the raw output for comparison: one draw of n, no constraints, no
     redraws (``report["all_rules"]`` says how many obey). ``mask=False`` keeps verification and
@@ -366,11 +370,9 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
         z2 = _propose(method, z, cvec, fitted)
         checked = decode_checked(rules, model, z2, cond, temperature, g, enforce and mask)
         drawn.append(checked)
-        take = np.arange(size) if not enforce else np.flatnonzero(checked.ok)[:want]
-        take = take[:want]
+        take = (np.arange(size) if not enforce else np.flatnonzero(checked.ok))[:want]
         idx = torch.from_numpy(take)
-        kept.append(Checked(checked.tokens[take], checked.ok[take], checked.failed[take], checked.interventions[take],
-                            checked.mass_removed[take], [checked.blocked_by[i] for i in take], checked.by_rule[take]))
+        kept.append(checked.subset(take))
         zs.append(z[idx])
         z2s.append(z2[idx])
         conds.append({k: v[take] for k, v in cond.items()} if cond else None)

@@ -416,9 +416,9 @@ def transform(tokens: np.ndarray, rules: RuleSet, model: HierarchicalMelodyVAE, 
     """The identity-preserving transformation: encode, gradient search on the critic with the
     distance penalty, decode (greedy, so the result stays close to the input) under the rules'
     constraints, and verify. A melody that already obeys every rule comes back as it is. One whose
-    greedy decode fails is decoded again, sampled at a low temperature near the searched latent,
-    and the passing decode closest to the input is taken; ``report["all_rules"]`` is 0 for a
-    melody none of whose decodes passed."""
+    greedy decode fails is decoded again, sampled at the fit temperature near the searched latent,
+    until a decode passes (at most ``TRANSFORM_REDRAWS`` times); ``report["all_rules"]`` is below 1
+    when a melody none of whose decodes passed is handed back (then marked by the exact tests)."""
     t = np.atleast_2d(tokens).astype(np.int64)
     n = len(t)
     cond = rules.fixed_conditions(n, **values) if rules.open else None
@@ -449,7 +449,7 @@ def transform(tokens: np.ndarray, rules: RuleSet, model: HierarchicalMelodyVAE, 
     report["before"] = _summary(rules, t, cond, np.zeros(n), "input", 0.0)["rules"]
     report["steps_changed"] = float((out != t).mean())
     report["changed"] = [changed_notes(a, b) for a, b in zip(t, out)]
-    report["unchanged_because_obeyed"] = before.tolist()
+    report["unchanged_because_obeyed"] = (before & enforce).tolist()
     report["critic_satisfied"] = float(done.float().mean())
     report["interventions_per_melody"] = float(interventions.mean())
     return out, report

@@ -44,7 +44,6 @@ class DecodeState:
         self.n, self.step = n, 0  # step: the index (0..255) of the step about to be written
         long = dict(dtype=torch.long, device=device)
         self.last_pitch = torch.full((n,), -1, **long)  # the last note-on's pitch (rests do not reset it)
-        self.first_pitch = torch.full((n,), -1, **long)
         self.highest = torch.full((n,), -1, **long)  # the highest pitch so far
         self.sounding = torch.zeros(n, dtype=torch.bool, device=device)  # a note sounds into this step
         self.onsets = torch.zeros(n, **long)  # note-ons so far in the melody
@@ -79,7 +78,6 @@ class DecodeState:
         pitch = tok.clamp(max=127)
         leap = torch.where(is_note & (self.last_pitch >= 0), (pitch - self.last_pitch).abs(), 0)
         self.max_leap = torch.maximum(self.max_leap, leap)
-        self.first_pitch = torch.where(is_note & (self.first_pitch < 0), pitch, self.first_pitch)
         self.last_pitch = torch.where(is_note, pitch, self.last_pitch)
         self.highest = torch.where(is_note, torch.maximum(self.highest, pitch), self.highest)
         rows = is_note.nonzero().squeeze(1)
@@ -121,13 +119,6 @@ def forbid_silence(mask: torch.Tensor, rows: torch.Tensor, state: DecodeState) -
     """Where ``rows``: this step must sound (a note-on, or a HOLD of a sounding note)."""
     mask[:, REST] &= ~rows
     mask[:, HOLD] &= ~(rows & ~state.sounding)
-    return mask
-
-
-def force_silence(mask: torch.Tensor, rows: torch.Tensor, state: DecodeState) -> torch.Tensor:
-    """Where ``rows``: this step must be silent (a REST, or a HOLD of silence)."""
-    mask = forbid_notes(mask, rows)
-    mask[:, HOLD] &= ~(rows & state.sounding)
     return mask
 
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from melody_lc.errors import UserError
 from melody_lc.fileio import atomic_path, make_temp_dir, replace_dir, write_json
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint directory that is missing, incomplete or of another kind."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
+from melody_lc.errors import UserError
 from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit, gradient_search, latent_spread
 from melody_lc.melody.model import HierarchicalMelodyVAE
 from melody_lc.melody.train import use_bf16
@@ -225,7 +226,7 @@ REDRAW_BUDGET = 32  # generate: at most this many decodes per requested melody (
 DECODE_BATCH = 1024  # rows decoded at once: a steered decode gains per melody from large batches
 
 
-class Infeasible(Exception):
+class Infeasible(UserError):
     """The rules allowed no melody at all: every draw hit a dead end (constraints allowing nothing)."""
 
 

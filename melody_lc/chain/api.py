@@ -39,13 +39,14 @@ from fractions import Fraction
 
 import mido
 
-from melody_lc.rules.kinds import NAMES, PITCH_CLASSES
+from melody_lc.errors import UserError
+from melody_lc.melody.pitches import note_number, pitch_class, pitch_class_name
 
 API_VERSION = 1
 PLUGIN_GROUP = "melody_lc.processors"
 
 
-class ParamError(ValueError):
+class ParamError(UserError, ValueError):
     """A parameter value that does not fit its declaration (the message says what was expected)."""
 
 
@@ -154,9 +155,13 @@ class Param:
             elif self.type == "duration":
                 value = parse_duration(t)
             elif self.type == "note":
-                value = _note(t)
+                value = note_number(t)
+                if value is None or not 0 <= value <= 127:
+                    raise ValueError
             elif self.type == "key":
-                value = PITCH_CLASSES[t.lower()]
+                value = pitch_class(t)
+                if value is None:
+                    raise ValueError
             else:  # str, path
                 if not t:
                     raise ValueError
@@ -174,23 +179,12 @@ class Param:
         return value
 
 
-def _note(text: str) -> int:
-    if text.isdigit():
-        value = int(text)
-    else:
-        cut = -2 if len(text) >= 3 and text[-2] == "-" else -1
-        value = 12 * (int(text[cut:]) + 1) + PITCH_CLASSES[text[:cut].lower()]
-    if not 0 <= value <= 127:
-        raise ValueError
-    return value
-
-
 def format_value(param: Param, value) -> str:
     """``value`` as it is written in a chain file (the inverse of :meth:`Param.parse`)."""
     if param.type == "bool":
         return "yes" if value else "no"
     if param.type == "key":
-        return NAMES[int(value) % 12]
+        return pitch_class_name(value)
     if param.type == "note":
         return str(int(value))
     if isinstance(value, float):

@@ -502,7 +502,7 @@ def open_values(cf: ChainFile, link: Link, rules) -> dict | None:
     """The values a chain file gives the open parameters of ``link``'s rules (``tonic=G``,
     ``density=4``), checked against them; None when it gives none (a generator then draws them once;
     the constraint transform needs them all)."""
-    from melody_lc.rules.kinds import PITCH_CLASSES
+    from melody_lc.melody.pitches import parse_open_value
 
     def fail(arg, message, column=None):
         raise ChainError(str(cf.path), arg.line if arg else link.line, column or (arg.column if arg else link.column),
@@ -515,22 +515,10 @@ def open_values(cf: ChainFile, link: Link, rules) -> dict | None:
             opened = ", ".join(rules.open) or "none"
             fail(arg, f"{link.name} has no parameter '{name}', and it is not an open parameter of "
                       f"{Path(link.values['rules']).name} (open: {opened})", arg.name_column)
-        if spec[0] == "category":
-            pc = PITCH_CLASSES.get(arg.text.lower()) if name == "tonic" else None
-            if pc is None and arg.text.isdigit() and int(arg.text) < spec[1]:
-                pc = int(arg.text)
-            if pc is None:
-                fail(arg, f"{name}: expected " + ("a pitch class such as C, F# or Bb" if name == "tonic"
-                                                   else f"a number from 0 to {spec[1] - 1}") + f", found '{arg.text}'")
-            values[name] = pc
-        else:
-            try:
-                x = float(arg.text)
-            except ValueError:
-                x = math.nan
-            if not spec[1] <= x <= spec[2]:
-                fail(arg, f"{name}: expected a number from {spec[1]:g} to {spec[2]:g}, found '{arg.text}'")
-            values[name] = x
+        try:
+            values[name] = parse_open_value(name, spec, arg.text)
+        except ValueError as e:
+            fail(arg, str(e))
     missing = sorted(set(rules.open) - set(values))
     if missing and (values or link.cls is Constrain):
         fail(None, f"{link.name} needs a value for every open parameter of {Path(link.values['rules']).name}; "

@@ -28,16 +28,12 @@ from pathlib import Path
 
 from melody_lc.chain.api import Param, ParamError, Processor, format_value
 from melody_lc.fileio import atomic_path
-from melody_lc.melody.errors import MelodyError
+from melody_lc.errors import LocatedError
 from melody_lc.rules.syntax import did_you_mean
 
 
-class ChainError(MelodyError):
+class ChainError(LocatedError):
     """An error in a chain file, located at ``path:line:column``."""
-
-    def __init__(self, path: str, line: int, column: int, message: str) -> None:
-        self.path, self.line, self.column, self.message = path, line, column, message
-        super().__init__(f"{path}:{line}:{column}: {message}")
 
 
 @dataclass

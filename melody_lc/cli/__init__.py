@@ -1,6 +1,6 @@
 """The ``melody-lc`` command: thin subcommands over the library.
 
-Each subcommand module has ``register(subparsers)``; heavy imports (torch, note_seq, music21,
+Each subcommand module has ``register(subparsers)``; heavy imports (torch, symusic, music21,
 rtmidi, textual) happen inside the functions that run a command, so ``melody-lc --help`` is instant.
 Errors a user can cause end as one line on stderr and exit code 2; Ctrl-C exits with 130.
 """
@@ -11,10 +11,11 @@ import argparse
 import sys
 
 from melody_lc import __version__
+from melody_lc.errors import UserError
 
 
-class CLIError(Exception):
-    """A user error to report in one line (exit code 2)."""
+class CLIError(UserError):
+    """A user error the CLI itself finds (a missing file, options that contradict)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,16 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except CLIError as e:
+    except UserError as e:
         print(f"melody-lc: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        from melody_lc.melody.errors import MelodyError
-
-        if isinstance(e, MelodyError):
-            print(f"melody-lc: error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":  # python -m melody_lc.cli

@@ -84,7 +84,6 @@ def cmd_chain(args) -> int:
     from melody_lc.chain.host import Rack, check_files
     from melody_lc.chain.syntax import load_chains
     from melody_lc.cli import CLIError
-    from melody_lc.midi.ports import PortError
 
     if args.bpm is not None and not 20 <= args.bpm <= 999:
         raise CLIError(f"--bpm must be 20-999, got {args.bpm:g}")
@@ -97,17 +96,11 @@ def cmd_chain(args) -> int:
             print(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
         print(f"{args.file}: {len(chains.chains)} chain{'s' if len(chains.chains) > 1 else ''}, OK")
         return 0
-    try:
-        rack = Rack(chains, make_prepare(args), bpm=bpm, log=say)
-    except PortError as e:
-        raise CLIError(str(e)) from None
+    rack = Rack(chains, make_prepare(args), bpm=bpm, log=say)
     try:
         for spec in chains.chains:
             say(f"chain {spec.name}: {' -> '.join(link.text() for link in spec.links)}")
-        try:
-            rack.start()
-        except PortError as e:
-            raise CLIError(str(e)) from None
+        rack.start()
         say(f"running at {bpm:g} bpm; Ctrl-C stops")
         t0 = time.monotonic()
         while args.seconds is None or time.monotonic() - t0 < args.seconds:

@@ -79,7 +79,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _parse_values(rules, items: list[str]) -> dict | None:
     from melody_lc.cli import CLIError
-    from melody_lc.rules.kinds import PITCH_CLASSES
+    from melody_lc.melody.pitches import parse_open_value
 
     values = {}
     for item in items:
@@ -89,16 +89,10 @@ def _parse_values(rules, items: list[str]) -> dict | None:
         if name not in rules.open:
             opened = ", ".join(rules.open) or "none"
             raise CLIError(f"{name!r} is not an open parameter of {rules.path} (open: {opened})")
-        if name == "tonic":
-            pc = PITCH_CLASSES.get(value.lower())
-            if pc is None:
-                raise CLIError(f"--set tonic: expected a pitch class such as C, F# or Bb, got {value!r}")
-            values[name] = pc
-        else:
-            try:
-                values[name] = float(value)
-            except ValueError:
-                raise CLIError(f"--set {name}: expected a number, got {value!r}") from None
+        try:
+            values[name] = parse_open_value(name, rules.open[name], value)
+        except ValueError as e:
+            raise CLIError(f"--set {e}") from None
     missing = set(rules.open) - set(values)
     if values and missing:
         raise CLIError(f"give all open parameters or none; missing: {', '.join(sorted(missing))}")
@@ -234,7 +228,7 @@ def shortfall(report: dict) -> str | None:
 def cmd_generate(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _check_midi_options, _write_all
-    from melody_lc.constrain import Infeasible, generate, report_conditions
+    from melody_lc.constrain import generate, report_conditions
     from melody_lc.fileio import atomic_path, write_json
     from melody_lc.melody.render import pianoroll_sheet
     from melody_lc.rules import load_rules
@@ -246,12 +240,9 @@ def cmd_generate(args) -> int:
         raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
     values = _parse_values(load_rules(args.rules), args.set)
     rules, model, fitted = _prepare(args)
-    try:
-        tokens, report = generate(rules, model, args.n, fitted, method=args.method, seed=args.seed,
-                                  temperature=args.temperature, values=values, enforce=args.enforce,
-                                  max_decodes=args.max_decodes)
-    except Infeasible as e:
-        raise CLIError(str(e)) from None
+    tokens, report = generate(rules, model, args.n, fitted, method=args.method, seed=args.seed,
+                              temperature=args.temperature, values=values, enforce=args.enforce,
+                              max_decodes=args.max_decodes)
     out = Path(args.out)
     if len(tokens):
         _write_all(tokens, "melody", args)

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", metavar="DIR", required=True)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=_image_errors(cmd_train))
+    t.set_defaults(func=cmd_train)
 
     c = isub.add_parser("classifier", help="train the pixel-space attribute classifier used to evaluate")
     _data_args(c)
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--steps", type=int, default=3000)
     c.add_argument("--out", metavar="DIR", required=True)
     c.add_argument("--quiet", action="store_true")
-    c.set_defaults(func=_image_errors(cmd_classifier))
+    c.set_defaults(func=cmd_classifier)
 
     f = isub.add_parser("fit", help="fit the realism and attribute critics and the conditional actor")
     f.add_argument("--model", metavar="DIR", required=True, help="an image VAE from `image train`")
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--actor-steps", type=int, default=2000)
     f.add_argument("--out", metavar="DIR", required=True)
     f.add_argument("--quiet", action="store_true")
-    f.set_defaults(func=_image_errors(cmd_fit))
+    f.set_defaults(func=cmd_fit)
 
     g = isub.add_parser("generate", help="a PNG grid of images with the attributes asked for")
     g.add_argument("--model", metavar="DIR", required=True)
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--method", choices=["actor", "gd", "prior"], default="actor")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", metavar="GRID.png", required=True)
-    g.set_defaults(func=_image_errors(cmd_generate))
+    g.set_defaults(func=cmd_generate)
 
     x = isub.add_parser("transform", help="change attributes of your image, keeping its identity")
     x.add_argument("input", metavar="IMAGE.png")
@@ -70,30 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--attrs", required=True, help="changes, e.g. +Smiling,-Eyeglasses")
     x.add_argument("--lambda-dist", type=float, default=0.1)
     x.add_argument("--out", metavar="OUT.png", required=True, help="the input and the result side by side")
-    x.set_defaults(func=_image_errors(cmd_transform))
+    x.set_defaults(func=cmd_transform)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=["mnist", "celeba"], required=True)
     p.add_argument("--data", metavar="DIR", required=True)
     p.add_argument("--limit", type=int, help="use at most this many training images")
-
-
-def _image_errors(fn):
-    """Data and checkpoint problems a user can fix: one line, exit code 2."""
-
-    @functools.wraps(fn)
-    def run(args):
-        from melody_lc.checkpoint import CheckpointError
-        from melody_lc.cli import CLIError
-        from melody_lc.image.data import ImageDataError
-
-        try:
-            return fn(args)
-        except (ImageDataError, CheckpointError) as e:
-            raise CLIError(str(e)) from None
-
-    return run
 
 
 def _progress(quiet: bool, what: str):

@@ -73,20 +73,11 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     s.add_argument("--data", metavar="PATH")
 
 
-def _port_error(e) -> Exception:
-    from melody_lc.cli import CLIError
-
-    return CLIError(str(e))
-
-
 def cmd_ports(args) -> int:
-    from melody_lc.midi.ports import PortError, choose_api, list_ports
+    from melody_lc.midi.ports import choose_api, list_ports
 
-    try:
-        api = choose_api()
-        inputs, outputs = list_ports()
-    except PortError as e:
-        raise _port_error(e) from None
+    api = choose_api()
+    inputs, outputs = list_ports()
     if args.json:
         print(json.dumps({"api": api.name, "inputs": inputs, "outputs": outputs}))
         return 0
@@ -126,7 +117,7 @@ def cmd_stream(args) -> int:
     from melody_lc.cli.constrain import _parse_values, _prepare
     from melody_lc.fileio import atomic_path
     from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, wait_for_follow_start
-    from melody_lc.midi.ports import PortError, PortWatch, open_input, open_output
+    from melody_lc.midi.ports import PortWatch, open_input, open_output
     from melody_lc.rules import load_rules
 
     _check(args)
@@ -174,8 +165,6 @@ def cmd_stream(args) -> int:
         if engine.error:
             raise CLIError(engine.error + " (stopped; every note was turned off)")
         return 0
-    except PortError as e:
-        raise _port_error(e) from None
     finally:
         for p in closers + ports:
             try:
@@ -218,7 +207,7 @@ def cmd_live(args) -> int:
     from melody_lc.cli.constrain import _parse_values, fit_config, fit_data
     from melody_lc.cli.model import _load
     from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, fit_rules, shipped_fits_dir
-    from melody_lc.midi.ports import PortError, choose_api
+    from melody_lc.midi.ports import choose_api
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
     from melody_lc.tui.session import value_text
@@ -247,10 +236,7 @@ def cmd_live(args) -> int:
     values = _parse_values(rules, args.set)
     if not sys.stdout.isatty():
         raise CLIError("melody-lc live needs a terminal (use `melody-lc stream` in scripts)")
-    try:
-        choose_api()
-    except PortError as e:
-        raise _port_error(e) from None
+    choose_api()
     from melody_lc.tui.app import LiveApp
     from melody_lc.tui.session import LiveSession, LiveSettings
 

@@ -160,7 +160,7 @@ def read_user_melody(path: str):
     starts, ends = notes["start"][order], notes["end"][order]
     if np.any(starts[1:] < np.maximum.accumulate(ends)[:-1]):
         note = (note + "; " if note else f"{p.name}: ") + "overlapping notes reduced to the highest line"
-    return Melody.from_note_sequence(seq), note
+    return Melody.from_piece(seq), note
 
 
 def _write(melody, path: Path, args) -> None:
@@ -191,11 +191,8 @@ def cmd_train(args) -> int:
     if args.resume and not checkpoint.exists(out):
         raise CLIError(f"{out}: no checkpoint to resume")
     given = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None}
-    try:
-        checkpoint.check_target(out, KIND)
-        saved = checkpoint.load(out, KIND, with_state=True, tensors=False) if args.resume else None
-    except checkpoint.CheckpointError as e:
-        raise CLIError(str(e)) from None
+    checkpoint.check_target(out, KIND)
+    saved = checkpoint.load(out, KIND, with_state=True, tensors=False) if args.resume else None
     if saved is not None:  # the run's own settings; an option that says otherwise is a mistake
         if saved["state"] is None:
             raise CLIError(f"{out}: has no training state to resume from")
@@ -243,7 +240,7 @@ def cmd_train(args) -> int:
     gflops = matmul_gflops(512) if main_cpu else 0.0  # the speed reference, before training starts (own RNG)
     try:
         trainer = Trainer(windows, model_config, config, out, resume=args.resume, meta=meta, progress=progress)
-    except (checkpoint.CheckpointError, ValueError) as e:
+    except ValueError as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:
         speed = f"; this CPU: {gflops:.0f} GFLOP/s float32 matmul" if gflops else ""
@@ -370,8 +367,6 @@ def cmd_export(args) -> int:
         checkpoint.check_target(args.out, KIND, training=False)
         ck = checkpoint.load(args.checkpoint, KIND)
         figures = json.loads(Path(args.eval).read_text())
-    except checkpoint.CheckpointError as e:
-        raise CLIError(str(e)) from None
     except (OSError, ValueError) as e:
         raise CLIError(f"{args.eval}: {e}") from None
     card = model_card(args.name, ck["config"], ck["meta"], figures)

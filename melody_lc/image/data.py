@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_lc.errors import UserError
+
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 DIGITS = [f"digit_{d}" for d in range(10)]
@@ -33,7 +35,7 @@ CELEBA_SPLITS = {"train": 0, "validation": 1, "test": 2}
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class ImageDataError(Exception):
+class ImageDataError(UserError):
     """A data file that is missing or not what it should be; the message names the file."""
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 NUM_CLASSES = 130
+NUM_PITCHES = 128  # tokens below this are note-ons (of that MIDI pitch)
 HOLD = 128
 REST = 129
 BAR_STEPS = 16
@@ -31,7 +32,7 @@ def canonical(tokens: np.ndarray) -> np.ndarray:
     Silence at step 0 is spelled REST. The input is not modified; the result is uint8.
     """
     t = np.array(tokens, dtype=np.int16)
-    is_note = t < 128
+    is_note = t < NUM_PITCHES
     event = t != HOLD
     # Was a note sounding just before each step? Find the last event before step i.
     idx = np.where(event, np.arange(t.shape[-1]), -1)

@@ -1,11 +1,14 @@
 """Domain exceptions of the melody modality.
 
-Every error a user can cause with bad data is one of these, so the CLI can turn it into a one-line
-message (exit code 2) instead of a traceback.
+Every error a user can cause with bad melody data is one of these (all are
+:class:`melody_lc.errors.UserError`, which the CLI reports in one line with exit code 2).
 """
 
 
-class MelodyError(Exception):
+from melody_lc.errors import UserError
+
+
+class MelodyError(UserError):
     """Base class of every melody-domain error."""
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from melody_lc.melody import metrics
+from melody_lc.melody.encoding import HOLD, NUM_PITCHES
 from melody_lc.melody.model import HierarchicalMelodyVAE
 
 LOG2 = math.log(2.0)
@@ -39,7 +40,7 @@ def reconstruction_metrics(model: HierarchicalMelodyVAE, windows: np.ndarray, ba
         mu, sigma = model.encode(tokens)
         logits = model.decode_logits(mu, tokens)  # teacher forcing from the posterior mean
         pred = logits.argmax(-1)
-        is_note = tokens < 128
+        is_note = tokens < NUM_PITCHES
         tf_hits += int((pred == tokens).sum())
         tf_note_hits += int((pred == tokens)[is_note].sum())
         notes += int(is_note.sum())
@@ -53,7 +54,7 @@ def reconstruction_metrics(model: HierarchicalMelodyVAE, windows: np.ndarray, ba
     steps = n * 256
     return {
         "windows": n,
-        "hold_share": float((windows == 128).mean()) if n else 0.0,
+        "hold_share": float((windows == HOLD).mean()) if n else 0.0,
         "teacher_forced_accuracy": tf_hits / steps,
         "teacher_forced_note_accuracy": tf_note_hits / max(notes, 1),
         "free_running_accuracy": fr_hits / steps,

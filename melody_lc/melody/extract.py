@@ -1,14 +1,15 @@
-"""Extraction of 16-bar training windows from a NoteSequence (the paper's data pipeline).
+"""Extraction of 16-bar training windows from a piece of music (the paper's data pipeline).
 
-NoteSequence (from a MIDI file or a music21 tune)
-  -> quantize to 4 steps per quarter along the tempo map        :func:`quantized_notes`
+Piece (from a MIDI file, a music21 tune or a NoteSequence, see :mod:`melody_lc.melody.piece`)
+  -> quantize to 4 steps per quarter                             :func:`quantized_notes`
   -> split at time-signature changes; keep meters of 16-step bars :func:`meter_segments`
   -> each non-drum instrument made monophonic (highest pitch)    :func:`skyline`
   -> 16-bar windows with a 1-bar stride, nearly empty ones dropped, duplicates removed
                                                                   :func:`extract_windows`
 
-note_seq's own ``quantize_note_sequence`` refuses tempo changes, which most real MIDI files have;
-quantizing along the tempo map is the same rule (round half up, as note_seq) in quarter notes.
+Times are in quarter notes, so tempo changes (which note_seq's own ``quantize_note_sequence``
+refuses, and most real MIDI files have) do not matter; the rounding is note_seq's (half up).
+Every function here also takes a NoteSequence (with the ``note-seq`` extra).
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from fractions import Fraction
 import numpy as np
 
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import BAR_STEPS, HOLD, REST, STEPS, STEPS_PER_QUARTER, canonical
+from melody_lc.melody.encoding import BAR_STEPS, canonical, HOLD, NUM_PITCHES, REST, STEPS, STEPS_PER_QUARTER
 from melody_lc.melody.errors import MelodyError
+from melody_lc.melody.piece import MINOR, as_piece
 
 NOTE_DTYPE = np.dtype([("pitch", np.int16), ("start", np.int64), ("end", np.int64),
                        ("instrument", np.int32), ("is_drum", np.bool_)])
 
 EXTRACTION_VERSION = 2  # bump whenever the windows extracted from the same input change (caches rebuild)
 MAX_TUNE_STEPS = 1 << 17  # 8,192 bars: anything longer is a broken file, not a tune
-
-# note_seq KeySignature modes that name a major or minor key; the other church modes are left out.
-_NS_MAJOR, _NS_MINOR = 0, 1
 
 
 @dataclass(frozen=True)
@@ -64,43 +63,22 @@ def compatible_meter(numerator: int, denominator: int) -> bool:
     return bar.denominator == 1 and bar > 0 and (16 % int(bar) == 0 or int(bar) % 16 == 0)
 
 
-def _quarters(times: np.ndarray, sequence) -> np.ndarray:
-    """Seconds -> quarter notes, following the sequence's tempo changes (120 qpm if it has none)."""
-    tempos = sorted(((t.time, t.qpm) for t in sequence.tempos), key=lambda x: x[0])
-    if not tempos or tempos[0][0] > 0:
-        tempos.insert(0, (0.0, 120.0))  # MIDI's default tempo until the first tempo event
-    t0 = np.array([t for t, _ in tempos])
-    qpm = np.array([q for _, q in tempos])
-    q0 = np.concatenate([[0.0], np.cumsum(np.diff(t0) * qpm[:-1] / 60.0)])
-    i = np.searchsorted(t0, times, side="right") - 1
-    return q0[i] + (times - t0[i]) * qpm[i] / 60.0
-
-
-def _to_steps(times: np.ndarray, sequence) -> np.ndarray:
+def _to_steps(quarters) -> np.ndarray:
     # note_seq's rule: int(x + 0.5) with a small tolerance for float error.
-    return np.floor(_quarters(np.asarray(times, dtype=np.float64), sequence) * STEPS_PER_QUARTER + 0.5 + 1e-6).astype(np.int64)
+    return np.floor(np.asarray(quarters, dtype=np.float64) * STEPS_PER_QUARTER + 0.5 + 1e-6).astype(np.int64)
 
 
-def quantized_notes(sequence) -> np.ndarray:
-    """The notes of a NoteSequence on the sixteenth grid, as a structured array (``NOTE_DTYPE``).
-
-    A sequence already quantized at 4 steps per quarter keeps its quantized steps; otherwise note
-    times are quantized along the tempo map. A note never has zero length (at least one step).
-    """
-    n = len(sequence.notes)
-    out = np.zeros(n, dtype=NOTE_DTYPE)
-    if n == 0:
+def quantized_notes(source) -> np.ndarray:
+    """The notes of a piece (or NoteSequence) on the sixteenth grid, as a structured array
+    (``NOTE_DTYPE``). A note never has zero length (at least one step)."""
+    piece = as_piece(source)
+    out = np.zeros(len(piece.notes), dtype=NOTE_DTYPE)
+    if not len(out):
         return out
-    out["pitch"] = [x.pitch for x in sequence.notes]
-    out["instrument"] = [x.instrument for x in sequence.notes]
-    out["is_drum"] = [x.is_drum for x in sequence.notes]
-    if sequence.quantization_info.steps_per_quarter == STEPS_PER_QUARTER:
-        out["start"] = [x.quantized_start_step for x in sequence.notes]
-        out["end"] = [x.quantized_end_step for x in sequence.notes]
-    else:
-        out["start"] = _to_steps([x.start_time for x in sequence.notes], sequence)
-        out["end"] = _to_steps([x.end_time for x in sequence.notes], sequence)
-    out["end"] = np.maximum(out["end"], out["start"] + 1)
+    for name in ("pitch", "instrument", "is_drum"):
+        out[name] = piece.notes[name]
+    out["start"] = _to_steps(piece.notes["start"])
+    out["end"] = np.maximum(_to_steps(piece.notes["end"]), out["start"] + 1)
     if (out["start"] < 0).any():
         raise MelodyError("a note starts before time 0")
     if out["end"].max() > MAX_TUNE_STEPS:
@@ -108,15 +86,15 @@ def quantized_notes(sequence) -> np.ndarray:
     return out
 
 
-def meter_segments(sequence, total_steps: int) -> list[tuple[int, int, int, int]]:
+def meter_segments(source, total_steps: int) -> list[tuple[int, int, int, int]]:
     """``(start_step, end_step, numerator, denominator)`` spans of constant time signature.
 
-    Without a time signature the whole sequence is 4/4 (MIDI's default). Repeated signatures merge.
+    Without a time signature the whole piece is 4/4 (MIDI's default). Repeated signatures merge.
     """
-    sigs = sorted(((ts.time, ts.numerator, ts.denominator) for ts in sequence.time_signatures), key=lambda x: x[0])
+    sigs = sorted(as_piece(source).time_signatures, key=lambda x: x[0])
     if not sigs or sigs[0][0] > 0:
         sigs.insert(0, (0.0, 4, 4))
-    starts = _to_steps([s[0] for s in sigs], sequence)
+    starts = _to_steps([s[0] for s in sigs])
     at_step: dict[int, tuple[int, int]] = {}
     for start, (_, num, den) in zip(starts, sigs, strict=True):
         at_step[int(start)] = (num, den)  # two signatures at one step: the later one wins
@@ -167,28 +145,27 @@ def _fingerprint(lines: list[np.ndarray]) -> bytes:
     parts = []
     for line in lines:
         t = line.astype(np.int16)
-        notes = t[t < 128]
-        rel = np.where(t < 128, t - (notes[0] if notes.size else 0) + 1000, t)
+        notes = t[t < NUM_PITCHES]
+        rel = np.where(t < NUM_PITCHES, t - (notes[0] if notes.size else 0) + 1000, t)
         parts.append(rel.astype(np.int16).tobytes())
     for p in sorted(parts):
         h.update(p)
     return h.digest()
 
 
-def declared_key(sequence) -> str | None:
-    """The sequence's first key signature as 'G major' / 'E minor', if it has a major or minor one."""
-    for ks in sorted(sequence.key_signatures, key=lambda k: k.time):
-        if ks.mode in (_NS_MAJOR, _NS_MINOR):
-            return metrics.key_name(ks.key % 12 + (12 if ks.mode == _NS_MINOR else 0))
-    return None
+def declared_key(source) -> str | None:
+    """The piece's first key signature as 'G major' / 'E minor', if it has one."""
+    keys = sorted(as_piece(source).keys, key=lambda k: k[0])
+    return metrics.key_name(keys[0][1] + (12 if keys[0][2] == MINOR else 0)) if keys else None
 
 
-def extract_windows(sequence, name: str, config: ExtractionConfig = ExtractionConfig()) -> TuneWindows:
-    """Every usable 16-bar window of a NoteSequence (see the module docstring)."""
-    notes = quantized_notes(sequence)
+def extract_windows(source, name: str, config: ExtractionConfig = ExtractionConfig()) -> TuneWindows:
+    """Every usable 16-bar window of a piece (see the module docstring)."""
+    piece = as_piece(source)
+    notes = quantized_notes(piece)
     notes = notes[~notes["is_drum"]]
     total = -(-int(notes["end"].max(initial=0)) // BAR_STEPS) * BAR_STEPS  # up to a whole bar
-    segments = meter_segments(sequence, total)
+    segments = meter_segments(piece, total)
     meters = sorted({f"{num}/{den}" for _, _, num, den in segments})
     skipped = sorted({f"{num}/{den}" for _, _, num, den in segments if not compatible_meter(num, den)})
     usable = segments if config.all_meters else [s for s in segments if compatible_meter(s[2], s[3])]
@@ -213,10 +190,10 @@ def extract_windows(sequence, name: str, config: ExtractionConfig = ExtractionCo
                 seen.add(b)
                 windows.append(w)
 
-    key = declared_key(sequence)
+    key = declared_key(piece)
     if key is None:
         all_tokens = np.concatenate(lines) if lines else np.zeros(0, dtype=np.int16)
-        pcs = all_tokens[all_tokens < 128] % 12
+        pcs = all_tokens[all_tokens < NUM_PITCHES] % 12
         hist = np.bincount(pcs, minlength=12).astype(float)
         key = metrics.key_name(int(metrics.best_key(hist))) + " (est.)" if pcs.size else "none"
     return TuneWindows(

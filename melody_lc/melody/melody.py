@@ -1,4 +1,4 @@
-"""The :class:`Melody` value type and its exact conversions (NoteSequence, MIDI file, piano roll)."""
+"""The :class:`Melody` value type and its exact conversions (Piece, NoteSequence, MIDI file, piano roll)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import HOLD, NUM_BARS, NUM_CLASSES, REST, STEPS, STEPS_PER_QUARTER, canonical
+from melody_lc.melody.encoding import canonical, HOLD, NUM_BARS, NUM_CLASSES, NUM_PITCHES, REST, STEPS, STEPS_PER_QUARTER
 from melody_lc.melody.errors import MelodyLengthError, MelodyTokenError, PolyphonicMelodyError
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -73,7 +73,7 @@ class Melody:
         t = self.tokens
         events = np.flatnonzero(t != HOLD)  # note-ons and the RESTs that end notes
         ends = np.append(events, STEPS)
-        return [(int(t[s]), int(s), int(ends[k + 1])) for k, s in enumerate(events) if t[s] < 128]
+        return [(int(t[s]), int(s), int(ends[k + 1])) for k, s in enumerate(events) if t[s] < NUM_PITCHES]
 
     @classmethod
     def from_notes(cls, notes) -> Melody:
@@ -101,42 +101,35 @@ class Melody:
             last_end = end
         return cls(tokens)
 
-    # -- NoteSequence ----------------------------------------------------------------------------
-    def to_note_sequence(self, qpm: float = 120.0, velocity: int = 80, program: int = 0) -> NoteSequence:
-        """A quantized note_seq ``NoteSequence`` (4 steps per quarter) with real times at ``qpm``."""
-        from note_seq.protobuf import music_pb2
-
-        seq = music_pb2.NoteSequence()
-        seq.ticks_per_quarter = 220
-        seq.tempos.add(time=0.0, qpm=qpm)
-        seq.time_signatures.add(time=0.0, numerator=4, denominator=4)
-        seq.quantization_info.steps_per_quarter = STEPS_PER_QUARTER
-        step_seconds = 60.0 / qpm / STEPS_PER_QUARTER
-        for pitch, start, end in self.notes():
-            seq.notes.add(
-                pitch=pitch, velocity=velocity, program=program, instrument=0,
-                start_time=start * step_seconds, end_time=end * step_seconds,
-                quantized_start_step=start, quantized_end_step=end,
-            )
-        seq.total_time = STEPS * step_seconds
-        seq.total_quantized_steps = STEPS
-        return seq
-
+    # -- Piece and NoteSequence ---------------------------------------------------------------
     @classmethod
-    def from_note_sequence(cls, sequence: NoteSequence, start_step: int = 0) -> Melody:
-        """The 16 bars from ``start_step`` of a NoteSequence (quantized or not), made monophonic.
+    def from_piece(cls, piece, start_step: int = 0) -> Melody:
+        """The 16 bars from ``start_step`` of a :class:`~melody_lc.melody.piece.Piece` (or a
+        NoteSequence), quantized to 4 steps per quarter and made monophonic.
 
-        An unquantized sequence is quantized to 4 steps per quarter with its tempo map. Drum notes
-        are ignored; where notes overlap the highest pitch is kept (see
+        Drum notes are ignored; where notes overlap the highest pitch is kept (see
         :func:`melody_lc.melody.extract.skyline`). Notes that run past the window are cut at its end.
         """
         from melody_lc.melody.extract import quantized_notes, skyline
 
-        notes = quantized_notes(sequence)
+        notes = quantized_notes(piece)
         notes = notes[~notes["is_drum"]]
         end = start_step + STEPS
         tokens = skyline(notes, total_steps=max(end, int(notes["end"].max(initial=0))))
         return cls(tokens[start_step:end])
+
+    def to_note_sequence(self, qpm: float = 120.0, velocity: int = 80, program: int = 0) -> NoteSequence:
+        """A quantized note_seq ``NoteSequence`` (4 steps per quarter) with real times at ``qpm``
+        (the ``note-seq`` extra)."""
+        from melody_lc.melody.noteseq import melody_to_note_sequence
+
+        return melody_to_note_sequence(self, qpm=qpm, velocity=velocity, program=program)
+
+    @classmethod
+    def from_note_sequence(cls, sequence: NoteSequence, start_step: int = 0) -> Melody:
+        """The 16 bars from ``start_step`` of a NoteSequence (quantized or not; the ``note-seq``
+        extra), as :meth:`from_piece`: an unquantized one is quantized along its tempo map."""
+        return cls.from_piece(sequence, start_step)
 
     # -- MIDI files ------------------------------------------------------------------------------
     def to_pretty_midi(self, qpm: float = 120.0, program: int = 0, velocity: int = 80) -> pretty_midi.PrettyMIDI:
@@ -163,13 +156,13 @@ class Melody:
 
     @classmethod
     def from_midi_file(cls, path: str | os.PathLike, start_step: int = 0) -> Melody:
-        """Read the 16 bars from ``start_step`` of a MIDI file (parsed with note_seq).
+        """Read the 16 bars from ``start_step`` of a MIDI file (parsed with symusic).
 
         Raises :class:`~melody_lc.melody.errors.BadMidiFileError` for a file that is not valid MIDI.
         """
         from melody_lc.melody.sources import read_midi_file
 
-        return cls.from_note_sequence(read_midi_file(path), start_step=start_step)
+        return cls.from_piece(read_midi_file(path), start_step=start_step)
 
     # -- piano roll ------------------------------------------------------------------------------
     def to_pianoroll(self) -> np.ndarray:
@@ -227,7 +220,7 @@ class Melody:
     def transpose(self, semitones: int) -> Melody:
         """The melody moved by ``semitones``; raises MelodyTokenError if a pitch leaves 0-127."""
         t = self.tokens.astype(np.int16)
-        is_note = t < 128
+        is_note = t < NUM_PITCHES
         moved = t[is_note] + semitones
         if moved.size and (moved.min() < 0 or moved.max() > 127):
             raise MelodyTokenError(f"transposing by {semitones} takes pitches outside 0-127")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_BARS, STEPS
+from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_BARS, NUM_PITCHES, STEPS
 
 # Krumhansl-Kessler key profiles (Krumhansl 1990), index 0 = tonic.
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -29,7 +29,7 @@ def _tokens(tokens) -> np.ndarray:
 
 def onsets(tokens) -> np.ndarray:
     """Boolean ``(..., 256)``: True where a note starts."""
-    return _tokens(tokens) < 128
+    return _tokens(tokens) < NUM_PITCHES
 
 
 def sounding_pitch(tokens) -> np.ndarray:
@@ -42,7 +42,7 @@ def sounding_pitch(tokens) -> np.ndarray:
     idx = np.where(event, np.arange(STEPS), 0)
     np.maximum.accumulate(idx, axis=-1, out=idx)  # index of the last event at or before each step
     last = np.take_along_axis(t, idx, axis=-1)
-    pitch = np.where(last < 128, last, -1)
+    pitch = np.where(last < NUM_PITCHES, last, -1)
     # Step 0 has no previous event when it is a hold: silent.
     no_event_yet = ~np.logical_or.accumulate(event, axis=-1)
     return np.where(no_event_yet, -1, pitch).astype(np.int16)
@@ -66,7 +66,7 @@ def pitch_class_histogram(tokens, weight: str = "count") -> np.ndarray:
     """
     t = _tokens(tokens)
     if weight == "count":
-        pitch, mask = t, t < 128
+        pitch, mask = t, t < NUM_PITCHES
     elif weight == "duration":
         pitch = sounding_pitch(t)
         mask = pitch >= 0
@@ -84,7 +84,7 @@ def pitch_class_histogram(tokens, weight: str = "count") -> np.ndarray:
 def pitch_range(tokens) -> tuple[np.ndarray, np.ndarray]:
     """(lowest, highest) MIDI pitch of the notes, each ``(...)`` int; -1 for a melody without notes."""
     t = _tokens(tokens)
-    is_note = t < 128
+    is_note = t < NUM_PITCHES
     low = np.where(is_note, t, 999).min(-1)
     high = np.where(is_note, t, -1).max(-1)
     return np.where(low == 999, -1, low), high
@@ -98,7 +98,7 @@ def intervals(tokens) -> tuple[np.ndarray, np.ndarray]:
     Rests between notes do not break the succession.
     """
     t = _tokens(tokens)
-    is_note = t < 128
+    is_note = t < NUM_PITCHES
     # Sort each row so that note pitches come first, in time order (stable sort on ~is_note).
     order = np.argsort(~is_note, axis=-1, kind="stable")
     pitches = np.take_along_axis(t, order, axis=-1)
@@ -133,7 +133,7 @@ def rest_fraction(tokens) -> np.ndarray:
 def distinct_pitches(tokens) -> np.ndarray:
     """``(...)`` int: number of different MIDI pitches used."""
     t = _tokens(tokens)
-    flat = np.where(t < 128, t, 128).reshape(-1, STEPS)
+    flat = np.where(t < NUM_PITCHES, t, HOLD).reshape(-1, STEPS)
     present = np.zeros((flat.shape[0], 129), dtype=bool)
     present[np.arange(flat.shape[0])[:, None], flat] = True
     return present[:, :128].sum(-1).reshape(t.shape[:-1])
@@ -172,7 +172,7 @@ def in_key_fraction(tokens, key_index) -> np.ndarray:
     key_index = np.asarray(key_index)
     tonic = (key_index % 12)[..., None]
     scale = np.where((key_index < 12)[..., None], np.array(MAJOR_SCALE), np.array(NATURAL_MINOR_SCALE))
-    is_note = t < 128
+    is_note = t < NUM_PITCHES
     degree = (t - tonic) % 12
     in_scale = (degree[..., :, None] == scale[..., None, :]).any(-1) & is_note
     count = is_note.sum(-1)

@@ -8,7 +8,7 @@ import numpy as np
 
 from melody_lc.fileio import atomic_path
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import BAR_STEPS, STEPS
+from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES, STEPS
 
 
 def pianoroll_sheet(tokens: np.ndarray, path: str | os.PathLike, columns: int = 4, step_px: int = 2,
@@ -22,7 +22,7 @@ def pianoroll_sheet(tokens: np.ndarray, path: str | os.PathLike, columns: int = 
 
     t = np.atleast_2d(tokens)
     sounding = metrics.sounding_pitch(t)  # (N, 256), -1 silent
-    onsets = t < 128
+    onsets = t < NUM_PITCHES
     used = sounding[sounding >= 0]
     lo, hi = (int(used.min()), int(used.max())) if used.size else (60, 72)
     lo, hi = lo - 2, hi + 2

@@ -1,24 +1,24 @@
-"""Where melodies come from: MIDI files (parsed with note_seq) and music21's bundled corpus.
+"""Where melodies come from: MIDI files (parsed with symusic) and music21's bundled corpus.
 
-Both end as note_seq ``NoteSequence`` objects, so one extraction pipeline serves both.
+Both end as :class:`~melody_lc.melody.piece.Piece` objects, so one extraction pipeline serves both.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from melody_lc.melody.errors import BadMidiFileError, MelodyError
+from melody_lc.melody.piece import MAJOR, MINOR, PIECE_NOTE_DTYPE, Piece, key_from_sharps
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar")
 # music21's monophonic folk collections, and Bach's chorales (soprano line).
 FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk")
 DEFAULT_COLLECTIONS = FOLK_COLLECTIONS + ("bach",)
-CORPUS_QPM = 120.0  # corpus tunes carry no tempo that matters; quarters become 0.5 s
 
 
 class SkipTune(MelodyError):
@@ -28,8 +28,8 @@ class SkipTune(MelodyError):
 # --------------------------------------------------------------------------------------------------
 # MIDI files
 # --------------------------------------------------------------------------------------------------
-def read_midi_file(path: str | os.PathLike):
-    """Parse a MIDI file into a NoteSequence; raise :class:`BadMidiFileError` with a short reason."""
+def read_midi_file(path: str | os.PathLike) -> Piece:
+    """Parse a MIDI file into a Piece; raise :class:`BadMidiFileError` with a short reason."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -38,29 +38,85 @@ def read_midi_file(path: str | os.PathLike):
     return parse_midi_bytes(data)
 
 
-def parse_midi_bytes(data: bytes):
-    """NoteSequence from the bytes of a MIDI file (see :func:`read_midi_file`)."""
+# symusic's messages for broken files, as a composer would want to read them
+_SYMUSIC_ERRORS = (
+    (re.compile(r"chunk length|remaining bytes|unexpected end|out of range", re.I),
+     lambda m: "truncated MIDI file (data ends inside a track)"),
+    (re.compile(r"running status", re.I), lambda m: "unreadable MIDI (running status without a status byte)"),
+    (re.compile(r"Get (\w+)=(\d+)"), lambda m: f"unreadable MIDI (data byte over 127: {m[1]} {m[2]})"),
+)
+
+
+def parse_midi_bytes(data: bytes) -> Piece:
+    """A Piece from the bytes of a MIDI file (see :func:`read_midi_file`): one instrument per
+    symusic track (a MIDI track's notes on one channel), times in quarter notes (ticks / ticks per
+    quarter), drums marked."""
     if not data:
         raise BadMidiFileError("empty file")
     if data[:4] != b"MThd":
         raise BadMidiFileError("not a MIDI file (no MThd header)")
     if len(data) >= 10 and int.from_bytes(data[8:10], "big") == 2:
         raise BadMidiFileError("type 2 MIDI (sequential patterns) is not supported")
+    import symusic
+
+    try:
+        score = symusic.Score.from_midi(data)
+    except Exception as e:  # symusic raises RuntimeError / ValueError with its own wording
+        text = _first_line(e).removeprefix("MiniMidi: ")
+        for pattern, say in _SYMUSIC_ERRORS:
+            if m := pattern.search(text):
+                raise BadMidiFileError(say(m)) from None
+        raise BadMidiFileError(f"unreadable MIDI ({text})") from None
+    if score.ticks_per_quarter <= 0:
+        raise BadMidiFileError("unreadable MIDI (SMPTE time division is not supported)")
+    tpq = float(score.ticks_per_quarter)
+    parts = []
+    for i, track in enumerate(score.tracks):
+        cols = track.notes.numpy()
+        sounding = cols["duration"] > 0  # a note-off at its own note-on's tick is no note (as pretty_midi)
+        part = np.zeros(int(sounding.sum()), dtype=PIECE_NOTE_DTYPE)
+        part["pitch"] = cols["pitch"][sounding]
+        part["start"] = cols["time"][sounding] / tpq
+        part["end"] = (cols["time"] + cols["duration"])[sounding] / tpq
+        part["instrument"], part["is_drum"] = i, track.is_drum
+        if _overlapping_repeats(part):
+            return _piece_from_pretty_midi(data)
+        parts.append(part)
+    notes = np.concatenate(parts) if parts else np.zeros(0, dtype=PIECE_NOTE_DTYPE)
+    sigs = [(ts.time / tpq, ts.numerator, ts.denominator) for ts in score.time_signatures]
+    keys = [(ks.time / tpq, *key_from_sharps(ks.key, ks.tonality == 1)) for ks in score.key_signatures]
+    return Piece(notes, sigs, keys)
+
+
+def _overlapping_repeats(part: np.ndarray) -> bool:
+    """Whether a part has two overlapping notes of one pitch (a second note-on before the first's
+    note-off). Readers disagree on those: pretty_midi (and most DAWs) end every sounding note of the
+    pitch at the next note-off; symusic pairs note-ons and note-offs first in, first out and drops a
+    note-on left without a note-off."""
+    order = np.lexsort((part["start"], part["pitch"]))
+    p, start, end = part["pitch"][order], part["start"][order], part["end"][order]
+    return bool(((p[1:] == p[:-1]) & (start[1:] < end[:-1])).any())
+
+
+def _piece_from_pretty_midi(data: bytes) -> Piece:
+    """A Piece read by pretty_midi (slower than symusic), for files with overlapping notes of one
+    pitch, so that they give the windows they always gave."""
+    import io
+    import warnings
+
     import pretty_midi
-    from note_seq import midi_io
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pretty_midi warns about odd but readable files
-        try:
-            pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
-        except EOFError:
-            raise BadMidiFileError("truncated MIDI file (data ends inside a track)") from None
-        except Exception as e:  # mido/pretty_midi raise many types for broken files
-            raise BadMidiFileError(f"unreadable MIDI ({type(e).__name__}: {_first_line(e)})") from None
-        try:
-            return midi_io.midi_to_note_sequence(pm)
-        except midi_io.MIDIConversionError as e:
-            raise BadMidiFileError(f"unreadable MIDI ({_first_line(e)})") from None
+        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    quarter = np.vectorize(lambda t: pm.time_to_tick(t) / pm.resolution, otypes=[np.float64])
+    notes = [(n.pitch, n.start, n.end, i, inst.is_drum) for i, inst in enumerate(pm.instruments) for n in inst.notes]
+    pitch, start, end, inst, drum = zip(*notes) if notes else ((), (), (), (), ())
+    return Piece.from_notes(list(pitch), quarter(list(start)) if notes else [], quarter(list(end)) if notes else [],
+                            list(inst), list(drum),
+                            time_signatures=[(quarter(ts.time), ts.numerator, ts.denominator) for ts in pm.time_signature_changes],
+                            keys=[(quarter(k.time), k.key_number % 12, MINOR if k.key_number >= 12 else MAJOR)
+                                  for k in pm.key_signature_changes])
 
 
 def list_midi_files(directory: str | os.PathLike) -> list[Path]:
@@ -134,7 +190,7 @@ def _collection_of(path: Path) -> str:
 
 
 def parse_corpus_tune(job: CorpusTune, expand_repeats: bool = True) -> list[tuple[str, object]]:
-    """``[(name, NoteSequence)]`` for a corpus job (several when a file holds several tunes).
+    """``[(name, Piece)]`` for a corpus job (several when a file holds several tunes).
 
     Repeats are expanded (the tune as played); Bach chorales give their soprano (first) part.
     music21 is told not to write its parse cache (``forceSource``), so no scratch files are left.
@@ -154,7 +210,7 @@ def parse_corpus_tune(job: CorpusTune, expand_repeats: bool = True) -> list[tupl
             line = _chorale_soprano(parts)
         else:
             line = parts[0] if parts else score
-        out.append((name, stream_to_note_sequence(line, expand_repeats)))
+        out.append((name, stream_to_piece(line, expand_repeats)))
     return out
 
 
@@ -173,15 +229,14 @@ def _chorale_soprano(parts):
     raise SkipTune(f"not a four-part chorale ({len(parts)} parts)")
 
 
-def stream_to_note_sequence(line, expand_repeats: bool = True):
-    """A music21 part (one melodic line) as a NoteSequence at 120 qpm.
+def stream_to_piece(line, expand_repeats: bool = True) -> Piece:
+    """A music21 part (one melodic line) as a Piece.
 
     Repeats are expanded when asked and music21 can; a pickup bar is padded so that bar lines fall on
     whole bars; tied notes are merged; grace notes and chord symbols are left out; of a chord the
     top note is kept.
     """
     from music21 import harmony, key, meter
-    from note_seq.protobuf import music_pb2
 
     if expand_repeats:
         try:
@@ -192,31 +247,20 @@ def stream_to_note_sequence(line, expand_repeats: bool = True):
     measures = line.getElementsByClass("Measure")
     pad = float(measures[0].paddingLeft) if len(measures) else 0.0
     flat = line.flatten()
-    sec = 60.0 / CORPUS_QPM
 
-    seq = music_pb2.NoteSequence()
-    seq.ticks_per_quarter = 220
-    seq.tempos.add(time=0.0, qpm=CORPUS_QPM)
     # Time signatures from the bars that carry them (music21 may share one TimeSignature object
     # between bars, so offsets in the flattened stream are not reliable).
     carriers = [(m.offset, m.timeSignature) for m in measures if m.timeSignature is not None]
     if not carriers:
         carriers = [(ts.offset, ts) for ts in flat.getElementsByClass(meter.TimeSignature)]
-    for offset, ts in carriers:
-        t = 0.0 if float(offset) <= 0 else (float(offset) + pad) * sec
-        seq.time_signatures.add(time=t, numerator=ts.numerator, denominator=ts.denominator)
-    for k in flat.getElementsByClass(key.Key):
-        if k.mode in ("major", "minor"):
-            seq.key_signatures.add(time=0.0, key=k.tonic.pitchClass, mode=0 if k.mode == "major" else 1)
-        break
-    end = 0.0
+    sigs = [(0.0 if float(offset) <= 0 else float(offset) + pad, ts.numerator, ts.denominator) for offset, ts in carriers]
+    first = next(iter(flat.getElementsByClass(key.Key)), None)
+    keys = [(0.0, first.tonic.pitchClass, first.mode)] if first is not None and first.mode in (MAJOR, MINOR) else []
+    pitch, start, end = [], [], []
     for el in flat.notes:
         if isinstance(el, harmony.Harmony) or el.duration.quarterLength == 0:
             continue
-        midi = max(p.midi for p in el.pitches)
-        start = (float(el.offset) + pad) * sec
-        stop = start + float(el.duration.quarterLength) * sec
-        seq.notes.add(pitch=midi, velocity=80, start_time=start, end_time=stop, instrument=0)
-        end = max(end, stop)
-    seq.total_time = end
-    return seq
+        pitch.append(max(p.midi for p in el.pitches))
+        start.append(float(el.offset) + pad)
+        end.append(start[-1] + float(el.duration.quarterLength))
+    return Piece.from_notes(pitch, start, end, time_signatures=sigs, keys=keys)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_CLASSES, REST, STEPS
+from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_CLASSES, NUM_PITCHES, REST, STEPS
 
 NOTES = slice(0, 128)
 
@@ -72,7 +72,7 @@ class DecodeState:
 
     def update(self, tok: torch.Tensor) -> None:
         """Record the classes (N,) just written at this step."""
-        is_note, hold = tok < 128, tok == HOLD
+        is_note, hold = tok < NUM_PITCHES, tok == HOLD
         silent = (tok == REST) | (hold & ~self.sounding)
         self.silent_steps += silent
         pitch = tok.clamp(max=127)

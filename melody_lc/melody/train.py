@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
+from melody_lc.melody.encoding import NUM_PITCHES
 from melody_lc.melody.errors import PrecisionError
 from melody_lc.melody.model import HierarchicalMelodyVAE, VAEConfig, kl_nats, vae_loss
 
@@ -155,7 +156,7 @@ def transpose_batch(tokens: np.ndarray, k: int, rng: np.random.Generator) -> np.
     if k <= 0:
         return tokens
     t = tokens.astype(np.int16)
-    is_note = t < 128
+    is_note = t < NUM_PITCHES
     low = np.where(is_note, t, 999).min(1)
     high = np.where(is_note, t, -1).max(1)
     lo_shift = np.where(low == 999, 0, np.maximum(-k, -low))
@@ -281,7 +282,7 @@ class Trainer:
         self.step += 1
         self._phase = "idle"
         with torch.no_grad():
-            is_note = tokens < 128
+            is_note = tokens < NUM_PITCHES
             note_hits = (logits.argmax(-1)[is_note] == tokens[is_note]).sum()
             figures = torch.stack([v.detach().float().to(self.device) for v in terms.values()]
                                   + [note_hits.float(), is_note.sum().float(),

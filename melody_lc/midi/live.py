@@ -23,12 +23,10 @@ import mido
 import numpy as np
 import torch
 
-from melody_lc.melody.encoding import STEPS
+from melody_lc.melody.encoding import BAR_STEPS, STEPS
 from melody_lc.midi.schedule import (PULSES_PER_PHRASE, PULSES_PER_QUARTER, PULSES_PER_STEP, Clock, Follower,
                                      Phrase, Tempo, Transport, quiet_gc, run_clock,
                                      set_thread_priority)
-
-BAR_STEPS = 16
 
 
 class PhraseMaker:

@@ -14,12 +14,14 @@ import os
 import sys
 from dataclasses import dataclass
 
+from melody_lc.errors import UserError
+
 API_ENV = "MELODY_LC_MIDI_API"
 DEFAULT_PORT = "melody-lc"
 _APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "windows": "WINDOWS_MM"}
 
 
-class PortError(Exception):
+class PortError(UserError):
     """A port problem a user can fix: no such port, no MIDI system, a port that vanished."""
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import mido
 
-from melody_lc.melody.encoding import HOLD, STEPS
+from melody_lc.melody.encoding import HOLD, NUM_PITCHES, STEPS
 
 PULSES_PER_QUARTER = 24
 PULSES_PER_STEP = 6
@@ -82,7 +82,7 @@ class Phrase:
             if pitch is not None:  # a note-on or a rest ends the sounding note
                 events.setdefault(s, []).append(mido.Message("note_off", channel=channel, note=pitch, velocity=0))
                 pitch = None
-            if tok < 128:
+            if tok < NUM_PITCHES:
                 events.setdefault(s, []).append(mido.Message("note_on", channel=channel, note=tok, velocity=velocity))
                 pitch = tok
         return cls(tokens, events, info or {})

@@ -24,27 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import NUM_BARS
+from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES
+from melody_lc.melody.pitches import MODES, NAMES, NOTE_EXAMPLE, PITCH_CLASS_EXAMPLE, note_number, pitch_class, pitch_name
 from melody_lc.rules import constraints
 from melody_lc.rules.syntax import Cursor, did_you_mean
 
 PLUGIN_GROUP = "melody_lc.rules"
 PLUGIN_API_VERSION = 2
 SUPPORTED_API_VERSIONS = (1, 2)  # 2 added the optional decode-time ``constraint`` hook
-
-PITCH_CLASSES = {"c": 0, "c#": 1, "db": 1, "d": 2, "d#": 3, "eb": 3, "e": 4, "fb": 4, "e#": 5, "f": 5, "f#": 6,
-                 "gb": 6, "g": 7, "g#": 8, "ab": 8, "a": 9, "a#": 10, "bb": 10, "b": 11, "cb": 11, "b#": 0}
-NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-MODES = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10), "natural minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
-    "harmonic minor": (0, 2, 3, 5, 7, 8, 11), "melodic minor": (0, 2, 3, 5, 7, 9, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
-    "major pentatonic": (0, 2, 4, 7, 9), "pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10),
-    "blues": (0, 3, 5, 6, 7, 10),
-}
-
 
 class RuleKind:
     """Base class of a constraint kind (built in or from a plugin)."""
@@ -90,29 +77,21 @@ class RuleKind:
 # Helpers for argument syntax
 # --------------------------------------------------------------------------------------------------
 def parse_pitch_class(cur: Cursor) -> int:
-    tok = cur.next("a pitch class such as C, F# or Bb")
-    pc = PITCH_CLASSES.get(tok.text.lower())
+    tok = cur.next(PITCH_CLASS_EXAMPLE)
+    pc = pitch_class(tok.text)
     if pc is None:
-        cur.fail(f"expected a pitch class such as C, F# or Bb, found '{tok.text}'", tok.column)
+        cur.fail(f"expected {PITCH_CLASS_EXAMPLE}, found '{tok.text}'", tok.column)
     return pc
 
 
 def parse_pitch(cur: Cursor) -> int:
     """A note name with octave (C4 = 60, as in scientific pitch notation) or a MIDI number."""
     tok = cur.next("a note such as C4 or a MIDI number")
-    text = tok.text
-    if text.isdigit():
-        value = int(text)
-    else:
-        name, octave = text[:-1], text[-1:]
-        if len(text) >= 3 and text[-2] == "-":  # C-1
-            name, octave = text[:-2], text[-2:]
-        pc = PITCH_CLASSES.get(name.lower())
-        if pc is None or not octave.lstrip("-").isdigit():
-            cur.fail(f"expected a note such as C4, F#3 or Bb5, or a MIDI number, found '{text}'", tok.column)
-        value = 12 * (int(octave) + 1) + pc
+    value = note_number(tok.text)
+    if value is None:
+        cur.fail(f"expected {NOTE_EXAMPLE}, found '{tok.text}'", tok.column)
     if not 0 <= value <= 127:
-        cur.fail(f"note {text} is outside MIDI's range 0-127", tok.column)
+        cur.fail(f"note {tok.text} is outside MIDI's range 0-127", tok.column)
     return value
 
 
@@ -222,7 +201,7 @@ class Key(RuleKind):
 
     def violation(self, tokens, params, cond):
         allowed = self.pitch_classes(params, cond, len(tokens))
-        is_note = tokens < 128
+        is_note = tokens < NUM_PITCHES
         pc = np.where(is_note, tokens % 12, 0)
         ok = np.take_along_axis(allowed, pc.astype(int), axis=1) & is_note
         count = is_note.sum(1)
@@ -237,7 +216,7 @@ class Key(RuleKind):
 
     def offending_notes(self, tokens, params, cond):
         allowed = self.pitch_classes(params, cond, len(tokens))
-        is_note = tokens < 128
+        is_note = tokens < NUM_PITCHES
         pc = np.where(is_note, tokens % 12, 0).astype(int)
         return is_note & ~np.take_along_axis(allowed, pc, axis=1)
 
@@ -293,7 +272,7 @@ class Density(RuleKind):
         if params["open"] and params["op"] == ">=":
             high = None
         crowded = bound_violation(per_bar, None, high) > 1e-9 if high is not None else np.zeros(per_bar.shape, bool)
-        return (tokens < 128) & np.repeat(crowded, 16, axis=1)
+        return (tokens < NUM_PITCHES) & np.repeat(crowded, 16, axis=1)
 
     def constraint(self, params, cond, n):
         low, high = params["low"], params["high"]
@@ -341,7 +320,7 @@ class Range(RuleKind):
         return constraints.PitchRange(n, params["low"], params["high"])
 
     def offending_notes(self, tokens, params, cond):
-        return (tokens < 128) & ((tokens < params["low"]) | (tokens > params["high"]))
+        return (tokens < NUM_PITCHES) & ((tokens < params["low"]) | (tokens > params["high"]))
 
     def describe(self, params):
         return f"every note between {pitch_name(params['low'])} and {pitch_name(params['high'])}"
@@ -395,7 +374,7 @@ class Leap(_Bounded):
         if params["high"] is None:
             return out
         steps, mask = metrics.intervals(tokens)
-        order = np.argsort(~(tokens < 128), axis=-1, kind="stable")  # note positions in time order
+        order = np.argsort(~(tokens < NUM_PITCHES), axis=-1, kind="stable")  # note positions in time order
         wide = mask & (np.abs(steps) > params["high"])
         rows, k = np.nonzero(wide)
         out[rows, order[rows, k + 1]] = True
@@ -452,7 +431,7 @@ class _Edge(RuleKind):
         return {"pc": parse_pitch_class(cur)}
 
     def violation(self, tokens, params, cond):
-        is_note = tokens < 128
+        is_note = tokens < NUM_PITCHES
         n = len(tokens)
         idx = is_note.argmax(1) if self.which == 0 else 255 - is_note[:, ::-1].argmax(1)
         pc = tokens[np.arange(n), idx] % 12
@@ -467,7 +446,7 @@ class _Edge(RuleKind):
 
     def offending_notes(self, tokens, params, cond):
         out = np.zeros(tokens.shape, bool)
-        is_note = tokens < 128
+        is_note = tokens < NUM_PITCHES
         rows = np.flatnonzero(is_note.any(1) & (self.violation(tokens, params, cond) > 1e-9))
         idx = is_note.argmax(1) if self.which == 0 else 255 - is_note[:, ::-1].argmax(1)
         out[rows, idx[rows]] = True
@@ -491,10 +470,6 @@ class End(_Edge):
 
 
 BUILTIN_KINDS: tuple[RuleKind, ...] = (Key(), Density(), Range(), Leap(), Rests(), Distinct(), Start(), End())
-
-
-def pitch_name(p: int) -> str:
-    return f"{NAMES[p % 12]}{p // 12 - 1}"
 
 
 def load_plugins() -> tuple[dict[str, RuleKind], list[tuple[str, str]]]:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from melody_lc.melody.encoding import NUM_BARS, STEPS
+from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES, STEPS
 from melody_lc.melody.steer import Steer
-from melody_lc.rules.kinds import NAMES, Key, RuleKind, pitch_name, registry
+from melody_lc.melody.pitches import NAMES, pitch_name
+from melody_lc.rules.kinds import Key, RuleKind, registry
 from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
 
 
@@ -150,7 +151,7 @@ class RuleSet:
         notes = np.zeros(t.shape, bool)
         for r in self.rules:
             notes |= np.asarray(r.kind.offending_notes(t, r.params, c), dtype=bool)
-        return notes & (t < 128), ~self.satisfied(t, cond).all(1)
+        return notes & (t < NUM_PITCHES), ~self.satisfied(t, cond).all(1)
 
     def reward(self, tokens, cond: dict | None = None) -> np.ndarray:
         """(N,) weighted geometric mean of the rule rewards: 1 only when every rule is met."""

@@ -18,17 +18,13 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from melody_lc.melody.errors import MelodyError
+from melody_lc.errors import LocatedError
 
 _TOKEN = re.compile(r"\s*(\.\.|>=|<=|==|[<>=%?,(){}]|[^\s<>=%?,(){}.]+(?:\.\d+)?|\.)")
 
 
-class RulesError(MelodyError):
+class RulesError(LocatedError):
     """An error in a rules file, located at ``path:line:column``."""
-
-    def __init__(self, path: str, line: int, column: int, message: str) -> None:
-        self.path, self.line, self.column, self.message = path, line, column, message
-        super().__init__(f"{path}:{line}:{column}: {message}")
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -28,27 +28,18 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, RichLog, Select, Static
 
-from melody_lc.melody.encoding import HOLD, STEPS
+from melody_lc.melody import metrics
+from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES, STEPS
 from melody_lc.midi.ports import PortError, list_ports
-from melody_lc.rules.kinds import pitch_name
+from melody_lc.melody.pitches import pitch_name
 from melody_lc.tui.session import LiveSession, value_text
 
-BAR = 16
 
 
 def pitch_per_step(tokens) -> tuple[np.ndarray, np.ndarray]:
     """(pitch (256,) with -1 where silent, onset (256,) bool) of a token string."""
     t = np.asarray(tokens, dtype=np.int64)
-    pitch = np.full(STEPS, -1)
-    onset = t < 128
-    now = -1
-    for s in range(STEPS):
-        if t[s] < 128:
-            now = int(t[s])
-        elif t[s] != HOLD:
-            now = -1
-        pitch[s] = now
-    return pitch, onset
+    return metrics.sounding_pitch(t).astype(np.int64), t < NUM_PITCHES
 
 
 class PianoRoll(Widget):
@@ -73,7 +64,7 @@ class PianoRoll(Widget):
         ncols = int(np.clip(self.size.width - label_w, 16, STEPS))
         col = np.arange(STEPS) * ncols // STEPS  # the column of each step
         starts = np.flatnonzero(np.diff(col, prepend=-1))  # each column's first step
-        bar_cols = set((np.arange(0, STEPS, BAR) * ncols // STEPS).tolist())
+        bar_cols = set((np.arange(0, STEPS, BAR_STEPS) * ncols // STEPS).tolist())
         lo, hi = int(sounding.min()), int(sounding.max())
         ppr = max(1, math.ceil((hi - lo + 1) / max(1, self.size.height)))  # pitches per row
         head = None if self.playhead is None else int(col[min(STEPS - 1, int(self.playhead))])
@@ -412,7 +403,7 @@ class LiveApp(App):
         if s.engine is not None and s.engine.follower is not None and s.engine.follower.bpm:
             bpm = f"{s.engine.follower.bpm:.1f} bpm (DAW)"
         cur = s.current()
-        where = f"phrase {cur.index + 1}, bar {int(s.engine.step()) // BAR + 1}" if cur is not None else ""
+        where = f"phrase {cur.index + 1}, bar {int(s.engine.step()) // BAR_STEPS + 1}" if cur is not None else ""
         inp = f"   in {st.input}" if st.input else ""
         self.query_one("#transport", Static).update(
             f"{state}   {bpm}   clock {st.clock}   out {s.output_name}   ch {st.channel + 1}{inp}   "

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_lc.melody.pitches import format_open_value
 from melody_lc.midi.files import next_take, write_phrases
 from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, PhraseRecord
 from melody_lc.midi.ports import DEFAULT_PORT, PortError, PortWatch, open_input, open_output
 from melody_lc.rules import RuleSet, RulesError, load_rules
-from melody_lc.rules.kinds import NAMES
 
 CLOCKS = ("internal", "send", "follow")
 
@@ -50,10 +50,7 @@ class LiveSettings:
 
 def value_text(rules: RuleSet, name: str, value: float) -> str:
     """How an open parameter's value reads: a note name for a tonic, a number otherwise."""
-    spec = rules.open.get(name)
-    if spec is not None and spec[0] == "category" and name == "tonic":
-        return NAMES[int(value) % 12]
-    return f"{value:g}"
+    return format_open_value(name, rules.open.get(name), value)
 
 
 def default_values(rules: RuleSet, keep: dict | None = None) -> dict:

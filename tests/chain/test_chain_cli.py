@@ -10,7 +10,7 @@ import time
 import mido
 import numpy as np
 
-from melody_lc.rules.kinds import MODES
+from melody_lc.melody.pitches import MODES
 from tests.chain.conftest import REPO, hanging
 from tests.chain.test_plugins import _loop_file
 

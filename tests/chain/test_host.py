@@ -112,7 +112,7 @@ def test_processors_run_in_order_on_a_real_stream(phrases):
     sent = [m for _, m in port.notes()]
     want = [e.msg for e in events]
     assert len([m for m in sent if m.type == "note_on"]) == len([m for m in want if m.type == "note_on" and m.velocity])
-    from melody_lc.rules.kinds import MODES
+    from melody_lc.melody.pitches import MODES
 
     assert all(m.channel == 2 and (m.note - 2) % 12 in MODES["dorian"] for m in sent)
     assert not hanging(sent)
@@ -183,7 +183,7 @@ def test_bypass_reorder_and_parameters_change_live(phrases):
     r.stop()
     after = [m for _, m in port.got[mark:] if m.type == "note_on" and m.velocity]
     before = [m for _, m in port.got[:mark] if m.type == "note_on" and m.velocity]
-    from melody_lc.rules.kinds import MODES
+    from melody_lc.melody.pitches import MODES
 
     assert after and all((m.note - 6) % 12 in MODES["major"] for m in after)  # F# major, untransposed
     assert all(m.note % 12 in MODES["major"] for m in before)

@@ -12,7 +12,7 @@ import pytest
 from melody_lc.chain.api import Context, Event, Param, ParamError, parse_duration
 from melody_lc.chain.builtin import (ChannelMap, Constrain, Echo, Humanize, NoteLength, Quantize, ScaleSnap, Transpose,
                                      VelocityCurve)
-from melody_lc.rules.kinds import MODES
+from melody_lc.melody.pitches import MODES
 from tests.chain.conftest import BPM, STEP_S, drive, hanging, notes, stream
 
 

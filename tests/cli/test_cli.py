@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import run_cli, scale_notes, write_midi
 from tests.melody.test_dataset import make_bad_files
 
-HEAVY = ("torch", "music21", "note_seq", "rtmidi", "textual", "pretty_midi", "numpy")
+HEAVY = ("torch", "music21", "note_seq", "symusic", "rtmidi", "textual", "pretty_midi", "numpy")
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

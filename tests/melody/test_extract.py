@@ -209,3 +209,68 @@ def test_abc_meter_changes_keep_their_times(tmp_path):
     # the opening 2/4 holds from step 0 through the first 20 bars (music21 itself splits the 3/4 bar
     # into 2/4 + 1/4, so the first change comes one 2/4 bar later)
     assert segs[0][0] == 0 and segs[0][2:] == (2, 4) and segs[0][1] >= 20 * 8
+
+
+# --------------------------------------------------------------------------------------------------
+# The MIDI reader (symusic) against note_seq's (pretty_midi), on real files and on overlapping notes
+# --------------------------------------------------------------------------------------------------
+def _same_windows(path) -> bool:
+    from melody_lc.melody.noteseq import note_sequence_from_midi
+    from melody_lc.melody.sources import parse_midi_bytes
+
+    data = path.read_bytes()
+    ours, theirs = extract_windows(parse_midi_bytes(data), path.name), extract_windows(note_sequence_from_midi(data), path.name)
+    return (np.array_equal(ours.windows, theirs.windows) and (ours.meters, ours.key, ours.content_key)
+            == (theirs.meters, theirs.key, theirs.content_key))
+
+
+def test_real_midi_files_give_the_windows_note_seq_gave():
+    import warnings
+    from pathlib import Path
+
+    import music21
+
+    files = sorted(Path(music21.__file__).parent.rglob("*.mid"))  # real MIDI files of many kinds
+    assert len(files) >= 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same = [f.name for f in files if _same_windows(f)]
+    # test04.mid has notes sounding across program changes, which pretty_midi files under the
+    # program of their note-off (see benchmarks/midi_reading.py)
+    assert set(f.name for f in files) - set(same) <= {"test04.mid"}
+    assert len(same) >= len(files) - 1
+
+
+def test_overlapping_notes_of_one_pitch_read_as_before(tmp_path):
+    import mido
+
+    from melody_lc.melody.sources import parse_midi_bytes
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    # C5 struck again while sounding; its first note-off ends both (as pretty_midi and most DAWs
+    # read it), the second is left over; then a scale so that windows are cut
+    events = [mido.Message("note_on", note=72, velocity=80, time=0), mido.Message("note_on", note=72, velocity=80, time=240),
+              mido.Message("note_off", note=72, velocity=0, time=240), mido.Message("note_off", note=72, velocity=0, time=240)]
+    for k in range(70):
+        events += [mido.Message("note_on", note=60 + k % 12, velocity=80, time=0),
+                   mido.Message("note_off", note=60 + k % 12, velocity=0, time=480)]
+    track.extend(events)
+    path = tmp_path / "overlap.mid"
+    mid.save(str(path))
+    notes = quantized_notes(parse_midi_bytes(path.read_bytes()))
+    assert [(int(n["pitch"]), int(n["start"]), int(n["end"])) for n in notes[:2]] == [(72, 0, 4), (72, 2, 4)]
+    assert _same_windows(path)
+
+
+def test_note_sequences_need_the_extra(monkeypatch):
+    import sys
+
+    from melody_lc.melody import MelodyError
+
+    monkeypatch.setitem(sys.modules, "note_seq", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "note_seq.protobuf", None)
+    monkeypatch.setitem(sys.modules, "note_seq.protobuf.music_pb2", None)
+    with pytest.raises(MelodyError, match=r"pip install 'melody-lc\[note-seq\]'"):
+        Melody.from_notes([(60, 0, 4)]).to_note_sequence()

@@ -13,7 +13,7 @@ import torch
 
 from melody_lc.melody.encoding import HOLD, NUM_CLASSES, REST, STEPS
 from melody_lc.rules import RulesError, parse_rules
-from melody_lc.rules.kinds import NAMES
+from melody_lc.melody.pitches import NAMES
 
 MODES = ["major", "minor", "dorian", "harmonic minor", "major pentatonic", "blues", "locrian"]
 

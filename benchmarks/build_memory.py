@@ -61,10 +61,16 @@ def main() -> None:
             src = Path(tmp) / "midi"
             src.mkdir()
             write_files(src, n)
-            res = subprocess.run([sys.executable, "-c", CHILD, str(src), str(Path(tmp) / "out")],
-                                 capture_output=True, text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, str(src), str(Path(tmp) / "out")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{n:>7,} {r['windows']:>9,} {r['seconds']:>8.1f} {r['main_mb']:>13.0f} {r['worker_mb']:>15.0f}", flush=True)
+        print(
+            f"{n:>7,} {r['windows']:>9,} {r['seconds']:>8.1f} {r['main_mb']:>13.0f} {r['worker_mb']:>15.0f}", flush=True
+        )
 
 
 if __name__ == "__main__":

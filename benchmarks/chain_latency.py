@@ -27,8 +27,16 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALONE = ["transpose(7)", "scale(D, dorian)", "quantize(1/16, 50)", "humanize(timing=0ms, velocity=10)",
-         "velocity(curve=1.5)", "notelength(max=1/16)", "channel(to=2)", "echo(1/8, repeats=2)"]
+ALONE = [
+    "transpose(7)",
+    "scale(D, dorian)",
+    "quantize(1/16, 50)",
+    "humanize(timing=0ms, velocity=10)",
+    "velocity(curve=1.5)",
+    "notelength(max=1/16)",
+    "channel(to=2)",
+    "echo(1/8, repeats=2)",
+]
 FIVE = "transpose(7) -> scale(D, dorian) -> humanize(timing=0ms, velocity=10) -> velocity(curve=1.5) -> echo(1/8)"
 
 
@@ -61,8 +69,11 @@ def main() -> None:
         rack.stop()
         engine = rack.sources[runner.name].engine
         assert not any(s.failed for s in runner.slots), [s.failed for s in runner.slots]
-        return {"chain": np.array(runner.latencies), "send": np.array(engine.step_lateness),
-                "cpu": [(s.link.name, s.cpu_s / max(1, s.calls)) for s in runner.slots]}
+        return {
+            "chain": np.array(runner.latencies),
+            "send": np.array(engine.step_lateness),
+            "cpu": [(s.link.name, s.cpu_s / max(1, s.calls)) for s in runner.slots],
+        }
 
     def ms(x, q):
         return np.percentile(x, q) * 1e3
@@ -77,10 +88,14 @@ def main() -> None:
         r = run(procs)
         label = procs if procs != FIVE else f"five: {procs}"
         cpu = ", ".join(f"{n} {c * 1e6:.0f}" for n, c in r["cpu"])
-        print(f"{label[:58]:<58} {ms(r['chain'], 50):7.3f} {ms(r['chain'], 99):7.3f} {ms(r['chain'], 50) - base:7.3f}  {cpu}")
+        print(
+            f"{label[:58]:<58} {ms(r['chain'], 50):7.3f} {ms(r['chain'], 99):7.3f} {ms(r['chain'], 50) - base:7.3f}  {cpu}"
+        )
         if procs == FIVE:
-            print(f"  live engine send error with the chain of five: median {ms(r['send'], 50):.3f}, "
-                  f"p99 {ms(r['send'], 99):.3f}")
+            print(
+                f"  live engine send error with the chain of five: median {ms(r['send'], 50):.3f}, "
+                f"p99 {ms(r['send'], 99):.3f}"
+            )
 
 
 if __name__ == "__main__":

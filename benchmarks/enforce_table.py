@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from melody_lc.constrain import (FIT_TEMPERATURE, decode_checked, fit_rules, generate, load_fit_stats,
-                                 shipped_fits_dir)
+from melody_lc.constrain import FIT_TEMPERATURE, decode_checked, fit_rules, generate, load_fit_stats, shipped_fits_dir
 from melody_lc.engine import FitConfig, latent_spread
 from melody_lc.melody.evaluate import FEATURE_BINS, features, histogram_overlap
 from melody_lc.melody.train import describe_hardware, load_model, matmul_gflops
@@ -62,15 +61,20 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(default_model_dir()))
-    ap.add_argument("--data", default=str(default_corpus_out(list(DEFAULT_COLLECTIONS))),
-                    help="dataset whose test split is the held-out data for the feature overlap")
+    ap.add_argument(
+        "--data",
+        default=str(default_corpus_out(list(DEFAULT_COLLECTIONS))),
+        help="dataset whose test split is the held-out data for the feature overlap",
+    )
     ap.add_argument("-n", type=int, default=256, help="melodies per row")
     ap.add_argument("--rules", nargs="+", help="rules files (default: rules/*.rules and benchmarks/rules/*.rules)")
     args = ap.parse_args()
 
     gflops = matmul_gflops()
-    print(f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     model, _ = load_model(args.model)
     stats = load_fit_stats(args.model, model)
     heldout = MelodyDataset(args.data).windows("test")
@@ -78,17 +82,27 @@ def main() -> None:
     files = args.rules or sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
     config = FitConfig()
     T = FIT_TEMPERATURE
-    print(f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of the {Path(args.data).name} dataset")
-    print("| rules | row | all rules | decodes/melody | mask/melody | mass removed | latent shift | spread | "
-          "free overlap | ms/obeying melody |")
+    print(
+        f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of the {Path(args.data).name} dataset"
+    )
+    print(
+        "| rules | row | all rules | decodes/melody | mask/melody | mass removed | latent shift | spread | "
+        "free overlap | ms/obeying melody |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = []
     for path in files:
         rules = load_rules(path)
         name = Path(path).stem
         t = time.perf_counter()
-        fitted = fit_rules(rules, model, stats if stats is not None else (lambda: MelodyDataset(args.data).windows("train")),
-                           config, cache_dir=cache_dir() / "fits", search=(shipped_fits_dir(),))
+        fitted = fit_rules(
+            rules,
+            model,
+            stats if stats is not None else (lambda: MelodyDataset(args.data).windows("train")),
+            config,
+            cache_dir=cache_dir() / "fits",
+            search=(shipped_fits_dir(),),
+        )
         fit_s = time.perf_counter() - t
         g = torch.Generator().manual_seed(1)
         rng = np.random.default_rng(1)
@@ -100,52 +114,79 @@ def main() -> None:
         shift = float((z2 - z).norm(dim=-1).mean())
         spread = latent_spread(z, z2)
         rows = {}
-        for row, latents, masked in (("prior", z, False), ("prior + mask", z, True),
-                                     ("actor", z2, False), ("actor + mask", z2, True)):
+        for row, latents, masked in (
+            ("prior", z, False),
+            ("prior + mask", z, True),
+            ("actor", z2, False),
+            ("actor + mask", z2, True),
+        ):
             t = time.perf_counter()
             c = decode_checked(rules, model, latents, cond, T, torch.Generator().manual_seed(2), mask=masked)
             seconds = time.perf_counter() - t
-            rows[row] = dict(all=c.ok.mean(), decodes=None, mask=c.interventions.mean() if masked else None,
-                             mass=c.mass_removed.mean() if masked else None,
-                             shift=0.0 if row.startswith("prior") else shift,
-                             spread=1.0 if row.startswith("prior") else spread,
-                             overlap=free_overlap(rules, c.tokens, held), seconds=seconds, ok=int(c.ok.sum()))
+            rows[row] = dict(
+                all=c.ok.mean(),
+                decodes=None,
+                mask=c.interventions.mean() if masked else None,
+                mass=c.mass_removed.mean() if masked else None,
+                shift=0.0 if row.startswith("prior") else shift,
+                spread=1.0 if row.startswith("prior") else spread,
+                overlap=free_overlap(rules, c.tokens, held),
+                seconds=seconds,
+                ok=int(c.ok.sum()),
+            )
         t = time.perf_counter()
         tokens, report = generate(rules, model, args.n, fitted, seed=3, temperature=T)
         seconds = time.perf_counter() - t
         rows["actor + mask + redraw"] = dict(
-            all=len(tokens) / args.n, decodes=report["decodes_per_melody"], mask=report["interventions_per_melody"],
-            mass=report["mass_removed_per_melody"], shift=report["mean_latent_shift"], spread=report["spread"],
-            overlap=free_overlap(rules, tokens, held), seconds=seconds, ok=len(tokens))
+            all=len(tokens) / args.n,
+            decodes=report["decodes_per_melody"],
+            mask=report["interventions_per_melody"],
+            mass=report["mass_removed_per_melody"],
+            shift=report["mean_latent_shift"],
+            spread=report["spread"],
+            overlap=free_overlap(rules, tokens, held),
+            seconds=seconds,
+            ok=len(tokens),
+        )
         for row, r in rows.items():
+
             def f(v, fmt):
                 return "—" if v is None else format(v, fmt)
+
             ms = f"{r['seconds'] / r['ok'] * 1000:.0f}" if r["ok"] else "∞"
-            print(f"| {name} | {row} | {r['all']:.1%} | {f(r['decodes'], '.2f')} | {f(r['mask'], '.2f')} | "
-                  f"{f(r['mass'], '.2f')} | {r['shift']:.2f} | {r['spread']:.2f} | {f(r['overlap'], '.3f')} | {ms} |")
+            print(
+                f"| {name} | {row} | {r['all']:.1%} | {f(r['decodes'], '.2f')} | {f(r['mask'], '.2f')} | "
+                f"{f(r['mass'], '.2f')} | {r['shift']:.2f} | {r['spread']:.2f} | {f(r['overlap'], '.3f')} | {ms} |"
+            )
         summary.append((name, rows, fit_s, fitted.meta.get("seconds")))
 
     print("\nfor rules/README.md (the shipped examples)")
     print("| file | actor alone | delivered | decodes per melody | mask per melody: prior -> actor | fit |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, rows, fit_s, fitted_s in summary:
+    for name, rows, _, fitted_s in summary:
         if Path(f"rules/{name}.rules").exists():
             d = rows["actor + mask + redraw"]
-            print(f"| `{name}.rules` | {rows['actor']['all']:.1%} | {d['all']:.0%} | {d['decodes']:.2f} | "
-                  f"{rows['prior + mask']['mask']:.1f} -> {rows['actor + mask']['mask']:.1f} | {fitted_s:.0f} s |")
+            print(
+                f"| `{name}.rules` | {rows['actor']['all']:.1%} | {d['all']:.0%} | {d['decodes']:.2f} | "
+                f"{rows['prior + mask']['mask']:.1f} -> {rows['actor + mask']['mask']:.1f} | {fitted_s:.0f} s |"
+            )
 
     print("\nsummary")
     decodes = [rows["actor + mask + redraw"]["decodes"] or float("inf") for _, rows, _, _ in summary]
     delivered = [rows["actor + mask + redraw"]["all"] for _, rows, _, _ in summary]
-    print(f"  delivered: {np.mean(delivered):.1%} of requested on average, lowest {min(delivered):.1%}; "
-          f"decodes per delivered melody {np.mean(decodes):.2f} on average (target <= 1.5)")
-    for name, rows, fit_s, fitted_s in summary:
+    print(
+        f"  delivered: {np.mean(delivered):.1%} of requested on average, lowest {min(delivered):.1%}; "
+        f"decodes per delivered melody {np.mean(decodes):.2f} on average (target <= 1.5)"
+    )
+    for name, rows, _, fitted_s in summary:
         prior, actor = rows["prior + mask"]["mask"], rows["actor + mask"]["mask"]
         speed = rows["actor"]["seconds"] / rows["actor + mask"]["seconds"]
         target = " (actor target >= 80%)" if name in ACTOR_TARGET else ""
-        print(f"  {name}: mask interventions actor/prior {actor / prior if prior else float('nan'):.2f} "
-              f"(target <= 0.20); actor alone {rows['actor']['all']:.1%}{target}; decoding with masks "
-              f"{speed:.2f}x the speed without; fit {fitted_s} s when fitted")
+        print(
+            f"  {name}: mask interventions actor/prior {actor / prior if prior else float('nan'):.2f} "
+            f"(target <= 0.20); actor alone {rows['actor']['all']:.1%}{target}; decoding with masks "
+            f"{speed:.2f}x the speed without; fit {fitted_s} s when fitted"
+        )
 
 
 if __name__ == "__main__":

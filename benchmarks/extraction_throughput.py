@@ -34,9 +34,13 @@ def main() -> None:
     if args.limit:
         tasks = tasks[: args.limit]
     files = len({t.path for t in tasks})
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"corpus: {', '.join(collections)}: {files:,} files, {len(tasks):,} parse jobs")
-    print(f"{'workers':>7} {'seconds':>8} {'files/s':>8} {'tunes/s':>8} {'windows/s':>10} {'windows':>8} {'speed-up':>8}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"corpus: {', '.join(collections)}: {files:,} files, {len(tasks):,} parse jobs"
+    )
+    print(
+        f"{'workers':>7} {'seconds':>8} {'files/s':>8} {'tunes/s':>8} {'windows/s':>10} {'windows':>8} {'speed-up':>8}"
+    )
     base = None
     for w in args.workers:
         plan = BuildPlan({"kind": "music21", "collections": collections}, tasks, ExtractionConfig(), seed=0)
@@ -47,8 +51,11 @@ def main() -> None:
         s = manifest["stats"]
         windows = sum(s["windows"].values())
         base = base or dt
-        print(f"{w:>7} {dt:>8.1f} {s['files_read'] / dt:>8.2f} {s['tunes'] / dt:>8.1f} {windows / dt:>10.1f} "
-              f"{windows:>8,} {base / dt:>7.2f}x", flush=True)
+        print(
+            f"{w:>7} {dt:>8.1f} {s['files_read'] / dt:>8.2f} {s['tunes'] / dt:>8.1f} {windows / dt:>10.1f} "
+            f"{windows:>8,} {base / dt:>7.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,15 @@ def main() -> None:
                 ratios.append(float(torch.pdist(z2[idx]).mean() / torch.pdist(z[idx]).mean()))
         return float(np.mean(ratios))
 
-    rows = [("test data", accuracy(args.dataset, predict(clf, test.images), test.attributes), float("nan"), float("nan"), 0.0)]
+    rows = [
+        (
+            "test data",
+            accuracy(args.dataset, predict(clf, test.images), test.attributes),
+            float("nan"),
+            float("nan"),
+            0.0,
+        )
+    ]
     with torch.no_grad():
         t = time.perf_counter()
         imgs = model.decode(z)
@@ -85,16 +93,31 @@ def main() -> None:
             t = time.perf_counter()
             z2 = fit.actor(z, y)
             imgs = model.decode(z2)
-            rows.append((name, accuracy(args.dataset, predict(clf, imgs), wanted),
-                         float((z2 - z).norm(dim=-1).mean()), spread(z2), time.perf_counter() - t))
+            rows.append(
+                (
+                    name,
+                    accuracy(args.dataset, predict(clf, imgs), wanted),
+                    float((z2 - z).norm(dim=-1).mean()),
+                    spread(z2),
+                    time.perf_counter() - t,
+                )
+            )
     best = fits["actor (distance penalty)"]
     t = time.perf_counter()
-    z2, _, _ = gradient_search(z, attribute_cost(best.realism, best.attributes, torch.arange(len(names)), y),
-                               best.sigma_bar, steps=300)
+    z2, _, _ = gradient_search(
+        z, attribute_cost(best.realism, best.attributes, torch.arange(len(names)), y), best.sigma_bar, steps=300
+    )
     with torch.no_grad():
         imgs = model.decode(z2)
-    rows.append(("gradient search (distance penalty)", accuracy(args.dataset, predict(clf, imgs), wanted),
-                 float((z2 - z).norm(dim=-1).mean()), spread(z2), time.perf_counter() - t))
+    rows.append(
+        (
+            "gradient search (distance penalty)",
+            accuracy(args.dataset, predict(clf, imgs), wanted),
+            float((z2 - z).norm(dim=-1).mean()),
+            spread(z2),
+            time.perf_counter() - t,
+        )
+    )
     mu, sigma = encode_all(model, test.images[:500])
     scale = float(torch.pdist(mu[:500]).mean())
     print(f"{args.dataset}: {len(test)} test images, {args.n} generated per row, attributes: {', '.join(names)}")
@@ -103,8 +126,10 @@ def main() -> None:
     for name, acc, shift, spr, sec in rows:
         fmt = lambda v: "" if np.isnan(v) else f"{v:.2f}"  # noqa: E731
         print(f"| {name} | {acc:.1%} | {fmt(shift)} | {fmt(spr)} | {sec:.2f} |")
-    print(f"scale: two prior samples lie {float(torch.pdist(z[:500]).mean()):.2f} apart, two test images' "
-          f"encodings {scale:.2f}; the encoder's mean posterior scale is {float(sigma.mean()):.3f}")
+    print(
+        f"scale: two prior samples lie {float(torch.pdist(z[:500]).mean()):.2f} apart, two test images' "
+        f"encodings {scale:.2f}; the encoder's mean posterior scale is {float(sigma.mean()):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -52,21 +52,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--package", default=str(Path(__file__).resolve().parents[1]), help="the checkout to install")
     ap.add_argument("--label", default="this checkout")
-    ap.add_argument("--extras", nargs="+", default=["", "[test]", "[note-seq]"],
-                    help="'' is `pip install .`; '[test]' the README's test install")
+    ap.add_argument(
+        "--extras",
+        nargs="+",
+        default=["", "[test]", "[note-seq]"],
+        help="'' is `pip install .`; '[test]' the README's test install",
+    )
     args = ap.parse_args()
     package = Path(args.package).resolve()
     extras = [e for e in args.extras if e != "[note-seq]" or "note-seq =" in (package / "pyproject.toml").read_text()]
     print(f"{args.label}: {package.name}; python {sys.version.split()[0]}; pip cache off")
-    print("| install | torch s | package s | site-packages MB | without torch MB | distributions | largest besides torch |")
+    print(
+        "| install | torch s | package s | site-packages MB | without torch MB | distributions | largest besides torch |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     for extra in extras:
         r = install(package, extra)
         torch_mb = sum(v for k, v in r["dists"].items() if k.lower().startswith(("torch", "nvidia", "triton"))) / 1e6
         rest = sorted(((v, k) for k, v in r["dists"].items() if not k.lower().startswith("torch")), reverse=True)[:6]
-        print(f"| `pip install .{extra}` | {r['torch_s']:.0f} | {r['package_s']:.0f} | {r['size'] / 1e6:.0f} | "
-              f"{r['size'] / 1e6 - torch_mb:.0f} | {len(r['dists'])} | "
-              f"{', '.join(f'{k} {v / 1e6:.0f}' for v, k in rest)} |", flush=True)
+        print(
+            f"| `pip install .{extra}` | {r['torch_s']:.0f} | {r['package_s']:.0f} | {r['size'] / 1e6:.0f} | "
+            f"{r['size'] / 1e6 - torch_mb:.0f} | {len(r['dists'])} | "
+            f"{', '.join(f'{k} {v / 1e6:.0f}' for v, k in rest)} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,19 +31,25 @@ def main() -> None:
     windows = MelodyDataset(args.data).windows("test")[: args.n].astype(np.int64)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2 * args.n, model.config.z_size, generator=g)
-    print(f"two prior samples: {float((z[::2] - z[1::2]).norm(dim=-1).mean()):.1f} apart (norm {float(z.norm(dim=-1).mean()):.1f})")
+    print(
+        f"two prior samples: {float((z[::2] - z[1::2]).norm(dim=-1).mean()):.1f} apart (norm {float(z.norm(dim=-1).mean()):.1f})"
+    )
     with torch.no_grad():
         mu, sigma = model.encode(torch.from_numpy(windows))
         other = mu[torch.randperm(len(mu), generator=g)]  # random pairs: neighbouring windows share a tune
-        print(f"posterior means of two test windows: {float((mu - other).norm(dim=-1).mean()):.1f} apart "
-              f"(norm {float(mu.norm(dim=-1).mean()):.1f}); a posterior sample lies "
-              f"{float((sigma * torch.randn(sigma.shape, generator=g)).norm(dim=-1).mean()):.1f} from its mean")
+        print(
+            f"posterior means of two test windows: {float((mu - other).norm(dim=-1).mean()):.1f} apart "
+            f"(norm {float(mu.norm(dim=-1).mean()):.1f}); a posterior sample lies "
+            f"{float((sigma * torch.randn(sigma.shape, generator=g)).norm(dim=-1).mean()):.1f} from its mean"
+        )
         for k in (1, 2, 5, 7):
             t = windows.copy()
             notes = t < 128
             t[notes] = np.clip(t[notes] + k, 0, 127)
             mu_k, _ = model.encode(torch.from_numpy(t))
-            print(f"the same window transposed up {k} semitone{'s' if k > 1 else ''}: {float((mu_k - mu).norm(dim=-1).mean()):.1f} apart")
+            print(
+                f"the same window transposed up {k} semitone{'s' if k > 1 else ''}: {float((mu_k - mu).norm(dim=-1).mean()):.1f} apart"
+            )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ FILES = ("config.json", "weights.safetensors")
 
 
 def committed_versions(run: str) -> list[str]:
-    out = subprocess.run(["git", "log", "--format=%H", "--", f"{run}/weights.safetensors"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "log", "--format=%H", "--", f"{run}/weights.safetensors"], capture_output=True, text=True, check=True
+    ).stdout
     return out.split()[::-1]
 
 
@@ -48,19 +49,32 @@ def main() -> None:
     for commit in committed_versions(args.run):
         with tempfile.TemporaryDirectory() as tmp:
             for name in FILES:
-                blob = subprocess.run(["git", "show", f"{commit}:{args.run}/{name}"], capture_output=True, check=True).stdout
+                blob = subprocess.run(
+                    ["git", "show", f"{commit}:{args.run}/{name}"], capture_output=True, check=True
+                ).stdout
                 (Path(tmp) / name).write_bytes(blob)
             model, meta = load_model(tmp)
         figures = evaluate(model, heldout, num_samples=args.samples)
         rows.append((meta["steps"], figures))
-        print(json.dumps({"commit": commit[:7], "steps": meta["steps"], "hours": round(meta.get("train_seconds", 0) / 3600, 2),
-                          "teacher_forced_accuracy": round(figures["teacher_forced_accuracy"], 4),
-                          "free_running_accuracy": round(figures["free_running_accuracy"], 4),
-                          "feature_overlap": round(figures["feature_overlap"]["mean"], 4)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "commit": commit[:7],
+                    "steps": meta["steps"],
+                    "hours": round(meta.get("train_seconds", 0) / 3600, 2),
+                    "teacher_forced_accuracy": round(figures["teacher_forced_accuracy"], 4),
+                    "free_running_accuracy": round(figures["free_running_accuracy"], 4),
+                    "feature_overlap": round(figures["feature_overlap"]["mean"], 4),
+                }
+            ),
+            flush=True,
+        )
     print("\n| steps | teacher-forced | free-running | feature overlap |\n|---:|---:|---:|---:|")
     for steps, f in rows:
-        print(f"| {steps:,} | {f['teacher_forced_accuracy']:.3f} | {f['free_running_accuracy']:.3f} "
-              f"| {f['feature_overlap']['mean']:.3f} |")
+        print(
+            f"| {steps:,} | {f['teacher_forced_accuracy']:.3f} | {f['free_running_accuracy']:.3f} "
+            f"| {f['feature_overlap']['mean']:.3f} |"
+        )
     if len(rows) < 2:
         return
     x = np.log10([s for s, _ in rows])

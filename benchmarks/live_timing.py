@@ -45,8 +45,12 @@ def main() -> None:
     from melody_lc.midi.ports import open_output
 
     out_file = Path("/tmp") / f"melody-lc-live-timing-{os.getpid()}.jsonl"
-    recv = subprocess.Popen([sys.executable, "-m", "tests.midi.receiver", "lc-bench", str(out_file)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    recv = subprocess.Popen(
+        [sys.executable, "-m", "tests.midi.receiver", "lc-bench", str(out_file)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert recv.stdout.readline().strip() == "ready"
     ns = argparse.Namespace(rules=args.rules, model=args.model, data=None, quiet=True, rounds=None, quick=False)
     rules, model, fitted = _prepare(ns)
@@ -77,16 +81,24 @@ def main() -> None:
     margins = [r.margin for r in engine.played]
 
     def ms(x):
-        return f"median {np.median(x) * 1e3:.3f} ms, p99 {np.percentile(x, 99) * 1e3:.3f} ms, max {np.max(x) * 1e3:.3f} ms"
+        return (
+            f"median {np.median(x) * 1e3:.3f} ms, p99 {np.percentile(x, 99) * 1e3:.3f} ms, max {np.max(x) * 1e3:.3f} ms"
+        )
 
-    print(f"{args.phrases} phrases at {args.bpm:g} bpm, {len(ons_sent)} note-ons, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.phrases} phrases at {args.bpm:g} bpm, {len(ons_sent)} note-ons, torch threads {torch.get_num_threads()}"
+    )
     print(f"send error (sent - deadline), {len(send)} steps: {ms(send)}")
     print(f"arrival error |heard - grid - latency|: {ms(np.abs(arrival))}")
     print(f"port latency (median heard - grid): {np.median(np.array(ons_heard) - grid) * 1e3:.2f} ms")
-    print(f"start to first note heard: {(ons_heard[0] - t_start) * 1e3:.0f} ms "
-          f"(first phrase made in {engine.first_phrase_s * 1e3:.0f} ms, lead {engine.config.lead * 1e3:.0f} ms)")
-    print(f"phrase ready ahead of its deadline: min {min(margins):.2f} s, median {np.median(margins):.2f} s; "
-          f"late phrases: {engine.transport.late_phrases}")
+    print(
+        f"start to first note heard: {(ons_heard[0] - t_start) * 1e3:.0f} ms "
+        f"(first phrase made in {engine.first_phrase_s * 1e3:.0f} ms, lead {engine.config.lead * 1e3:.0f} ms)"
+    )
+    print(
+        f"phrase ready ahead of its deadline: min {min(margins):.2f} s, median {np.median(margins):.2f} s; "
+        f"late phrases: {engine.transport.late_phrases}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     d = load_digits()
-    big = np.stack([np.asarray(Image.fromarray((im * 255 / 16).astype(np.uint8)).resize((20, 20), Image.BICUBIC))
-                    for im in d.images])
+    big = np.stack(
+        [
+            np.asarray(Image.fromarray((im * 255 / 16).astype(np.uint8)).resize((20, 20), Image.BICUBIC))
+            for im in d.images
+        ]
+    )
     images = np.zeros((len(big), 28, 28), np.uint8)
     images[:, 4:24, 4:24] = big  # a 20 x 20 digit centred in 28 x 28, as MNIST's are
     labels = d.target.astype(np.uint8)

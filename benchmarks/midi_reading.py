@@ -104,8 +104,12 @@ def _safe(fn, path):
 def _same(a, b) -> bool:
     if isinstance(a, str) or isinstance(b, str):
         return isinstance(a, str) and isinstance(b, str)
-    return (np.array_equal(a.windows, b.windows) and a.meters == b.meters and a.key == b.key
-            and a.content_key == b.content_key)
+    return (
+        np.array_equal(a.windows, b.windows)
+        and a.meters == b.meters
+        and a.key == b.key
+        and a.content_key == b.content_key
+    )
 
 
 def main() -> None:
@@ -129,7 +133,7 @@ def main() -> None:
         readers["note_seq (pretty_midi)"] = _windows_note_seq
     else:
         print("note_seq is not installed (pip install 'melody-lc[note-seq]'): symusic only")
-    print(f"| reader | workers | seconds | files/s | windows | speed-up over note_seq |")
+    print("| reader | workers | seconds | files/s | windows | speed-up over note_seq |")
     print("|---|---:|---:|---:|---:|---:|")
     results, rates = {}, {}
     for workers in args.workers:
@@ -152,14 +156,20 @@ def main() -> None:
                 print(f"  differs: {Path(p).name}: symusic {wx} windows, note_seq {wy}")
 
     for workers in args.workers:
-        plan = BuildPlan({"kind": "midi", "dir": str(folder)}, midi_tasks(list_midi_files(folder), folder),
-                         ExtractionConfig(), seed=0)
+        plan = BuildPlan(
+            {"kind": "midi", "dir": str(folder)},
+            midi_tasks(list_midi_files(folder), folder),
+            ExtractionConfig(),
+            seed=0,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             manifest = build_dataset(plan, Path(tmp) / "ds", workers=workers)
             dt = time.perf_counter() - t
-        print(f"melody-lc data build, {workers} worker{'s' if workers > 1 else ''}: {dt:.1f} s, "
-              f"{manifest['stats']['files_read'] / dt:.1f} files/s, {sum(manifest['stats']['windows'].values()):,} windows")
+        print(
+            f"melody-lc data build, {workers} worker{'s' if workers > 1 else ''}: {dt:.1f} s, "
+            f"{manifest['stats']['files_read'] / dt:.1f} files/s, {sum(manifest['stats']['windows'].values()):,} windows"
+        )
 
 
 if __name__ == "__main__":

@@ -79,13 +79,17 @@ def main() -> None:
         for bf16 in precisions:
             dt = time_train(model, args.batch, args.train_steps, bf16)
             tps = args.batch * 256 / dt
-            print(f"train  {'bf16' if bf16 else 'fp32'}: {dt:.3f} s/step at batch {args.batch}, {tps:,.0f} tokens/s, "
-                  f"{tps / gflops:,.1f} tokens/s per GFLOP/s")
+            print(
+                f"train  {'bf16' if bf16 else 'fp32'}: {dt:.3f} s/step at batch {args.batch}, {tps:,.0f} tokens/s, "
+                f"{tps / gflops:,.1f} tokens/s per GFLOP/s"
+            )
     for bf16 in precisions:
         dt = time_sample(model, 256, 3, bf16)
         one = time_sample(model, 1, 10, bf16)
-        print(f"sample {'bf16' if bf16 else 'fp32'}: {256 / dt:,.0f} melodies/s at batch 256 "
-              f"({256 / dt / gflops:.2f} per GFLOP/s); one melody {one * 1000:.1f} ms")
+        print(
+            f"sample {'bf16' if bf16 else 'fp32'}: {256 / dt:,.0f} melodies/s at batch 256 "
+            f"({256 / dt / gflops:.2f} per GFLOP/s); one melody {one * 1000:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -54,13 +54,18 @@ def main() -> None:
     both = parse_rules(C_MAJOR_DENSE, "c_major_dense")
     key_only = parse_rules(C_MAJOR, "c_major")
     fits = {}
-    for name, rules, cfg in (("C major", key_only, FitConfig()), ("C major + density", both, FitConfig()),
-                             ("gated", both, replace(FitConfig(), actor_max_step=None))):
+    for name, rules, cfg in (
+        ("C major", key_only, FitConfig()),
+        ("C major + density", both, FitConfig()),
+        ("gated", both, replace(FitConfig(), actor_max_step=None)),
+    ):
         t = time.perf_counter()
         fits[name] = fit_rules(rules, model, windows, cfg, cache_dir=cache_dir() / "fits", search=(shipped_fits_dir(),))
         m = fits[name].meta
-        print(f"fit {name}: {m['seconds']:.0f} s when fitted ({time.perf_counter() - t:.0f} s now, cached fits load at once), "
-              f"best round {m['best_round']}, {torch.get_num_threads()} CPU threads")
+        print(
+            f"fit {name}: {m['seconds']:.0f} s when fitted ({time.perf_counter() - t:.0f} s now, cached fits load at once), "
+            f"best round {m['best_round']}, {torch.get_num_threads()} CPU threads"
+        )
 
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -68,23 +73,47 @@ def main() -> None:
     prior = model.sample(args.n, args.temperature, g, bf16=use_bf16("auto", torch.device("cpu"))).numpy()
     rows.append(("prior", both, prior, 0.0, 1.0, time.perf_counter() - t, None))
     for name, rules, fitted, method, how in (
-            ("actor: C major", key_only, fits["C major"], "actor", "raw"),
-            ("actor: C major + density", both, fits["C major + density"], "actor", "raw"),
-            ("paper's gated actor: C major + density", both, fits["gated"], "actor", "raw"),
-            ("gradient search: C major + density", both, fits["C major + density"], "gd", "raw"),
-            ("rejection: C major + density", both, None, "reject", "verify"),
-            ("prior + mask + redraw: C major + density", both, None, "reject", "enforce"),
-            ("actor + mask + redraw: C major + density", both, fits["C major + density"], "actor", "enforce")):
+        ("actor: C major", key_only, fits["C major"], "actor", "raw"),
+        ("actor: C major + density", both, fits["C major + density"], "actor", "raw"),
+        ("paper's gated actor: C major + density", both, fits["gated"], "actor", "raw"),
+        ("gradient search: C major + density", both, fits["C major + density"], "gd", "raw"),
+        ("rejection: C major + density", both, None, "reject", "verify"),
+        ("prior + mask + redraw: C major + density", both, None, "reject", "enforce"),
+        ("actor + mask + redraw: C major + density", both, fits["C major + density"], "actor", "enforce"),
+    ):
         n = args.reject_n if how == "verify" else args.n
-        tokens, report = generate(rules, model, n, fitted, method=method, seed=1, temperature=args.temperature,
-                                  enforce=how != "raw", mask=how == "enforce", max_decodes=2000 * n)
-        rows.append((name, rules, tokens, report["mean_latent_shift"], report.get("spread", float("nan")),
-                     report["seconds"], report["interventions_per_melody"] if how == "enforce" else None))
+        tokens, report = generate(
+            rules,
+            model,
+            n,
+            fitted,
+            method=method,
+            seed=1,
+            temperature=args.temperature,
+            enforce=how != "raw",
+            mask=how == "enforce",
+            max_decodes=2000 * n,
+        )
+        rows.append(
+            (
+                name,
+                rules,
+                tokens,
+                report["mean_latent_shift"],
+                report.get("spread", float("nan")),
+                report["seconds"],
+                report["interventions_per_melody"] if how == "enforce" else None,
+            )
+        )
 
-    print(f"\n{args.n} melodies per row ({args.reject_n} for rejection sampling: it keeps only those that satisfy), "
-          f"decoded at temperature {args.temperature:g}; rows '+ mask + redraw' are what melody-lc hands over")
-    print("| row | C major | reward | density | reward | both | latent shift | spread | mask/melody | "
-          "ms per melody satisfying its row's rules |")
+    print(
+        f"\n{args.n} melodies per row ({args.reject_n} for rejection sampling: it keeps only those that satisfy), "
+        f"decoded at temperature {args.temperature:g}; rows '+ mask + redraw' are what melody-lc hands over"
+    )
+    print(
+        "| row | C major | reward | density | reward | both | latent shift | spread | mask/melody | "
+        "ms per melody satisfying its row's rules |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     per_ok = {}
     for name, target, tokens, shift, spread, seconds, mask in rows:
@@ -92,12 +121,15 @@ def main() -> None:
         all_ok = sat.all(1)
         per = seconds / max(int(target.satisfied(tokens).all(1).sum()), 1)
         per_ok[name] = per
-        print(f"| {name} | {sat[:, 0].mean():.1%} | {rew[:, 0].mean():.3f} | {sat[:, 1].mean():.1%} | {rew[:, 1].mean():.3f} "
-              f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {spread:.2f} | "
-              f"{'—' if mask is None else f'{mask:.2f}'} | {per * 1000:.1f} |")
+        print(
+            f"| {name} | {sat[:, 0].mean():.1%} | {rew[:, 0].mean():.3f} | {sat[:, 1].mean():.1%} | {rew[:, 1].mean():.3f} "
+            f"| {all_ok.mean():.1%} | {float(np.mean(shift)):.2f} | {spread:.2f} | "
+            f"{'—' if mask is None else f'{mask:.2f}'} | {per * 1000:.1f} |"
+        )
     ratio = per_ok["rejection: C major + density"] / per_ok["actor: C major + density"]
     print(f"\nactor vs rejection sampling, time per melody satisfying C major + density: {ratio:.0f}x faster")
     print("for the scale of latent shifts: python benchmarks/latent_scale.py")
+
 
 if __name__ == "__main__":
     main()

@@ -44,13 +44,20 @@ def main() -> None:
 
         chains = load_chains(args.chain)
         lead = next(c for c in chains.chains if c.source.name == "generator")
-        session = LiveSession(model, lead.source.values["rules"], LiveSettings(bpm=chains.bpm or 120),
-                              find_fit=find_fit, captures=tmp / "captures", chains=chains,
-                              prepare=lambda path: (load_rules(path), model, find_fit(load_rules(path))))
+        session = LiveSession(
+            model,
+            lead.source.values["rules"],
+            LiveSettings(bpm=chains.bpm or 120),
+            find_fit=find_fit,
+            captures=tmp / "captures",
+            chains=chains,
+            prepare=lambda path: (load_rules(path), model, find_fit(load_rules(path))),
+        )
     else:
         shutil.copy(REPO / "rules" / "any_key_major.rules", tmp / "any_key_major.rules")
-        session = LiveSession(model, tmp / "any_key_major.rules", LiveSettings(bpm=240), find_fit=find_fit,
-                              captures=tmp / "captures")
+        session = LiveSession(
+            model, tmp / "any_key_major.rules", LiveSettings(bpm=240), find_fit=find_fit, captures=tmp / "captures"
+        )
     app = LiveApp(session)
     width, height = (int(x) for x in args.size.split("x"))
 

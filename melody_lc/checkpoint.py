@@ -60,8 +60,10 @@ def check_target(directory: str | os.PathLike, kind: str | None = None, training
         raise CheckpointError(f"{d}: is a file, not a checkpoint directory; choose another directory")
     if not (d / "config.json").is_file():
         if any(d.iterdir()):
-            raise CheckpointError(f"{d}: exists and is not a checkpoint; choose a new or empty directory "
-                                  "(a checkpoint replaces its directory)")
+            raise CheckpointError(
+                f"{d}: exists and is not a checkpoint; choose a new or empty directory "
+                "(a checkpoint replaces its directory)"
+            )
         return
     try:
         held = json.loads((d / "config.json").read_text()).get("kind")
@@ -92,9 +94,17 @@ def _carry_over(old: Path, new: Path) -> None:
             _link_or_copy(str(entry), str(target))
 
 
-def save(directory: str | os.PathLike, kind: str, config: dict, weights: dict[str, torch.Tensor],
-         meta: dict | None = None, state: dict | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
-         dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
+def save(
+    directory: str | os.PathLike,
+    kind: str,
+    config: dict,
+    weights: dict[str, torch.Tensor],
+    meta: dict | None = None,
+    state: dict | None = None,
+    state_tensors: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Save a checkpoint directory (see the module docstring); ``extra_files`` maps names to text
     (a model card, say) written alongside. Returns the directory's path."""
     d = Path(directory)
@@ -139,8 +149,7 @@ def exists(directory: str | os.PathLike) -> bool:
     return (resolve(directory) / "config.json").is_file()
 
 
-def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool = False,
-         tensors: bool = True) -> dict:
+def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool = False, tensors: bool = True) -> dict:
     """Read a checkpoint: ``{"config", "meta", "weights"[, "state", "state_tensors"]}``; weights in float32.
     ``tensors=False`` reads the JSON parts only (weights and state tensors come back empty)."""
     d = resolve(directory)
@@ -154,8 +163,14 @@ def load(directory: str | os.PathLike, kind: str | None = None, with_state: bool
     if kind is not None and head.get("kind") != kind:
         raise CheckpointError(f"{d}: holds a {head.get('kind')!r}, expected a {kind!r}")
     try:
-        weights = {k: (v.float() if v.is_floating_point() else v)
-                   for k, v in load_file(str(d / "weights.safetensors")).items()} if tensors else {}
+        weights = (
+            {
+                k: (v.float() if v.is_floating_point() else v)
+                for k, v in load_file(str(d / "weights.safetensors")).items()
+            }
+            if tensors
+            else {}
+        )
     except (OSError, Exception) as e:  # safetensors raises its own error type for damaged files
         raise CheckpointError(f"{d / 'weights.safetensors'}: unreadable ({e})") from None
     result = {"config": head["config"], "meta": head.get("meta", {}), "weights": weights}

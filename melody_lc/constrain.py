@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
-from melody_lc.errors import UserError
 from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit, gradient_search, latent_spread
+from melody_lc.errors import UserError
 from melody_lc.melody.model import HierarchicalMelodyVAE
 from melody_lc.melody.train import use_bf16
 from melody_lc.rules import RuleSet
@@ -33,7 +33,7 @@ FIT_KIND = "melody-lc-actor"
 def model_fingerprint(model: HierarchicalMelodyVAE) -> str:
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for k, v in sorted(model.state_dict().items()):  # every weight's exact bytes: the same whatever the
-        h.update(k.encode())                          # thread count (a float sum was not)
+        h.update(k.encode())  # thread count (a float sum was not)
         h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -67,7 +67,9 @@ def save_fit_stats(model_dir: str | os.PathLike, model: HierarchicalMelodyVAE, w
     write_json(d / f"{FIT_STATS}.json", {"model": model_fingerprint(model), "encodings": len(real), "data": data})
 
 
-def load_fit_stats(model_dir: str | os.PathLike, model: HierarchicalMelodyVAE) -> tuple[torch.Tensor, torch.Tensor] | None:
+def load_fit_stats(
+    model_dir: str | os.PathLike, model: HierarchicalMelodyVAE
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(sigma_bar, real encodings) stored beside ``model``, or None (none there, or made for other weights)."""
     from safetensors.torch import load_file
 
@@ -127,9 +129,16 @@ def shipped_fits_dir() -> Path:
     return shipped_dir("models") / "fits"
 
 
-def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: FitConfig = FitConfig(),
-              temperature: float = FIT_TEMPERATURE, cache_dir: str | os.PathLike | None = None,
-              progress: Callable[[dict], None] | None = None, search: tuple = ()) -> Fitted:
+def fit_rules(
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    windows,
+    config: FitConfig = FitConfig(),
+    temperature: float = FIT_TEMPERATURE,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[dict], None] | None = None,
+    search: tuple = (),
+) -> Fitted:
     """Zero-shot fit of a reward critic, a realism critic and an actor for ``rules``.
 
     ``windows``: training windows (N, 256) for the encoder statistics, or a function returning
@@ -155,8 +164,11 @@ def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: Fit
         # Rules with open parameters score the decoder's own melodies: relabelled under other values,
         # a melody masked into one key would say nothing about which key the decoder writes by itself.
         checked = decode_checked(rules, model, z, cond, temperature, score_gen, mask=not rules.open)
-        scored = fit_scores(rules, checked, cond) if not rules.open else \
-            (rules.rewards(checked.tokens, cond), ~checked.failed)
+        scored = (
+            fit_scores(rules, checked, cond)
+            if not rules.open
+            else (rules.rewards(checked.tokens, cond), ~checked.failed)
+        )
         tokens = checked.tokens
         if not extra:
             return scored
@@ -169,24 +181,45 @@ def fit_rules(rules: RuleSet, model: HierarchicalMelodyVAE, windows, config: Fit
     score_gen = torch.Generator().manual_seed(config.seed + 7)
     problem = LatentProblem(
         sample_prior=lambda n, g: torch.randn(n, model.config.z_size, generator=g),
-        sample_condition=sample_condition, score=score, sigma_bar=sigma_bar,
-        num_constraints=len(rules), cond_size=rules.condition_size, real_latents=real,
-        weights=torch.tensor(rules.weights, dtype=torch.float32), relabels=RELABELS if rules.open else 1)
+        sample_condition=sample_condition,
+        score=score,
+        sigma_bar=sigma_bar,
+        num_constraints=len(rules),
+        cond_size=rules.condition_size,
+        real_latents=real,
+        weights=torch.tensor(rules.weights, dtype=torch.float32),
+        relabels=RELABELS if rules.open else 1,
+    )
     t0 = time.perf_counter()
     result = fit(problem, config, progress)
-    meta = {"rules": rules.source, "rules_digest": rules.digest(), "model": model_fingerprint(model),
-            "fit_config": asdict(config), "temperature": temperature, "best_round": result.best_round,
-            "satisfaction": result.best_satisfaction, "seconds": round(time.perf_counter() - t0, 1),
-            "history": result.history, "z_size": model.config.z_size, "cond_size": rules.condition_size,
-            "num_constraints": len(rules)}
+    meta = {
+        "rules": rules.source,
+        "rules_digest": rules.digest(),
+        "model": model_fingerprint(model),
+        "fit_config": asdict(config),
+        "temperature": temperature,
+        "best_round": result.best_round,
+        "satisfaction": result.best_satisfaction,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "history": result.history,
+        "z_size": model.config.z_size,
+        "cond_size": rules.condition_size,
+        "num_constraints": len(rules),
+    }
     fitted = Fitted(result.actor, result.critic, sigma_bar, meta)
     if path is not None:
         save_fitted(fitted, path)
     return fitted
 
 
-def cached_fit(rules: RuleSet, model: HierarchicalMelodyVAE, folders=(), config: FitConfig = FitConfig(),
-               temperature: float = FIT_TEMPERATURE, search: tuple = ()) -> Fitted | None:
+def cached_fit(
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    folders=(),
+    config: FitConfig = FitConfig(),
+    temperature: float = FIT_TEMPERATURE,
+    search: tuple = (),
+) -> Fitted | None:
     """The fit of ``rules`` already stored in one of ``folders`` (then ``search``), or None: tells
     at once whether ``fit_rules`` would have to fit."""
     key = fit_key(rules, model, config, temperature)
@@ -201,19 +234,33 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
     weights.update({f"critic.{k}": v for k, v in f.critic.state_dict().items()})
     weights["sigma_bar"] = f.sigma_bar
     cfg = f.meta["fit_config"]
-    checkpoint.save(path, FIT_KIND, {"hidden": cfg["hidden"], "layers": cfg["layers"], "z_size": f.meta["z_size"],
-                                     "cond_size": f.meta["cond_size"], "num_constraints": f.meta["num_constraints"],
-                                     "ensemble": cfg["ensemble"], "pessimism": cfg["pessimism"],
-                                     "actor_hidden": cfg["actor_hidden"], "actor_max_step": cfg.get("actor_max_step")},
-                    weights, meta=f.meta, dtype=torch.float16)  # half the size; the nets run in float32
+    checkpoint.save(
+        path,
+        FIT_KIND,
+        {
+            "hidden": cfg["hidden"],
+            "layers": cfg["layers"],
+            "z_size": f.meta["z_size"],
+            "cond_size": f.meta["cond_size"],
+            "num_constraints": f.meta["num_constraints"],
+            "ensemble": cfg["ensemble"],
+            "pessimism": cfg["pessimism"],
+            "actor_hidden": cfg["actor_hidden"],
+            "actor_max_step": cfg.get("actor_max_step"),
+        },
+        weights,
+        meta=f.meta,
+        dtype=torch.float16,
+    )  # half the size; the nets run in float32
 
 
 def load_fitted(path: str | os.PathLike) -> Fitted:
     ck = checkpoint.load(path, FIT_KIND)
     c, w = ck["config"], ck["weights"]
     actor = Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"], c.get("actor_max_step"))
-    critic = CriticEnsemble(c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"],
-                            c["ensemble"], c["pessimism"])
+    critic = CriticEnsemble(
+        c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"], c["ensemble"], c["pessimism"]
+    )
     actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
     critic.load_state_dict({k[7:]: v for k, v in w.items() if k.startswith("critic.")})
     return Fitted(actor.eval(), critic.eval(), w["sigma_bar"].float(), ck["meta"])
@@ -245,16 +292,30 @@ class Checked:
     by_rule: np.ndarray  # (N, R) interventions of each rule's mask
 
     def subset(self, idx: np.ndarray) -> Checked:
-        return Checked(self.tokens[idx], self.ok[idx], self.failed[idx], self.interventions[idx],
-                       self.mass_removed[idx], [self.blocked_by[i] for i in idx], self.by_rule[idx])
+        return Checked(
+            self.tokens[idx],
+            self.ok[idx],
+            self.failed[idx],
+            self.interventions[idx],
+            self.mass_removed[idx],
+            [self.blocked_by[i] for i in idx],
+            self.by_rule[idx],
+        )
 
 
 def _slice(cond, a: int, b: int):
     return {k: v[a:b] for k, v in cond.items()} if cond else None
 
 
-def decode_checked(rules: RuleSet, model: HierarchicalMelodyVAE, z: torch.Tensor, cond, temperature: float,
-                   generator: torch.Generator | None, mask: bool = True) -> Checked:
+def decode_checked(
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    z: torch.Tensor,
+    cond,
+    temperature: float,
+    generator: torch.Generator | None,
+    mask: bool = True,
+) -> Checked:
     """Decode z (N, Z) under the rules' decode-time constraints (``mask``) and check every melody
     by the exact tests. Without ``mask``: the decoder's own output, checked."""
     bf16 = use_bf16("auto", z.device)
@@ -265,32 +326,56 @@ def decode_checked(rules: RuleSet, model: HierarchicalMelodyVAE, z: torch.Tensor
         tokens = model.decode(z[a:b], temperature, generator, bf16, steer=steer or None).numpy()
         st = steer.stats if steer else None
         zeros = np.zeros(b - a)
-        parts.append((tokens,
-                      st.interventions.numpy() if st else zeros, st.mass_removed.numpy() if st else zeros,
-                      st.blocked_by if st else [None] * (b - a),
-                      np.stack([st.by_rule[nm].numpy() if nm in st.by_rule else zeros for nm in rules.names], 1)
-                      if st else np.zeros((b - a, len(rules)))))
+        parts.append(
+            (
+                tokens,
+                st.interventions.numpy() if st else zeros,
+                st.mass_removed.numpy() if st else zeros,
+                st.blocked_by if st else [None] * (b - a),
+                np.stack([st.by_rule[nm].numpy() if nm in st.by_rule else zeros for nm in rules.names], 1)
+                if st
+                else np.zeros((b - a, len(rules))),
+            )
+        )
     tokens = np.concatenate([p[0] for p in parts])
     sat = rules.satisfied(tokens, cond)
-    return Checked(tokens, sat.all(1), ~sat, np.concatenate([p[1] for p in parts]),
-                   np.concatenate([p[2] for p in parts]), [b for p in parts for b in p[3]],
-                   np.concatenate([p[4] for p in parts]))
+    return Checked(
+        tokens,
+        sat.all(1),
+        ~sat,
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        [b for p in parts for b in p[3]],
+        np.concatenate([p[4] for p in parts]),
+    )
 
 
 def _summary(rules: RuleSet, tokens: np.ndarray, cond, shift: np.ndarray, method: str, seconds: float) -> dict:
     sat = rules.satisfied(tokens, cond)
     rew = rules.rewards(tokens, cond)
-    per_rule = {name: {"satisfied": float(sat[:, i].mean()) if len(tokens) else 0.0,
-                       "mean_reward": float(rew[:, i].mean()) if len(tokens) else 0.0}
-                for i, name in enumerate(rules.names)}
-    return {"method": method, "melodies": int(len(tokens)), "all_rules": float(sat.all(1).mean()) if len(tokens) else 0.0,
-            "mean_reward": float(rules.reward(tokens, cond).mean()) if len(tokens) else 0.0,
-            "mean_latent_shift": float(shift.mean()) if len(shift) else 0.0,
-            "seconds": round(seconds, 3), "rules": per_rule}
+    per_rule = {
+        name: {
+            "satisfied": float(sat[:, i].mean()) if len(tokens) else 0.0,
+            "mean_reward": float(rew[:, i].mean()) if len(tokens) else 0.0,
+        }
+        for i, name in enumerate(rules.names)
+    }
+    return {
+        "method": method,
+        "melodies": int(len(tokens)),
+        "all_rules": float(sat.all(1).mean()) if len(tokens) else 0.0,
+        "mean_reward": float(rules.reward(tokens, cond).mean()) if len(tokens) else 0.0,
+        "mean_latent_shift": float(shift.mean()) if len(shift) else 0.0,
+        "seconds": round(seconds, 3),
+        "rules": per_rule,
+    }
 
 
-def _enforcement_report(report: dict, rules: RuleSet, kept: list[Checked], drawn: list[Checked], requested: int) -> None:
+def _enforcement_report(
+    report: dict, rules: RuleSet, kept: list[Checked], drawn: list[Checked], requested: int
+) -> None:
     """Adds to ``report``: what was delivered and missing, decodes, interventions, redraws per rule."""
+
     def cat(name, items):
         return np.concatenate([getattr(c, name) for c in items]) if items else np.zeros(0)
 
@@ -302,16 +387,23 @@ def _enforcement_report(report: dict, rules: RuleSet, kept: list[Checked], drawn
         for b in c.blocked_by:
             if b:
                 blocked["+".join(b)] = blocked.get("+".join(b), 0) + 1
-    report.update({
-        "requested": requested, "missing": requested - delivered, "decodes": decodes,
-        "decodes_per_melody": round(decodes / delivered, 3) if delivered else None,
-        "interventions_per_melody": float(cat("interventions", kept).mean()) if delivered else 0.0,
-        "mass_removed_per_melody": float(cat("mass_removed", kept).mean()) if delivered else 0.0,
-        "dead_ends": int(sum(blocked.values())), "blocked_by": blocked,
-        "verified_only": rules.verified_only})
+    report.update(
+        {
+            "requested": requested,
+            "missing": requested - delivered,
+            "decodes": decodes,
+            "decodes_per_melody": round(decodes / delivered, 3) if delivered else None,
+            "interventions_per_melody": float(cat("interventions", kept).mean()) if delivered else 0.0,
+            "mass_removed_per_melody": float(cat("mass_removed", kept).mean()) if delivered else 0.0,
+            "dead_ends": int(sum(blocked.values())),
+            "blocked_by": blocked,
+            "verified_only": rules.verified_only,
+        }
+    )
     for i, name in enumerate(rules.names):
-        report["rules"][name].update({"interventions": float(by_rule[:, i].mean()) if delivered else 0.0,
-                                      "redrawn": int(failed[:, i].sum())})
+        report["rules"][name].update(
+            {"interventions": float(by_rule[:, i].mean()) if delivered else 0.0, "redrawn": int(failed[:, i].sum())}
+        )
 
 
 def conditions(rules: RuleSet, n: int, values: dict | None = None, rng: np.random.Generator | None = None):
@@ -336,9 +428,19 @@ def _propose(method: str, z: torch.Tensor, cvec: torch.Tensor, fitted: Fitted | 
 METHODS = ("actor", "gd", "reject")
 
 
-def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitted | None = None, method: str = "actor",
-             seed: int = 0, temperature: float = 1.0, values: dict | None = None, enforce: bool = True,
-             max_decodes: int | None = None, mask: bool = True) -> tuple[np.ndarray, dict]:
+def generate(
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    n: int,
+    fitted: Fitted | None = None,
+    method: str = "actor",
+    seed: int = 0,
+    temperature: float = 1.0,
+    values: dict | None = None,
+    enforce: bool = True,
+    max_decodes: int | None = None,
+    mask: bool = True,
+) -> tuple[np.ndarray, dict]:
     """n melodies that obey ``rules``: prior latents moved by the actor (``method="actor"``), by
     gradient search on the critic (``"gd"``), or left as drawn (``"reject"``: rejection sampling
     from the prior), decoded under the rules' constraints and checked by their exact tests; a
@@ -360,7 +462,9 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
     kept, drawn, zs, z2s, conds = [], [], [], [], []
     have = 0
     while have < n:
-        pass_rate = (sum(int(c.ok.sum()) for c in drawn) + 1) / (sum(len(c.tokens) for c in drawn) + 1) if drawn else 1.0
+        pass_rate = (
+            (sum(int(c.ok.sum()) for c in drawn) + 1) / (sum(len(c.tokens) for c in drawn) + 1) if drawn else 1.0
+        )
         want = n - have
         size = min(max(want, int(np.ceil(want / max(pass_rate, 0.05)))), DECODE_BATCH) if enforce else want
         size = min(size, budget - sum(len(c.tokens) for c in drawn))
@@ -386,8 +490,10 @@ def generate(rules: RuleSet, model: HierarchicalMelodyVAE, n: int, fitted: Fitte
     z2 = torch.cat(z2s) if z2s else z
     if enforce and not len(tokens) and drawn and all(b for c in drawn for b in c.blocked_by):
         blocked = {"+".join(b) for c in drawn for b in c.blocked_by}
-        raise Infeasible(f"{rules.path}: the rules allow no melody: all {sum(len(c.tokens) for c in drawn)} draws reached "
-                         f"a step where {' / '.join(sorted(blocked))} together allow nothing")
+        raise Infeasible(
+            f"{rules.path}: the rules allow no melody: all {sum(len(c.tokens) for c in drawn)} draws reached "
+            f"a step where {' / '.join(sorted(blocked))} together allow nothing"
+        )
     shift = (z2 - z).norm(dim=-1).numpy()
     report = _summary(rules, tokens, cond, shift, method, time.perf_counter() - t0)
     report["enforced"], report["masked"] = enforce, enforce and mask
@@ -404,16 +510,26 @@ def report_conditions(report: dict):
 
 def changed_notes(before: np.ndarray, after: np.ndarray) -> list[dict]:
     """The steps where two melodies differ: [{"step", "bar", "before", "after"}] (token classes)."""
-    return [{"step": int(i), "bar": int(i) // 16 + 1, "before": int(before[i]), "after": int(after[i])}
-            for i in np.flatnonzero(np.asarray(before) != np.asarray(after))]
+    return [
+        {"step": int(i), "bar": int(i) // 16 + 1, "before": int(before[i]), "after": int(after[i])}
+        for i in np.flatnonzero(np.asarray(before) != np.asarray(after))
+    ]
 
 
 TRANSFORM_REDRAWS = 16  # transform: sampled decodes near the searched latent when the greedy one fails
 
 
-def transform(tokens: np.ndarray, rules: RuleSet, model: HierarchicalMelodyVAE, fitted: Fitted,
-              values: dict | None = None, lambda_dist: float = 0.1, steps: int = 300, enforce: bool = True,
-              seed: int = 0) -> tuple[np.ndarray, dict]:
+def transform(
+    tokens: np.ndarray,
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    fitted: Fitted,
+    values: dict | None = None,
+    lambda_dist: float = 0.1,
+    steps: int = 300,
+    enforce: bool = True,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
     """The identity-preserving transformation: encode, gradient search on the critic with the
     distance penalty, decode (greedy, so the result stays close to the input) under the rules'
     constraints, and verify. A melody that already obeys every rule comes back as it is. One whose

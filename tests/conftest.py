@@ -24,8 +24,15 @@ def run_cli(*args, env_extra=None, **kw):
     return subprocess.run([sys.executable, "-m", "melody_lc", *args], capture_output=True, text=True, env=env, **kw)
 
 
-def write_midi(path: Path, tracks: list[list[tuple[int, int, int, int]]], *, tempos=((0, 500000),),
-               time_signatures=((0, 4, 4),), drum_tracks=(), programs=None) -> Path:
+def write_midi(
+    path: Path,
+    tracks: list[list[tuple[int, int, int, int]]],
+    *,
+    tempos=((0, 500000),),
+    time_signatures=((0, 4, 4),),
+    drum_tracks=(),
+    programs=None,
+) -> Path:
     """Write a type-1 MIDI file. Each track is a list of (pitch, start_step, end_step, velocity).
 
     ``tempos`` are (step, microseconds per quarter) and ``time_signatures`` (step, num, den), all in
@@ -33,7 +40,9 @@ def write_midi(path: Path, tracks: list[list[tuple[int, int, int, int]]], *, tem
     """
     mid = mido.MidiFile(type=1, ticks_per_beat=TPQ)
     meta = [(s * STEP_TICKS, mido.MetaMessage("set_tempo", tempo=t)) for s, t in tempos]
-    meta += [(s * STEP_TICKS, mido.MetaMessage("time_signature", numerator=n, denominator=d)) for s, n, d in time_signatures]
+    meta += [
+        (s * STEP_TICKS, mido.MetaMessage("time_signature", numerator=n, denominator=d)) for s, n, d in time_signatures
+    ]
     mid.tracks.append(_track(meta))
     for k, notes in enumerate(tracks):
         ch = 9 if k in drum_tracks else k % 9
@@ -75,7 +84,9 @@ def misc_folk_dataset(tmp_path_factory):
     from melody_lc.melody.extract import ExtractionConfig
 
     out = tmp_path_factory.mktemp("ds") / "miscfolk"
-    plan = BuildPlan({"kind": "music21", "collections": ["miscFolk"]}, music21_tasks(["miscFolk"]), ExtractionConfig(), seed=0)
+    plan = BuildPlan(
+        {"kind": "music21", "collections": ["miscFolk"]}, music21_tasks(["miscFolk"]), ExtractionConfig(), seed=0
+    )
     manifest = build_dataset(plan, out, workers=2)
     return out, plan, manifest
 
@@ -101,7 +112,36 @@ def tiny_run(tmp_path_factory):
     res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(data), "--quiet", "--workers", "1")
     assert res.returncode == 0, res.stderr
     model = root / "model"
-    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "6", "--batch-size", "8",
-                  "--out", str(model), "--precision", "fp32", "--quiet")
+    res = run_cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--out",
+        str(model),
+        "--precision",
+        "fp32",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     return root, data, model
+
+
+# Markers (pyproject.toml): `live` for tests on real MIDI ports (a JACK server), `slow` for tests that
+# train a model or parse the corpus. `python -m pytest -m "not slow and not live"` runs the rest.
+LIVE_FIXTURES = {"jack", "receiver"}
+SLOW_FIXTURES = {"tiny_run", "misc_folk_dataset"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & LIVE_FIXTURES:
+            item.add_marker(pytest.mark.live)
+        if names & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)

@@ -5,8 +5,31 @@ The chain file: ``syntax.py``. Finding processors and plugins: ``registry.py``. 
 on a tempo, with isolation: ``host.py``.
 """
 
-from melody_lc.chain.api import API_VERSION, PLUGIN_GROUP, Context, Duration, Event, NoteMap, Param, ParamError, Processor
+from melody_lc.chain.api import (
+    API_VERSION,
+    PLUGIN_GROUP,
+    Context,
+    Duration,
+    Event,
+    NoteMap,
+    Param,
+    ParamError,
+    Processor,
+)
 from melody_lc.chain.syntax import ChainError, ChainFile, load_chains, parse_chains
 
-__all__ = ["API_VERSION", "PLUGIN_GROUP", "ChainError", "ChainFile", "Context", "Duration", "Event", "NoteMap", "Param",
-           "ParamError", "Processor", "load_chains", "parse_chains"]
+__all__ = [
+    "API_VERSION",
+    "PLUGIN_GROUP",
+    "ChainError",
+    "ChainFile",
+    "Context",
+    "Duration",
+    "Event",
+    "NoteMap",
+    "Param",
+    "ParamError",
+    "Processor",
+    "load_chains",
+    "parse_chains",
+]

@@ -114,10 +114,17 @@ class Param:
 
     def expected(self) -> str:
         """What a value must look like, in words (for errors and `melody-lc plugins`)."""
-        words = {"int": "a whole number", "float": "a number", "bool": "yes or no", "str": "a word",
-                 "duration": "a duration (8ms, 0.5s, 1/16)", "note": "a note (C4 or 60)",
-                 "key": "a key (C, F#, Bb)", "path": "a file path",
-                 "choice": "one of " + ", ".join(self.choices)}[self.type]
+        words = {
+            "int": "a whole number",
+            "float": "a number",
+            "bool": "yes or no",
+            "str": "a word",
+            "duration": "a duration (8ms, 0.5s, 1/16)",
+            "note": "a note (C4 or 60)",
+            "key": "a key (C, F#, Bb)",
+            "path": "a file path",
+            "choice": "one of " + ", ".join(self.choices),
+        }[self.type]
         if self.type == "duration":  # its amount is in seconds or beats: only 'above 0' reads well
             return words + (" above 0" if (self.min or 0) > 0 else "")
         if self.min is not None and self.max is not None:
@@ -318,8 +325,13 @@ class NoteMap:
         t_on, ons = queue.pop(0)
         if not queue:
             del self.sounding[key]
-        return [Event(max(o.time, event.time + (o.time - t_on)),
-                      mido.Message("note_off", channel=o.msg.channel, note=o.msg.note, velocity=0)) for o in ons]
+        return [
+            Event(
+                max(o.time, event.time + (o.time - t_on)),
+                mido.Message("note_off", channel=o.msg.channel, note=o.msg.note, velocity=0),
+            )
+            for o in ons
+        ]
 
     def clear(self) -> None:
         self.sounding.clear()

@@ -8,7 +8,6 @@ input, file) and sinks (out, record) are the host's own and are declared in ``ho
 from __future__ import annotations
 
 import logging
-
 import threading
 
 import mido
@@ -66,14 +65,23 @@ class _PitchMap(_OneToOne):
 class ScaleSnap(_PitchMap):
     name = "scale"
     summary = "snaps every note to a scale (like a DAW's scale effect)"
-    params = (Param("key", "key", 0, help="the tonic"),
-              Param("scale", "choice", "major", choices=SCALES, help="the scale"),
-              Param("direction", "choice", "nearest", choices=("nearest", "up", "down"),
-                    help="where a note outside the scale goes (nearest: down on a tie)"))
+    params = (
+        Param("key", "key", 0, help="the tonic"),
+        Param("scale", "choice", "major", choices=SCALES, help="the scale"),
+        Param(
+            "direction",
+            "choice",
+            "nearest",
+            choices=("nearest", "up", "down"),
+            help="where a note outside the scale goes (nearest: down on a tie)",
+        ),
+    )
 
     def pitch(self, note: int) -> int:
         degrees = {(self.values["key"] + d) % 12 for d in MODES[self.values["scale"].replace("_", " ")]}
-        order = {"nearest": (0, -1, 1, -2, 2, -3, 3), "up": (0, 1, 2, 3), "down": (0, -1, -2, -3)}[self.values["direction"]]
+        order = {"nearest": (0, -1, 1, -2, 2, -3, 3), "up": (0, 1, 2, 3), "down": (0, -1, -2, -3)}[
+            self.values["direction"]
+        ]
         for d in order:
             if (note + d) % 12 in degrees and 0 <= note + d <= 127:
                 return note + d
@@ -91,10 +99,14 @@ class Transpose(_PitchMap):
 
 class Quantize(_OneToOne):
     name = "quantize"
-    summary = ("moves note starts toward a grid (never before they arrived: earlier only within a delay that "
-               "humanize gives the chain)")
-    params = (Param("grid", "duration", "1/16", min=0.001, help="the grid"),
-              Param("strength", "float", 100.0, min=0, max=100, help="percent of the way to the grid line"))
+    summary = (
+        "moves note starts toward a grid (never before they arrived: earlier only within a delay that "
+        "humanize gives the chain)"
+    )
+    params = (
+        Param("grid", "duration", "1/16", min=0.001, help="the grid"),
+        Param("strength", "float", 100.0, min=0, max=100, help="percent of the way to the grid line"),
+    )
 
     def note_on(self, e, ctx):
         grid = ctx.seconds(self.values["grid"]) * ctx.bpm / 60.0  # in beats
@@ -104,15 +116,21 @@ class Quantize(_OneToOne):
 
 class Humanize(_OneToOne):
     name = "humanize"
-    summary = "random timing and velocity offsets, seeded (the chain is delayed by the timing so notes can move earlier)"
-    params = (Param("timing", "duration", "10ms", min=0, help="notes move up to this much either way"),
-              Param("velocity", "int", 10, min=0, max=127, help="velocities move up to this much either way"),
-              Param("seed", "int", 0, min=0))
+    summary = (
+        "random timing and velocity offsets, seeded (the chain is delayed by the timing so notes can move earlier)"
+    )
+    params = (
+        Param("timing", "duration", "10ms", min=0, help="notes move up to this much either way"),
+        Param("velocity", "int", 10, min=0, max=127, help="velocities move up to this much either way"),
+        Param("seed", "int", 0, min=0),
+    )
 
     def __init__(self, **values) -> None:
         super().__init__(**values)
         self.rng = np.random.default_rng(self.values["seed"])
-        self.starts: dict[tuple[int, int], list[float]] = {}  # when each sounding note-on went out (first in, first out)
+        self.starts: dict[
+            tuple[int, int], list[float]
+        ] = {}  # when each sounding note-on went out (first in, first out)
 
     def lookahead(self, bpm: float) -> float:
         return self.values["timing"].seconds(bpm)
@@ -120,7 +138,9 @@ class Humanize(_OneToOne):
     def note_on(self, e, ctx):
         spread = ctx.seconds(self.values["timing"])
         t = max(ctx.now, e.time + float(self.rng.uniform(-spread, spread)))
-        v = int(np.clip(e.msg.velocity + self.rng.integers(-self.values["velocity"], self.values["velocity"] + 1), 1, 127))
+        v = int(
+            np.clip(e.msg.velocity + self.rng.integers(-self.values["velocity"], self.values["velocity"] + 1), 1, 127)
+        )
         self.starts.setdefault((e.msg.channel, e.msg.note), []).append(t)
         return Event(t, e.msg.copy(velocity=v))
 
@@ -129,7 +149,9 @@ class Humanize(_OneToOne):
         # never land after the next note-on of the same pitch, however that one moves.
         starts = self.starts.get((e.msg.channel, e.msg.note))
         start = starts.pop(0) if starts else ctx.now
-        return [o.at(max(e.time - ctx.seconds(self.values["timing"]), start + 0.001, ctx.now)) for o in self.notes.off(e)]
+        return [
+            o.at(max(e.time - ctx.seconds(self.values["timing"]), start + 0.001, ctx.now)) for o in self.notes.off(e)
+        ]
 
     def reset(self) -> None:
         self.notes.clear()
@@ -139,9 +161,12 @@ class Humanize(_OneToOne):
 class VelocityCurve(Processor):
     name = "velocity"
     summary = "a velocity curve: out = min + (max - min) * (in / 127) ^ curve, or one fixed velocity"
-    params = (Param("curve", "float", 1.0, min=0.1, max=10, help="above 1 softer, below 1 louder"),
-              Param("min", "int", 1, min=1, max=127), Param("max", "int", 127, min=1, max=127),
-              Param("fixed", "int", 0, min=0, max=127, help="every note at this velocity (0: use the curve)"))
+    params = (
+        Param("curve", "float", 1.0, min=0.1, max=10, help="above 1 softer, below 1 louder"),
+        Param("min", "int", 1, min=1, max=127),
+        Param("max", "int", 127, min=1, max=127),
+        Param("fixed", "int", 0, min=0, max=127, help="every note at this velocity (0: use the curve)"),
+    )
 
     @classmethod
     def check_values(cls, values):
@@ -162,9 +187,11 @@ class VelocityCurve(Processor):
 class NoteLength(Processor):
     name = "notelength"
     summary = "sets note lengths: a fixed length, or a minimum and a maximum (0: no limit)"
-    params = (Param("length", "duration", "0ms", min=0, help="every note lasts this long (0: as played)"),
-              Param("min", "duration", "0ms", min=0, help="shorter notes are held this long"),
-              Param("max", "duration", "0ms", min=0, help="longer notes end after this long"))
+    params = (
+        Param("length", "duration", "0ms", min=0, help="every note lasts this long (0: as played)"),
+        Param("min", "duration", "0ms", min=0, help="shorter notes are held this long"),
+        Param("max", "duration", "0ms", min=0, help="longer notes end after this long"),
+    )
 
     @classmethod
     def check_values(cls, values):
@@ -242,9 +269,11 @@ class NoteLength(Processor):
 class ChannelMap(Processor):
     name = "channel"
     summary = "moves messages to another MIDI channel, and can set its program (instrument) first"
-    params = (Param("to", "int", 1, min=1, max=16, help="the channel to send on (1-16)"),
-              Param("from", "int", 0, min=0, max=16, help="only messages on this channel (0: all)"),
-              Param("program", "int", 0, min=0, max=128, help="a program change (1-128) sent first (0: none)"))
+    params = (
+        Param("to", "int", 1, min=1, max=16, help="the channel to send on (1-16)"),
+        Param("from", "int", 0, min=0, max=16, help="only messages on this channel (0: all)"),
+        Param("program", "int", 0, min=0, max=128, help="a program change (1-128) sent first (0: none)"),
+    )
 
     def __init__(self, **values) -> None:
         super().__init__(**values)
@@ -270,9 +299,11 @@ class ChannelMap(Processor):
 class Echo(Processor):
     name = "echo"
     summary = "repeats each note after a delay, softer each time"
-    params = (Param("delay", "duration", "1/8", min=0.001, help="time between repeats"),
-              Param("repeats", "int", 2, min=1, max=16),
-              Param("feedback", "float", 0.6, min=0.05, max=1.0, help="each repeat's velocity, times the one before"))
+    params = (
+        Param("delay", "duration", "1/8", min=0.001, help="time between repeats"),
+        Param("repeats", "int", 2, min=1, max=16),
+        Param("feedback", "float", 0.6, min=0.05, max=1.0, help="each repeat's velocity, times the one before"),
+    )
 
     def __init__(self, **values) -> None:
         super().__init__(**values)
@@ -309,13 +340,17 @@ class Constrain(Processor):
     runs on a thread of its own; the processor itself only gathers and releases notes."""
 
     name = "constrain"
-    summary = ("plays each 16-bar phrase moved toward a rules file (latent gradient search), one phrase later; "
-               "the rules' open parameters are set by name, e.g. tonic=G")
+    summary = (
+        "plays each 16-bar phrase moved toward a rules file (latent gradient search), one phrase later; "
+        "the rules' open parameters are set by name, e.g. tonic=G"
+    )
     open_params = True  # also takes the open parameters of its rules file, by name (all of them)
-    params = (Param("rules", "path", help="the rules file"),
-              Param("dry", "bool", False, help="also pass the notes played through"),
-              Param("velocity", "int", 90, min=1, max=127),
-              Param("steps", "int", 300, min=1, max=5000, help="gradient search steps"))
+    params = (
+        Param("rules", "path", help="the rules file"),
+        Param("dry", "bool", False, help="also pass the notes played through"),
+        Param("velocity", "int", 90, min=1, max=127),
+        Param("steps", "int", 300, min=1, max=5000, help="gradient search steps"),
+    )
     budget = 0.02
 
     def __init__(self, resources=None, **values) -> None:
@@ -335,7 +370,11 @@ class Constrain(Processor):
         out = [e for e in events if not e.is_note] + ([e for e in events if e.is_note] if self.values["dry"] else [])
         for e in events:
             beat = ctx.beat_at(e.time)
-            if self.notes and self.notes[-1][2] is None and (e.is_note_on or (e.is_note_off and e.msg.note == self.notes[-1][0])):
+            if (
+                self.notes
+                and self.notes[-1][2] is None
+                and (e.is_note_on or (e.is_note_off and e.msg.note == self.notes[-1][0]))
+            ):
                 self.notes[-1][2] = beat
             if e.is_note_on:
                 if self.phrase is None:
@@ -366,18 +405,23 @@ class Constrain(Processor):
         self.notes, self.phrase = [], None
         if notes:
             tokens = Melody.from_notes(notes).tokens.astype(np.int64)
-            threading.Thread(target=self._search, args=(k + 1, tokens, channel), daemon=True,
-                             name="melody-lc-constrain").start()
+            threading.Thread(
+                target=self._search, args=(k + 1, tokens, channel), daemon=True, name="melody-lc-constrain"
+            ).start()
 
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform
 
-        out, report = transform(tokens, self.rules, self.model, self.fitted, values=self.open_values,
-                                steps=self.values["steps"])
+        out, report = transform(
+            tokens, self.rules, self.model, self.fitted, values=self.open_values, steps=self.values["steps"]
+        )
         if not report["all_rules"]:  # never played: an answer must obey every rule
             broken = [name for name, r in report["rules"].items() if not r["satisfied"]]
-            logging.getLogger(__name__).warning("constrain: no answer to phrase %d obeys every rule (breaks %s); "
-                                                "that phrase stays silent", k - 1, ", ".join(broken))
+            logging.getLogger(__name__).warning(
+                "constrain: no answer to phrase %d obeys every rule (breaks %s); that phrase stays silent",
+                k - 1,
+                ", ".join(broken),
+            )
             return
         with self.lock:
             self.results.append((k, out[0], channel))
@@ -397,5 +441,14 @@ class Constrain(Processor):
         self.notes, self.phrase, self.pending = [], None, []
 
 
-TRANSFORMS: tuple[type[Processor], ...] = (ScaleSnap, Transpose, Quantize, Humanize, VelocityCurve, NoteLength,
-                                           ChannelMap, Echo, Constrain)
+TRANSFORMS: tuple[type[Processor], ...] = (
+    ScaleSnap,
+    Transpose,
+    Quantize,
+    Humanize,
+    VelocityCurve,
+    NoteLength,
+    ChannelMap,
+    Echo,
+    Constrain,
+)

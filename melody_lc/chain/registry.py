@@ -16,21 +16,43 @@ from melody_lc.chain.builtin import TRANSFORMS
 class Generator(Processor):
     name = "generator"
     kind = "source"
-    summary = ("constrained melodies from the model, phrase after phrase (the latent walk of `stream`); "
-               "the rules' open parameters are set by name, e.g. tonic=G (unset: drawn once)")
+    summary = (
+        "constrained melodies from the model, phrase after phrase (the latent walk of `stream`); "
+        "the rules' open parameters are set by name, e.g. tonic=G (unset: drawn once)"
+    )
     open_params = True  # also takes the open parameters of its rules file, by name
-    params = (Param("rules", "path", help="the rules file"),
-              Param("channel", "int", 1, min=1, max=16), Param("velocity", "int", 90, min=1, max=127),
-              Param("temperature", "float", 0.5, min=0, max=2), Param("variation", "float", 0.35, min=0, max=1),
-              Param("seed", "int", 0, min=0))
+    params = (
+        Param("rules", "path", help="the rules file"),
+        Param("channel", "int", 1, min=1, max=16),
+        Param("velocity", "int", 90, min=1, max=127),
+        Param("temperature", "float", 0.5, min=0, max=2),
+        Param("variation", "float", 0.35, min=0, max=1),
+        Param("seed", "int", 0, min=0),
+    )
+
+    @staticmethod
+    def source(link, rack, runner):
+        from melody_lc.chain.sources import generator_source
+
+        return generator_source(link, rack.resources(link), runner, log=rack.log)
 
 
 class Input(Processor):
     name = "input"
     kind = "source"
     summary = "what is played into a MIDI input port"
-    params = (Param("port", "str", "", help="an existing input port (part of its name will do)"),
-              Param("virtual", "str", "", help="or open a virtual input of this name (default melody-lc-in)"))
+    params = (
+        Param("port", "str", "", help="an existing input port (part of its name will do)"),
+        Param("virtual", "str", "", help="or open a virtual input of this name (default melody-lc-in)"),
+    )
+
+    @staticmethod
+    def source(link, rack, runner):
+        from melody_lc.chain.sources import InputSource
+
+        src = InputSource(link, runner)
+        src.open()  # now, so a missing port is reported before anything plays
+        return src
 
 
 class FileLoop(Processor):
@@ -39,15 +61,34 @@ class FileLoop(Processor):
     summary = "a .mid file played in tempo, looped (its length rounded up to whole bars)"
     params = (Param("path", "path", help="the .mid file"), Param("loop", "bool", True))
 
+    @staticmethod
+    def source(link, rack, runner):
+        from melody_lc.chain.sources import FileSource
+
+        return FileSource(link, runner, rack.loops[link.values["path"]])
+
 
 class Out(Processor):
     name = "out"
     kind = "sink"
     summary = "sends to a MIDI output port (default: a virtual port named melody-lc), and can record"
-    params = (Param("port", "str", "", help="an existing output port (part of its name will do)"),
-              Param("virtual", "str", "", help="or open a virtual output of this name (default melody-lc)"),
-              Param("channel", "int", 0, min=0, max=16, help="send everything on this channel (0: as it comes)"),
-              Param("record", "path", "", help="also write what was sent to this .mid file"))
+    params = (
+        Param("port", "str", "", help="an existing output port (part of its name will do)"),
+        Param("virtual", "str", "", help="or open a virtual output of this name (default melody-lc)"),
+        Param("channel", "int", 0, min=0, max=16, help="send everything on this channel (0: as it comes)"),
+        Param("record", "path", "", help="also write what was sent to this .mid file"),
+    )
+
+    @staticmethod
+    def recording(link) -> str | None:
+        return link.values["record"] or None
+
+    @staticmethod
+    def sink(link, rack):
+        from melody_lc.chain.runner import Sink
+
+        port, lock = rack.port(link)
+        return Sink(port, lock, link.values["channel"], link.values["record"] or None)
 
 
 class Record(Processor):
@@ -55,6 +96,16 @@ class Record(Processor):
     kind = "sink"
     summary = "writes what reaches it to a .mid file when the stream stops"
     params = (Param("path", "path", help="the .mid file"),)
+
+    @staticmethod
+    def recording(link) -> str | None:
+        return link.values["path"]
+
+    @staticmethod
+    def sink(link, rack):
+        from melody_lc.chain.runner import Sink
+
+        return Sink(record=link.values["path"])
 
 
 HOST: tuple[type[Processor], ...] = (Generator, Input, FileLoop, Out, Record)
@@ -70,7 +121,9 @@ def _check_declaration(cls) -> None:
     if not isinstance(cls, type) or not issubclass(cls, Processor):
         raise TypeError("an entry point must name a melody_lc.chain.Processor subclass")
     if getattr(cls, "api_version", None) != API_VERSION:
-        raise TypeError(f"written for processor API {getattr(cls, 'api_version', None)}; this melody-lc has API {API_VERSION}")
+        raise TypeError(
+            f"written for processor API {getattr(cls, 'api_version', None)}; this melody-lc has API {API_VERSION}"
+        )
     if not cls.name or not cls.name.isidentifier():
         raise TypeError(f"name {cls.name!r}: a processor needs a name that is one word")
     if cls.kind != "transform":

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melody_lc.chain.api import Param, ParamError, Processor, format_value
-from melody_lc.fileio import atomic_path
 from melody_lc.errors import LocatedError
+from melody_lc.fileio import atomic_path
 from melody_lc.rules.syntax import did_you_mean
 
 
@@ -226,8 +226,11 @@ class _Scanner:
             self.i = j + 1
             return text, line, col
         j = self.i
-        while j < len(self.chars) and self.chars[j][0] not in ",()" and \
-                not (self.chars[j][0] == "-" and j + 1 < len(self.chars) and self.chars[j + 1][0] == ">"):
+        while (
+            j < len(self.chars)
+            and self.chars[j][0] not in ",()"
+            and not (self.chars[j][0] == "-" and j + 1 < len(self.chars) and self.chars[j + 1][0] == ">")
+        ):
             j += 1
         text = "".join(c for c, _, _ in self.chars[self.i : j]).strip()
         if not text:
@@ -300,12 +303,21 @@ def parse_chains(text: str, path: str = "<chain>", rules_file: bool = False) -> 
             col = len(raw) - len(raw.lstrip()) + 1
             words = raw.strip().split(":")[0].split() or [raw.strip()[:1]]
             if words[0] == "chain":
-                raise ChainError(path, i + 1, col, "expected 'chain NAME:' (a name of letters, digits, _ or -, then ':')")
-            hint = " (a chain goes on over lines that start with '->', right after it)" if raw.strip().startswith("->") \
+                raise ChainError(
+                    path, i + 1, col, "expected 'chain NAME:' (a name of letters, digits, _ or -, then ':')"
+                )
+            hint = (
+                " (a chain goes on over lines that start with '->', right after it)"
+                if raw.strip().startswith("->")
                 else did_you_mean(words[0], ["chain", "tempo"])
-            raise ChainError(path, i + 1, col, f"expected 'chain NAME: source -> ... -> out(...)' or 'tempo: BPM', "
-                             f"found '{words[0]}'{hint}")
-        pieces = [(i + 1, m.end() + 1, raw[m.end():])]
+            )
+            raise ChainError(
+                path,
+                i + 1,
+                col,
+                f"expected 'chain NAME: source -> ... -> out(...)' or 'tempo: BPM', found '{words[0]}'{hint}",
+            )
+        pieces = [(i + 1, m.end() + 1, raw[m.end() :])]
         first = i
         while True:  # lines that go on with '->' (comment lines and blank lines between are skipped)
             j = i + 1
@@ -338,7 +350,9 @@ def resolve(cf: ChainFile, table: dict, failed: list[tuple[str, str]] = ()) -> C
         if not spec.name:
             spec.name = f"chain{n + 1}" if len(cf.chains) > 1 else "main"
         elif spec.name in names:
-            raise ChainError(path, spec.first_line, 1, f"a chain named '{spec.name}' is already on line {names[spec.name]}")
+            raise ChainError(
+                path, spec.first_line, 1, f"a chain named '{spec.name}' is already on line {names[spec.name]}"
+            )
         names[spec.name] = spec.first_line
         for k, link in enumerate(spec.links):
             entry = table.get(link.name)
@@ -346,20 +360,34 @@ def resolve(cf: ChainFile, table: dict, failed: list[tuple[str, str]] = ()) -> C
             if entry is None and broken:
                 raise ChainError(path, link.line, link.column, f"the plugin '{link.name}' failed to load: {broken[0]}")
             if entry is None:
-                raise ChainError(path, link.line, link.column, f"no processor named '{link.name}' "
-                                 f"(`melody-lc plugins` lists them){did_you_mean(link.name, table)}")
+                raise ChainError(
+                    path,
+                    link.line,
+                    link.column,
+                    f"no processor named '{link.name}' "
+                    f"(`melody-lc plugins` lists them){did_you_mean(link.name, table)}",
+                )
             link.cls = entry.cls
             want = "source" if k == 0 else "sink" if k == len(spec.links) - 1 else "transform"
             if link.cls.kind != want:
-                where = {"source": "the first link", "sink": "the last link",
-                         "transform": "a link between the source and the sink"}[want]
+                where = {
+                    "source": "the first link",
+                    "sink": "the last link",
+                    "transform": "a link between the source and the sink",
+                }[want]
                 which = sorted(n for n, e in table.items() if e.cls.kind == want)
-                raise ChainError(path, link.line, link.column, f"'{link.name}' is a {link.cls.kind}; {where} "
-                                 f"must be a {want} ({', '.join(which)})")
+                raise ChainError(
+                    path,
+                    link.line,
+                    link.column,
+                    f"'{link.name}' is a {link.cls.kind}; {where} must be a {want} ({', '.join(which)})",
+                )
             _check_args(path, link, cf.path.parent, str(cf.path) if cf.rules_file else None)
         if len(spec.links) < 2:
             link = spec.links[0]
-            raise ChainError(path, link.line, link.column + len(link.name), "expected '-> ...' up to a sink such as out(...)")
+            raise ChainError(
+                path, link.line, link.column + len(link.name), "expected '-> ...' up to a sink such as out(...)"
+            )
     return cf
 
 
@@ -379,8 +407,12 @@ def _check_args(path: str, link: Link, base: Path, own_rules: str | None = None)
         if name is None:
             name = next((p for p in positional if p not in given), None)
             if name is None:
-                raise ChainError(path, arg.line, arg.column, f"{link.name} takes {len(declared)} argument"
-                                 f"{'s' if len(declared) != 1 else ''}; this one is extra")
+                raise ChainError(
+                    path,
+                    arg.line,
+                    arg.column,
+                    f"{link.name} takes {len(declared)} argument{'s' if len(declared) != 1 else ''}; this one is extra",
+                )
         elif name not in by_name and getattr(link.cls, "open_params", False):
             if name in link.open_args:
                 raise ChainError(path, arg.line, arg.column, f"{name} is given twice")
@@ -388,8 +420,12 @@ def _check_args(path: str, link: Link, base: Path, own_rules: str | None = None)
             continue
         elif name not in by_name:
             known = ", ".join(by_name) or "none"
-            raise ChainError(path, arg.line, arg.name_column, f"{link.name} has no parameter '{name}' "
-                             f"(it has: {known}){did_you_mean(name, by_name)}")
+            raise ChainError(
+                path,
+                arg.line,
+                arg.name_column,
+                f"{link.name} has no parameter '{name}' (it has: {known}){did_you_mean(name, by_name)}",
+            )
         if name in given:
             raise ChainError(path, arg.line, arg.column, f"{name} is given twice")
         given[name] = arg
@@ -409,7 +445,7 @@ def _check_args(path: str, link: Link, base: Path, own_rules: str | None = None)
         except ParamError as e:
             raise ChainError(path, arg.line, arg.column, str(e)) from None
         if p.type == "path" and value:
-            value = str((base / value)) if not Path(value).is_absolute() else value
+            value = str(base / value) if not Path(value).is_absolute() else value
         link.values[p.name] = value
         link.written[p.name] = arg.text
     for name, arg in link.open_args.items():

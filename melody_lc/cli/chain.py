@@ -13,15 +13,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_plugins)
 
-    c = sub.add_parser("chain", help="run a chain file: sources -> MIDI processors -> outputs",
-                       description="Run every chain of a chain file together on one tempo until Ctrl-C (or --seconds). "
-                       "A chain reads `chain NAME: generator(rules=x.rules) -> humanize(timing=8ms) -> out(virtual=melody-lc)`; "
-                       "`melody-lc plugins` lists the processors. Every sounding note is ended when it stops.")
+    c = sub.add_parser(
+        "chain",
+        help="run a chain file: sources -> MIDI processors -> outputs",
+        description="Run every chain of a chain file together on one tempo until Ctrl-C (or --seconds). "
+        "A chain reads `chain NAME: generator(rules=x.rules) -> humanize(timing=8ms) -> out(virtual=melody-lc)`; "
+        "`melody-lc plugins` lists the processors. Every sounding note is ended when it stops.",
+    )
     c.add_argument("file", metavar="FILE", help="a .chain file, or a rules file with its own chain section")
     c.add_argument("--check", action="store_true", help="check the file and say what would run, then exit")
     c.add_argument("--bpm", type=float, help="tempo (default: the file's `tempo:`, else 120)")
     c.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
-    c.add_argument("--rounds", type=int, help="fitting rounds for rules with no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
+    c.add_argument(
+        "--rounds",
+        type=int,
+        help="fitting rounds for rules with no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
+    )
     c.add_argument("--quick", action="store_true", help="for rules with no fit yet, a sketch fit (about a minute)")
     c.add_argument("--model", metavar="DIR")
     c.add_argument("--data", metavar="PATH")
@@ -32,8 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def describe_params(cls) -> list[dict]:
     from melody_lc.chain.api import format_value
 
-    return [{"name": p.name, "type": p.type, "expects": p.expected(), "help": p.help,
-             "default": None if p.required else format_value(p, p.default_value())} for p in cls.params]
+    return [
+        {
+            "name": p.name,
+            "type": p.type,
+            "expects": p.expected(),
+            "help": p.help,
+            "default": None if p.required else format_value(p, p.default_value()),
+        }
+        for p in cls.params
+    ]
 
 
 def cmd_plugins(args) -> int:
@@ -42,9 +57,25 @@ def cmd_plugins(args) -> int:
 
     table, failed = registry()
     if args.json:
-        print(json.dumps({"api_version": API_VERSION, "processors": [
-            {"name": n, "kind": e.cls.kind, "origin": e.origin, "summary": e.cls.summary, "params": describe_params(e.cls)}
-            for n, e in table.items()], "failed": [{"entry_point": ep, "reason": why} for ep, why in failed]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "api_version": API_VERSION,
+                    "processors": [
+                        {
+                            "name": n,
+                            "kind": e.cls.kind,
+                            "origin": e.origin,
+                            "summary": e.cls.summary,
+                            "params": describe_params(e.cls),
+                        }
+                        for n, e in table.items()
+                    ],
+                    "failed": [{"entry_point": ep, "reason": why} for ep, why in failed],
+                },
+                indent=1,
+            )
+        )
         return 0
     print(f"MIDI processors (processor API {API_VERSION}; plugins register in the entry-point group {PLUGIN_GROUP}):")
     for kind in ("source", "transform", "sink"):
@@ -54,7 +85,9 @@ def cmd_plugins(args) -> int:
                 continue
             print(f"  {name} [{e.origin}]: {e.cls.summary}")
             for p in describe_params(e.cls):
-                default = "required" if p["default"] is None else f"default {p['default']}" if p["default"] else "optional"
+                default = (
+                    "required" if p["default"] is None else f"default {p['default']}" if p["default"] else "optional"
+                )
                 print(f"      {p['name']}: {p['expects']}; {default}" + (f". {p['help']}" if p["help"] else ""))
     for ep, why in failed:
         print(f"\nplugin failed to load: {ep}: {why}")
@@ -71,8 +104,14 @@ def make_prepare(args, model=None):
     loaded = [model] if model is not None else []
 
     def prepare(rules_path):
-        opts = Namespace(rules=rules_path, model=args.model, data=args.data, quick=args.quick, rounds=args.rounds,
-                         quiet=getattr(args, "quiet", True))
+        opts = Namespace(
+            rules=rules_path,
+            model=args.model,
+            data=args.data,
+            quick=args.quick,
+            rounds=args.rounds,
+            quiet=getattr(args, "quiet", True),
+        )
         rules, m, fitted = _prepare(opts, model=loaded[0] if loaded else None)
         loaded[:] = [m]
         return rules, m, fitted
@@ -81,7 +120,8 @@ def make_prepare(args, model=None):
 
 
 def cmd_chain(args) -> int:
-    from melody_lc.chain.host import Rack, check_files
+    from melody_lc.chain.checks import check_files
+    from melody_lc.chain.host import Rack
     from melody_lc.chain.syntax import load_chains
     from melody_lc.cli import CLIError
 

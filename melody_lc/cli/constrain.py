@@ -13,16 +13,26 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fit", help="fit critics and an actor for rules files (zero-shot, cached)")
     f.add_argument("rules", metavar="RULES", nargs="+")
-    f.add_argument("--out", metavar="DIR", help="keep the fits in DIR (with an index.json) instead of the user cache; "
-                   "the shipped fits in models/fits were made this way")
+    f.add_argument(
+        "--out",
+        metavar="DIR",
+        help="keep the fits in DIR (with an index.json) instead of the user cache; "
+        "the shipped fits in models/fits were made this way",
+    )
     _common(f)
     f.add_argument("--rounds", type=int, help="fitting rounds (default: FitConfig.rounds in melody_lc/engine/fit.py)")
-    f.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
-                   "about a minute; less reliable")
+    f.add_argument(
+        "--quick",
+        action="store_true",
+        help="a sketch fit: a fifth of the samples and steps, about a minute; less reliable",
+    )
     f.set_defaults(func=cmd_fit)
 
-    s = sub.add_parser("fit-stats", help="store beside a model what fitting takes from its training data, "
-                       "so that new rules files fit without the dataset")
+    s = sub.add_parser(
+        "fit-stats",
+        help="store beside a model what fitting takes from its training data, "
+        "so that new rules files fit without the dataset",
+    )
     s.add_argument("--model", metavar="DIR", help="melody VAE checkpoint (default: the shipped one)")
     s.add_argument("--data", metavar="PATH", help="dataset (default: the corpus dataset)")
     s.set_defaults(func=cmd_fit_stats)
@@ -32,21 +42,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("-n", type=int, default=16)
     g.add_argument("--out", metavar="DIR", default="generated")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=0.5,
-                   help="decoding temperature (default 0.5, the temperature the actor is fitted at)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=0.5,
+        help="decoding temperature (default 0.5, the temperature the actor is fitted at)",
+    )
     g.add_argument("--bpm", type=float, default=120.0)
     g.add_argument("--program", type=int, default=0)
-    g.add_argument("--method", choices=["actor", "gd", "reject"], default="actor",
-                   help="actor (default): prior latents moved by the fitted actor; gd: by gradient search on the "
-                        "critic; reject: the prior's own latents (rejection sampling)")
+    g.add_argument(
+        "--method",
+        choices=["actor", "gd", "reject"],
+        default="actor",
+        help="actor (default): prior latents moved by the fitted actor; gd: by gradient search on the "
+        "critic; reject: the prior's own latents (rejection sampling)",
+    )
     _enforce_option(g)
-    g.add_argument("--max-decodes", type=int, metavar="N",
-                   help="give up after N decodes (default: 32 per requested melody, at least 64)")
-    g.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                   help="value of an open parameter, e.g. --set tonic=G or --set density=5")
-    g.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
-    g.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
-                   "about a minute; less reliable")
+    g.add_argument(
+        "--max-decodes",
+        type=int,
+        metavar="N",
+        help="give up after N decodes (default: 32 per requested melody, at least 64)",
+    )
+    g.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="value of an open parameter, e.g. --set tonic=G or --set density=5",
+    )
+    g.add_argument(
+        "--rounds",
+        type=int,
+        help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
+    )
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="a sketch fit: a fifth of the samples and steps, about a minute; less reliable",
+    )
     _common(g)
     g.set_defaults(func=cmd_generate)
 
@@ -57,18 +91,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", metavar="NAME=VALUE", action="append", default=[])
     t.add_argument("--bpm", type=float, default=120.0)
     t.add_argument("--program", type=int, default=0)
-    t.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
-    t.add_argument("--quick", action="store_true", help="a sketch fit: a fifth of the samples and steps, "
-                   "about a minute; less reliable")
+    t.add_argument(
+        "--rounds",
+        type=int,
+        help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
+    )
+    t.add_argument(
+        "--quick",
+        action="store_true",
+        help="a sketch fit: a fifth of the samples and steps, about a minute; less reliable",
+    )
     _enforce_option(t)
     _common(t)
     t.set_defaults(func=cmd_transform)
 
 
 def _enforce_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-enforce", dest="enforce", action="store_false",
-                   help="hand over the model's raw output, unchecked and unmasked (for comparison); by default every "
-                        "melody is decoded under the rules' constraints and checked by their exact tests")
+    p.add_argument(
+        "--no-enforce",
+        dest="enforce",
+        action="store_false",
+        help="hand over the model's raw output, unchecked and unmasked (for comparison); by default every "
+        "melody is decoded under the rules' constraints and checked by their exact tests",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -107,8 +152,17 @@ def fit_config(args):
 
     config = FitConfig()
     if args.quick:
-        config = replace(config, rounds=4, conditional_rounds=4, conditional_scale=1, initial_samples=1024,
-                         initial_critic_steps=200, samples_per_round=256, critic_steps=100, actor_steps=100)
+        config = replace(
+            config,
+            rounds=4,
+            conditional_rounds=4,
+            conditional_scale=1,
+            initial_samples=1024,
+            initial_critic_steps=200,
+            samples_per_round=256,
+            critic_steps=100,
+            actor_steps=100,
+        )
     return config if args.rounds is None else replace(config, rounds=args.rounds, conditional_rounds=args.rounds)
 
 
@@ -146,15 +200,29 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
         if not bars:
             from tqdm import tqdm
 
-            bars.append(tqdm(total=fit_config(args).rounds_for(rules.condition_size), unit="round", desc="fit",
-                             dynamic_ncols=True, leave=False))
+            bars.append(
+                tqdm(
+                    total=fit_config(args).rounds_for(rules.condition_size),
+                    unit="round",
+                    desc="fit",
+                    dynamic_ncols=True,
+                    leave=False,
+                )
+            )
         bars[0].update(1)
         bars[0].set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
 
     try:
         config = fit_config(args)
-        fitted = fit_rules(rules, model, windows, config, cache_dir=store or cache_dir() / "fits",
-                           progress=progress, search=(shipped_fits_dir(),))
+        fitted = fit_rules(
+            rules,
+            model,
+            windows,
+            config,
+            cache_dir=store or cache_dir() / "fits",
+            progress=progress,
+            search=(shipped_fits_dir(),),
+        )
     finally:
         for bar in bars:
             bar.close()
@@ -185,11 +253,17 @@ def cmd_fit(args) -> int:
     for path in args.rules:
         rules, model, fitted = _prepare(args, path, model, Path(args.out) if args.out else None)
         m = fitted.meta
-        print(f"fitted {path}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
-              f"(best round {m['best_round']}, {m['seconds']} s when fitted)")
+        print(
+            f"fitted {path}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
+            f"(best round {m['best_round']}, {m['seconds']} s when fitted)"
+        )
         config = fit_config(args)
-        index[Path(path).name] = {"fit": f"fit-{fit_key(rules, model, config, FIT_TEMPERATURE)}",
-                                  "satisfaction": m["satisfaction"], "seconds": m["seconds"], "best_round": m["best_round"]}
+        index[Path(path).name] = {
+            "fit": f"fit-{fit_key(rules, model, config, FIT_TEMPERATURE)}",
+            "satisfaction": m["satisfaction"],
+            "seconds": m["seconds"],
+            "best_round": m["best_round"],
+        }
     if args.out:
         old = Path(args.out) / "index.json"
         merged = json.loads(old.read_text()) if old.exists() else {}
@@ -199,16 +273,25 @@ def cmd_fit(args) -> int:
 
 def _report_table(report: dict) -> str:
     enforced = report.get("enforced", False)
-    lines = [f"{'rule':<14} {'satisfied':>9} {'mean reward':>11}" + (f" {'mask/melody':>11} {'redrawn':>7}" if enforced else "")]
+    lines = [
+        f"{'rule':<14} {'satisfied':>9} {'mean reward':>11}"
+        + (f" {'mask/melody':>11} {'redrawn':>7}" if enforced else "")
+    ]
     for name, r in report["rules"].items():
-        lines.append(f"{name:<14} {r['satisfied']:>9.1%} {r['mean_reward']:>11.3f}"
-                     + (f" {r['interventions']:>11.2f} {r['redrawn']:>7}" if enforced else ""))
-    lines.append(f"{'all rules':<14} {report['all_rules']:>9.1%} {report['mean_reward']:>11.3f}   "
-                 f"mean latent shift {report['mean_latent_shift']:.2f}, spread {report.get('spread', 1.0):.2f}")
+        lines.append(
+            f"{name:<14} {r['satisfied']:>9.1%} {r['mean_reward']:>11.3f}"
+            + (f" {r['interventions']:>11.2f} {r['redrawn']:>7}" if enforced else "")
+        )
+    lines.append(
+        f"{'all rules':<14} {report['all_rules']:>9.1%} {report['mean_reward']:>11.3f}   "
+        f"mean latent shift {report['mean_latent_shift']:.2f}, spread {report.get('spread', 1.0):.2f}"
+    )
     if enforced:
-        lines.append(f"{report['melodies']} of {report['requested']} delivered from {report['decodes']} decodes; "
-                     f"the mask overruled the decoder {report['interventions_per_melody']:.2f} times per melody "
-                     f"(removed probability mass {report['mass_removed_per_melody']:.2f})")
+        lines.append(
+            f"{report['melodies']} of {report['requested']} delivered from {report['decodes']} decodes; "
+            f"the mask overruled the decoder {report['interventions_per_melody']:.2f} times per melody "
+            f"(removed probability mass {report['mass_removed_per_melody']:.2f})"
+        )
     return "\n".join(lines)
 
 
@@ -221,8 +304,10 @@ def shortfall(report: dict) -> str | None:
     dead = report.get("blocked_by") or {}
     if dead:
         why += "; dead ends (rules allowing nothing together): " + ", ".join(f"{b} {k}x" for b, k in dead.items())
-    return (f"only {report['melodies']} of {report['requested']} melodies obey every rule after {report['decodes']} "
-            f"decodes ({why}); raise --max-decodes, or loosen the rules")
+    return (
+        f"only {report['melodies']} of {report['requested']} melodies obey every rule after {report['decodes']} "
+        f"decodes ({why}); raise --max-decodes, or loosen the rules"
+    )
 
 
 def cmd_generate(args) -> int:
@@ -240,9 +325,18 @@ def cmd_generate(args) -> int:
         raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
     values = _parse_values(load_rules(args.rules), args.set)
     rules, model, fitted = _prepare(args)
-    tokens, report = generate(rules, model, args.n, fitted, method=args.method, seed=args.seed,
-                              temperature=args.temperature, values=values, enforce=args.enforce,
-                              max_decodes=args.max_decodes)
+    tokens, report = generate(
+        rules,
+        model,
+        args.n,
+        fitted,
+        method=args.method,
+        seed=args.seed,
+        temperature=args.temperature,
+        values=values,
+        enforce=args.enforce,
+        max_decodes=args.max_decodes,
+    )
     out = Path(args.out)
     if len(tokens):
         _write_all(tokens, "melody", args)
@@ -251,8 +345,15 @@ def cmd_generate(args) -> int:
     w = csv.writer(buf)
     w.writerow(["rule", "satisfied", "mean_reward", "interventions_per_melody", "redrawn"])
     for name, r in report["rules"].items():
-        w.writerow([name, f"{r['satisfied']:.4f}", f"{r['mean_reward']:.4f}", f"{r.get('interventions', 0):.4f}",
-                    r.get("redrawn", 0)])
+        w.writerow(
+            [
+                name,
+                f"{r['satisfied']:.4f}",
+                f"{r['mean_reward']:.4f}",
+                f"{r.get('interventions', 0):.4f}",
+                r.get("redrawn", 0),
+            ]
+        )
     with atomic_path(out / "report.csv") as tmp:
         tmp.write_text(buf.getvalue())
     if len(tokens):
@@ -260,8 +361,11 @@ def cmd_generate(args) -> int:
     print(_report_table(report))
     if not args.enforce and report["all_rules"] < 1:
         broken = round((1 - report["all_rules"]) * report["melodies"])
-        print(f"note: --no-enforce: {broken} of {report['melodies']} melodies break a rule (marked red in "
-              f"{out / 'sheet.png'})", file=sys.stderr)
+        print(
+            f"note: --no-enforce: {broken} of {report['melodies']} melodies break a rule (marked red in "
+            f"{out / 'sheet.png'})",
+            file=sys.stderr,
+        )
     missing = shortfall(report)
     if missing:
         print(f"melody-lc: {missing}", file=sys.stderr)
@@ -292,8 +396,10 @@ def cmd_transform(args) -> int:
         from melody_lc.cli import CLIError
 
         broken = [name for name, r in report["rules"].items() if not r["satisfied"]]
-        raise CLIError(f"found no melody near {args.input} that obeys every rule of {args.rules} "
-                       f"(still broken: {', '.join(broken)}); nothing written")
+        raise CLIError(
+            f"found no melody near {args.input} that obeys every rule of {args.rules} "
+            f"(still broken: {', '.join(broken)}); nothing written"
+        )
     Melody(out_tokens[0]).to_midi_file(args.out, qpm=args.bpm, program=args.program)
     for name, r in report["rules"].items():
         before = report["before"][name]["satisfied"]
@@ -302,7 +408,9 @@ def cmd_transform(args) -> int:
     if report["unchanged_because_obeyed"][0]:
         print(f"wrote {args.out}: the melody already obeys every rule, so it is unchanged")
     else:
-        print(f"wrote {args.out}: {report['steps_changed']:.0%} of steps changed, latent shift {report['mean_latent_shift']:.2f}")
+        print(
+            f"wrote {args.out}: {report['steps_changed']:.0%} of steps changed, latent shift {report['mean_latent_shift']:.2f}"
+        )
         bars = sorted({c["bar"] for c in changed})
         if bars:
             print(f"changed: {len(changed)} steps, in bar{'s' if len(bars) > 1 else ''} {', '.join(map(str, bars))}")

@@ -22,14 +22,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", choices=["music21"], help="music21's bundled corpus (folk tunes and Bach chorales)")
-    src.add_argument("--midi-dir", metavar="DIR", help="every .mid/.midi file under DIR (bad files are skipped and listed)")
+    src.add_argument(
+        "--midi-dir", metavar="DIR", help="every .mid/.midi file under DIR (bad files are skipped and listed)"
+    )
     src.add_argument("--midi", metavar="FILE", nargs="+", help="these MIDI files (a bad one is an error)")
-    b.add_argument("--collections", metavar="A,B", help="music21 collections to use (default: the folk collections and bach)")
-    b.add_argument("--out", metavar="PATH", help="dataset directory (default: a cache directory named after the source)")
-    b.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel worker processes (default: all cores)")
+    b.add_argument(
+        "--collections", metavar="A,B", help="music21 collections to use (default: the folk collections and bach)"
+    )
+    b.add_argument(
+        "--out", metavar="PATH", help="dataset directory (default: a cache directory named after the source)"
+    )
+    b.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="parallel worker processes (default: all cores)"
+    )
     b.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test assignment")
-    b.add_argument("--all-meters", action="store_true", help="also cut 3/4, 6/8... into 16-step bars (default: only meters of 16-step bars)")
-    b.add_argument("--no-expand-repeats", action="store_true", help="music21: keep repeats as written instead of playing them out")
+    b.add_argument(
+        "--all-meters",
+        action="store_true",
+        help="also cut 3/4, 6/8... into 16-step bars (default: only meters of 16-step bars)",
+    )
+    b.add_argument(
+        "--no-expand-repeats", action="store_true", help="music21: keep repeats as written instead of playing them out"
+    )
     b.add_argument("--min-notes", type=int, default=16, help="drop windows with fewer notes (default 16)")
     b.add_argument("--shard-windows", type=int, default=50_000, help="windows per shard file")
     b.add_argument("--force", action="store_true", help="rebuild even if an identical dataset exists")
@@ -67,8 +81,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise CLIError(f"--workers must be at least 1, got {args.workers}")
     if args.min_notes < 0 or args.shard_windows < 1:
         raise CLIError("--min-notes must be >= 0 and --shard-windows >= 1")
-    config = ExtractionConfig(min_notes=args.min_notes, all_meters=args.all_meters,
-                              expand_repeats=not args.no_expand_repeats)
+    config = ExtractionConfig(
+        min_notes=args.min_notes, all_meters=args.all_meters, expand_repeats=not args.no_expand_repeats
+    )
     if args.corpus:
         collections = args.collections.split(",") if args.collections else list(DEFAULT_COLLECTIONS)
         tasks = music21_tasks(collections)
@@ -104,14 +119,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     if reused is not None:
         print(format_summary(reused, out))
         return 0
-    print(f"building {out} from {len(tasks):,} {'tunes' if args.corpus else 'files'} with {args.workers} worker(s)",
-          file=sys.stderr)
+    print(
+        f"building {out} from {len(tasks):,} {'tunes' if args.corpus else 'files'} with {args.workers} worker(s)",
+        file=sys.stderr,
+    )
     try:
-        manifest = build_dataset(plan, out, workers=args.workers, shard_windows=args.shard_windows,
-                                 force=args.force, progress=not args.quiet)
+        manifest = build_dataset(
+            plan, out, workers=args.workers, shard_windows=args.shard_windows, force=args.force, progress=not args.quiet
+        )
     except KeyboardInterrupt:
-        print(f"\nmelody-lc: interrupted; finished shards are kept in {out}.partial: "
-              "run the same command again to resume", file=sys.stderr)
+        print(
+            f"\nmelody-lc: interrupted; finished shards are kept in {out}.partial: "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     except OSError as e:
         raise CLIError(f"{e.filename or out}: {e.strerror or e}") from None

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    top = sub.add_parser("image", help="image mode: MNIST and CelebA VAEs on the same latent-constraints engine",
-                         description="The paper's image experiments. You bring the data (see the README): MNIST's "
-                         "four IDX files in a folder, or CelebA's img_align_celeba/, list_attr_celeba.txt and "
-                         "list_eval_partition.txt.")
+    top = sub.add_parser(
+        "image",
+        help="image mode: MNIST and CelebA VAEs on the same latent-constraints engine",
+        description="The paper's image experiments. You bring the data (see docs/image.md): MNIST's "
+        "four IDX files in a folder, or CelebA's img_align_celeba/, list_attr_celeba.txt and "
+        "list_eval_partition.txt.",
+    )
     isub = top.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
 
     t = isub.add_parser("train", help="train an image VAE (resumable)")
     _data_args(t)
-    t.add_argument("--preset", help="mnist, mnist-paper, mnist-tiny, celeba, celeba-paper, celeba-tiny "
-                   "(default: the dataset's CPU preset)")
+    t.add_argument(
+        "--preset",
+        help="mnist, mnist-paper, mnist-tiny, celeba, celeba-paper, celeba-tiny (default: the dataset's CPU preset)",
+    )
     t.add_argument("--sigma-x", type=float, help="CelebA: the Gaussian likelihood's pixel scale (paper: 0.1 or 1)")
     t.add_argument("--steps", type=int, default=5000)
     t.add_argument("--batch-size", type=int, default=64)
@@ -43,10 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--attributes", help="comma-separated (default: MNIST's digits, CelebA's ten salient ones)")
     f.add_argument("--limit", type=int, help="use at most this many training images")
     f.add_argument("--lambda-dist", type=float, default=0.1, help="distance penalty (0: none, as in the paper's table)")
-    f.add_argument("--max-step", type=float, default=2.0, help="bound the actor's move to this much per latent "
-                   "dimension (default 2)")
-    f.add_argument("--gated", action="store_true", help="the paper's gated actor instead (it can collapse: every "
-                   "image asked for the same attributes comes out nearly the same)")
+    f.add_argument(
+        "--max-step",
+        type=float,
+        default=2.0,
+        help="bound the actor's move to this much per latent dimension (default 2)",
+    )
+    f.add_argument(
+        "--gated",
+        action="store_true",
+        help="the paper's gated actor instead (it can collapse: every "
+        "image asked for the same attributes comes out nearly the same)",
+    )
     f.add_argument("--critic-steps", type=int, default=3000)
     f.add_argument("--actor-steps", type=int, default=2000)
     f.add_argument("--out", metavar="DIR", required=True)
@@ -120,8 +132,17 @@ def cmd_train(args) -> int:
     data = load_images(args.dataset, args.data, "train", args.limit)
     if tuple(data.images.shape[1:]) != config.image_shape:
         raise CLIError(f"{args.data}: images of shape {data.images.shape[1:]}, the preset expects {config.image_shape}")
-    train_vae(data, config, args.steps, args.out, args.batch_size, args.lr, args.resume,
-              {"dataset": args.dataset, "preset": preset}, _progress(args.quiet, "train"))
+    train_vae(
+        data,
+        config,
+        args.steps,
+        args.out,
+        args.batch_size,
+        args.lr,
+        args.resume,
+        {"dataset": args.dataset, "preset": preset},
+        _progress(args.quiet, "train"),
+    )
     print(f"trained {preset} on {len(data):,} {args.dataset} images for {args.steps} steps: {args.out}")
     return 0
 
@@ -158,8 +179,12 @@ def cmd_fit(args) -> int:
     model, meta = load_vae(args.model)
     names = args.attributes.split(",") if args.attributes else None
     data = load_images(meta.get("dataset", "mnist"), args.data, "train", args.limit, names)
-    config = LabelledFitConfig(critic_steps=args.critic_steps, actor_steps=args.actor_steps, lambda_dist=args.lambda_dist,
-                               actor_max_step=None if args.gated else args.max_step)
+    config = LabelledFitConfig(
+        critic_steps=args.critic_steps,
+        actor_steps=args.actor_steps,
+        lambda_dist=args.lambda_dist,
+        actor_max_step=None if args.gated else args.max_step,
+    )
     fit = fit_attributes(model, data, config, _progress(args.quiet, "fit"))
     save_fit(fit, args.out)
     print(f"fitted {len(data.names)} attributes on {len(data):,} images in {fit.meta['seconds']} s: {args.out}")

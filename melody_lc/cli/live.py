@@ -13,31 +13,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print {inputs, outputs, api} as JSON")
     p.set_defaults(func=cmd_ports)
 
-    s = sub.add_parser("stream", help="stream constrained melodies to a MIDI port in tempo",
-                       description="Play melodies that follow a rules file into a MIDI port, phrase after phrase. "
-                       "By default melody-lc opens a virtual output port named 'melody-lc' for your DAW to take as "
-                       "a MIDI input. Ctrl-C stops it; every sounding note is ended first.")
+    s = sub.add_parser(
+        "stream",
+        help="stream constrained melodies to a MIDI port in tempo",
+        description="Play melodies that follow a rules file into a MIDI port, phrase after phrase. "
+        "By default melody-lc opens a virtual output port named 'melody-lc' for your DAW to take as "
+        "a MIDI input. Ctrl-C stops it; every sounding note is ended first.",
+    )
     _play_args(s)
     s.add_argument("--phrases", type=int, help="stop after this many 16-bar phrases (default: until Ctrl-C)")
     s.add_argument("--record", metavar="OUT.mid", help="write everything sent to this .mid file when the stream ends")
-    s.add_argument("--status", metavar="FILE", help="write a JSON line per phrase (what was played, how far ahead "
-                   "it was ready) to FILE")
+    s.add_argument(
+        "--status",
+        metavar="FILE",
+        help="write a JSON line per phrase (what was played, how far ahead it was ready) to FILE",
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_stream)
 
-
-    v = sub.add_parser("live", help="the terminal instrument: play, steer and capture constrained melodies",
-                       description="A terminal UI over the live stream: piano rolls of the phrase playing and the "
-                       "next one, each rule's state, open parameters, tempo, clock, ports, hold, mutate, capture, "
-                       "call and response. Press ? in the app for every key. The rules file is watched and "
-                       "reloaded when you save it.")
+    v = sub.add_parser(
+        "live",
+        help="the terminal instrument: play, steer and capture constrained melodies",
+        description="A terminal UI over the live stream: piano rolls of the phrase playing and the "
+        "next one, each rule's state, open parameters, tempo, clock, ports, hold, mutate, capture, "
+        "call and response. Press ? in the app for every key. The rules file is watched and "
+        "reloaded when you save it.",
+    )
     _play_args(v, rules_required=False)
-    v.add_argument("--chain", metavar="FILE.chain", help="play through the chains of this file: the first chain "
-                   "with a generator is steered by the keys (its rules, unless --rules is given); the others play "
-                   "beside it. The chains' processors can be bypassed, moved and edited live, and saved back")
+    v.add_argument(
+        "--chain",
+        metavar="FILE.chain",
+        help="play through the chains of this file: the first chain "
+        "with a generator is steered by the keys (its rules, unless --rules is given); the others play "
+        "beside it. The chains' processors can be bypassed, moved and edited live, and saved back",
+    )
     v.set_defaults(bpm=None)  # the chain file's tempo, else 120
     v.add_argument("--captures", metavar="DIR", default="captures", help="where captures go (default ./captures)")
-    v.add_argument("--capture-last", type=int, default=4, metavar="N", help="phrases that 'capture last' writes (default 4)")
+    v.add_argument(
+        "--capture-last", type=int, default=4, metavar="N", help="phrases that 'capture last' writes (default 4)"
+    )
     v.add_argument("--paused", action="store_true", help="open stopped (space plays)")
     v.set_defaults(func=cmd_live)
 
@@ -46,28 +60,56 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     """The options ``stream`` and ``live`` share."""
     from melody_lc.cli.constrain import _enforce_option
 
-    s.add_argument("--rules", required=rules_required, metavar="RULES",
-                   help=None if rules_required else "the rules file (may come from --chain instead)")
+    s.add_argument(
+        "--rules",
+        required=rules_required,
+        metavar="RULES",
+        help=None if rules_required else "the rules file (may come from --chain instead)",
+    )
     s.add_argument("--bpm", type=float, default=120.0)
-    s.add_argument("--port", metavar="NAME", help="send to this existing output port (part of its name will do) "
-                   "instead of opening a virtual one")
+    s.add_argument(
+        "--port",
+        metavar="NAME",
+        help="send to this existing output port (part of its name will do) instead of opening a virtual one",
+    )
     s.add_argument("--port-name", default="melody-lc", help="name of the virtual port (default melody-lc)")
     s.add_argument("--channel", type=int, default=1, help="MIDI channel 1-16 (default 1)")
     s.add_argument("--velocity", type=int, default=90)
-    s.add_argument("--clock", choices=["internal", "send", "follow"], default="internal",
-                   help="internal: our own tempo; send: also send MIDI clock, start and stop (we are the master); "
-                   "follow: play to the clock, start, stop and song position of --clock-input")
-    s.add_argument("--clock-input", metavar="NAME", help="input port carrying the DAW's clock for --clock follow "
-                   "(default: --input, or a new virtual input 'melody-lc-in')")
-    s.add_argument("--input", metavar="NAME", help="call and response: listen to this input port ('virtual' opens "
-                   "one named melody-lc-in) and answer each phrase played into it")
+    s.add_argument(
+        "--clock",
+        choices=["internal", "send", "follow"],
+        default="internal",
+        help="internal: our own tempo; send: also send MIDI clock, start and stop (we are the master); "
+        "follow: play to the clock, start, stop and song position of --clock-input",
+    )
+    s.add_argument(
+        "--clock-input",
+        metavar="NAME",
+        help="input port carrying the DAW's clock for --clock follow "
+        "(default: --input, or a new virtual input 'melody-lc-in')",
+    )
+    s.add_argument(
+        "--input",
+        metavar="NAME",
+        help="call and response: listen to this input port ('virtual' opens "
+        "one named melody-lc-in) and answer each phrase played into it",
+    )
     s.add_argument("--temperature", type=float, default=0.5)
     s.add_argument("--variation", type=float, default=0.35, help="how far each phrase moves from the last, 0..1")
-    s.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                   help="value of an open parameter, e.g. --set tonic=G")
+    s.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="value of an open parameter, e.g. --set tonic=G",
+    )
     s.add_argument("--seed", type=int, default=0)
     _enforce_option(s)
-    s.add_argument("--rounds", type=int, help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)")
+    s.add_argument(
+        "--rounds",
+        type=int,
+        help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
+    )
     s.add_argument("--quick", action="store_true", help="if the rules have no fit yet, a sketch fit (about a minute)")
     s.add_argument("--model", metavar="DIR")
     s.add_argument("--data", metavar="PATH")
@@ -129,8 +171,9 @@ def cmd_stream(args) -> int:
         ports.append(out)
         rules, model, fitted = _prepare(args)
         maker = PhraseMaker(model, rules, fitted, values, args.temperature, args.variation, args.seed, args.enforce)
-        config = LiveConfig(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
-                            phrases=args.phrases)
+        config = LiveConfig(
+            bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock, phrases=args.phrases
+        )
         watch = PortWatch(out)
         closers.append(watch)
         engine = LiveEngine(maker, out, config, log=say, alive=watch.alive)
@@ -139,9 +182,11 @@ def cmd_stream(args) -> int:
         if listen:
             for name in names or {"virtual"}:
                 ports.append(open_input(None if name == "virtual" else name, callback=engine.on_message))
-        say(f"streaming {args.rules} to {out.name!r} at {args.bpm:g} bpm, channel {args.channel}"
+        say(
+            f"streaming {args.rules} to {out.name!r} at {args.bpm:g} bpm, channel {args.channel}"
             + (f"; listening on {', '.join(repr(p.name) for p in ports[1:])}" if len(ports) > 1 else "")
-            + "; Ctrl-C stops")
+            + "; Ctrl-C stops"
+        )
         status = StatusFile(args.status, engine, say) if args.status else None
         try:
             engine.start()
@@ -188,17 +233,34 @@ class StatusFile:
         engine.log = log
 
     def update(self) -> None:
-        for rec in self.engine.played[self.written:]:
-            self.f.write(json.dumps({"phrase": rec.index, "source": rec.info.get("source"),
-                                     "tokens": [int(t) for t in rec.tokens], "margin_s": rec.margin,
-                                     "satisfied": rec.info.get("satisfied"),
-                                     "interventions": rec.info.get("interventions")}) + "\n")
+        for rec in self.engine.played[self.written :]:
+            self.f.write(
+                json.dumps(
+                    {
+                        "phrase": rec.index,
+                        "source": rec.info.get("source"),
+                        "tokens": [int(t) for t in rec.tokens],
+                        "margin_s": rec.margin,
+                        "satisfied": rec.info.get("satisfied"),
+                        "interventions": rec.info.get("interventions"),
+                    }
+                )
+                + "\n"
+            )
         self.written = len(self.engine.played)
 
     def close(self) -> None:
         late = self.engine.step_lateness
-        self.f.write(json.dumps({"steps": len(late), "max_send_error_s": max(late, default=0.0),
-                                 "late_phrases": self.engine.transport.late_phrases}) + "\n")
+        self.f.write(
+            json.dumps(
+                {
+                    "steps": len(late),
+                    "max_send_error_s": max(late, default=0.0),
+                    "late_phrases": self.engine.transport.late_phrases,
+                }
+            )
+            + "\n"
+        )
         self.f.close()
 
 
@@ -214,7 +276,7 @@ def cmd_live(args) -> int:
 
     chains = None
     if args.chain:
-        from melody_lc.chain.host import check_files
+        from melody_lc.chain.checks import check_files
         from melody_lc.chain.syntax import load_chains
 
         chains = load_chains(args.chain)  # every name and parameter checked before anything opens
@@ -223,10 +285,17 @@ def cmd_live(args) -> int:
         if lead is not None:
             v = lead.source.values
             if not args.rules and not args.set and lead.source.open_values:  # tonic=G and the like
-                args.set = [f"{k}={value_text(load_rules(v['rules']), k, x)}" for k, x in lead.source.open_values.items()]
+                args.set = [
+                    f"{k}={value_text(load_rules(v['rules']), k, x)}" for k, x in lead.source.open_values.items()
+                ]
             args.rules = args.rules or v["rules"]
             args.channel, args.velocity, args.temperature, args.variation, args.seed = (
-                v["channel"], v["velocity"], v["temperature"], v["variation"], v["seed"])
+                v["channel"],
+                v["velocity"],
+                v["temperature"],
+                v["variation"],
+                v["seed"],
+            )
     if args.bpm is None:
         args.bpm = chains.bpm if chains is not None and chains.bpm else 120.0
     _check(args)
@@ -248,17 +317,30 @@ def cmd_live(args) -> int:
         return cached_fit(r, model, [store], config, FIT_TEMPERATURE, search=(shipped_fits_dir(),))
 
     def fit(r, progress):
-        return fit_rules(r, model, fit_data(args, model), config, cache_dir=store, progress=progress,
-                         search=(shipped_fits_dir(),))
+        return fit_rules(
+            r, model, fit_data(args, model), config, cache_dir=store, progress=progress, search=(shipped_fits_dir(),)
+        )
 
-    settings = LiveSettings(bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock,
-                            temperature=args.temperature, variation=args.variation, output=args.port,
-                            port_name=args.port_name, input=args.input, clock_input=args.clock_input,
-                            capture_last=args.capture_last, seed=args.seed, enforce=args.enforce)
+    settings = LiveSettings(
+        bpm=args.bpm,
+        channel=args.channel - 1,
+        velocity=args.velocity,
+        clock=args.clock,
+        temperature=args.temperature,
+        variation=args.variation,
+        output=args.port,
+        port_name=args.port_name,
+        input=args.input,
+        clock_input=args.clock_input,
+        capture_last=args.capture_last,
+        seed=args.seed,
+        enforce=args.enforce,
+    )
     from melody_lc.cli.chain import make_prepare
 
-    session = LiveSession(model, args.rules, settings, values, find_fit, args.captures, chains=chains,
-                          prepare=make_prepare(args, model))
+    session = LiveSession(
+        model, args.rules, settings, values, find_fit, args.captures, chains=chains, prepare=make_prepare(args, model)
+    )
     app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=config.rounds_for)
     try:
         app.run()

@@ -12,20 +12,36 @@ DEFAULT_MODEL_NAME = "melody-16bar-folk"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train the melody VAE (resumable; DDP under torchrun)",
-                       description="Train the hierarchical melody VAE. Multi-GPU / multi-machine: run the same command "
-                       "under torchrun, e.g. `torchrun --nproc-per-node=4 -m melody_lc train ...`.")
-    t.add_argument("--preset", help="model preset: default, paper, tiny (default: default; on --resume, the checkpoint's)")
-    t.add_argument("--model-config", metavar="JSON", help='overrides of the preset, e.g. \'{"encoder": "hierarchical"}\'')
+    t = sub.add_parser(
+        "train",
+        help="train the melody VAE (resumable; DDP under torchrun)",
+        description="Train the hierarchical melody VAE. Multi-GPU / multi-machine: run the same command "
+        "under torchrun, e.g. `torchrun --nproc-per-node=4 -m melody_lc train ...`.",
+    )
+    t.add_argument(
+        "--preset", help="model preset: default, paper, tiny (default: default; on --resume, the checkpoint's)"
+    )
+    t.add_argument(
+        "--model-config", metavar="JSON", help='overrides of the preset, e.g. \'{"encoder": "hierarchical"}\''
+    )
     t.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
     t.add_argument("--steps", type=int, default=20_000, help="train until this step (default 20000)")
-    t.add_argument("--out", metavar="DIR", default="runs/melody-vae", help="checkpoint directory (default runs/melody-vae)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the checkpoint in --out exactly (with its model, batch size, learning rate and seed)")
+    t.add_argument(
+        "--out", metavar="DIR", default="runs/melody-vae", help="checkpoint directory (default runs/melody-vae)"
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoint in --out exactly (with its model, batch size, learning rate and seed)",
+    )
     t.add_argument("--batch-size", type=int, help="global batch (default 64)")
     t.add_argument("--lr", type=float, help="initial learning rate (default 0.001)")
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="bf16 autocast (auto: on CUDA and on CPUs with AMX or AVX-512 BF16)")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast (auto: on CUDA and on CPUs with AMX or AVX-512 BF16)",
+    )
     t.add_argument("--checkpoint-minutes", type=float, default=5.0)
     t.add_argument("--seed", type=int, help="default 0")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -56,10 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_and_midi_options(r)
     r.set_defaults(func=cmd_reconstruct)
 
-    x = sub.add_parser("export", help="write a trained checkpoint as a small shippable model with its model card",
-                       description="Copy a training checkpoint's weights (fp16 by default) and config into a model "
-                       "directory, with a model card built from the checkpoint's metadata and the JSON written by "
-                       "`melody-lc evaluate --json`.")
+    x = sub.add_parser(
+        "export",
+        help="write a trained checkpoint as a small shippable model with its model card",
+        description="Copy a training checkpoint's weights (fp16 by default) and config into a model "
+        "directory, with a model card built from the checkpoint's metadata and the JSON written by "
+        "`melody-lc evaluate --json`.",
+    )
     x.add_argument("checkpoint", metavar="RUN_DIR")
     x.add_argument("--out", metavar="DIR", required=True)
     x.add_argument("--eval", metavar="EVAL.json", required=True, help="figures from `melody-lc evaluate --json`")
@@ -190,7 +209,9 @@ def cmd_train(args) -> int:
         raise CLIError(f"{out}: holds a checkpoint already; add --resume to continue it, or choose another --out")
     if args.resume and not checkpoint.exists(out):
         raise CLIError(f"{out}: no checkpoint to resume")
-    given = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None}
+    given = {
+        k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None
+    }
     checkpoint.check_target(out, KIND)
     saved = checkpoint.load(out, KIND, with_state=True, tensors=False) if args.resume else None
     if saved is not None:  # the run's own settings; an option that says otherwise is a mistake
@@ -199,8 +220,10 @@ def cmd_train(args) -> int:
         run = TrainConfig.from_dict(saved["state"].get("train_config", {}))
         for k, v in given.items():
             if getattr(run, k) != v:
-                raise CLIError(f"{out}: was trained with --{k.replace('_', '-')} {getattr(run, k)}; resuming keeps it "
-                               "(leave the option out, or train into a new --out)")
+                raise CLIError(
+                    f"{out}: was trained with --{k.replace('_', '-')} {getattr(run, k)}; resuming keeps it "
+                    "(leave the option out, or train into a new --out)"
+                )
         given = {k: getattr(run, k) for k in RUN_DEFINING}
     preset = args.preset or (saved["meta"].get("preset", "?") if saved is not None else "default")
     if args.preset is not None and args.preset not in PRESETS:
@@ -216,25 +239,39 @@ def cmd_train(args) -> int:
         except (ValueError, TypeError) as e:
             raise CLIError(f"--model-config: {e}") from None
     if saved is not None and asked != model_config:
-        raise CLIError(f"{out}: holds a model of another configuration ({json.dumps(saved['config'])}); resuming keeps "
-                       "it (leave out --preset and --model-config, or train into a new --out)")
+        raise CLIError(
+            f"{out}: holds a model of another configuration ({json.dumps(saved['config'])}); resuming keeps "
+            "it (leave out --preset and --model-config, or train into a new --out)"
+        )
     model_config = asked
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = _dataset(args.data)
     windows = ds.windows("train")
-    config = TrainConfig(**{**given, "steps": args.steps, "precision": args.precision,
-                            "checkpoint_minutes": args.checkpoint_minutes})
-    meta = {"preset": preset, "data": ds.manifest["source"], "data_fingerprint": ds.manifest["fingerprint"],
-            "train_windows": int(len(windows)), "hardware": describe_hardware(), "batch_size": config.batch_size}
+    config = TrainConfig(
+        **{**given, "steps": args.steps, "precision": args.precision, "checkpoint_minutes": args.checkpoint_minutes}
+    )
+    meta = {
+        "preset": preset,
+        "data": ds.manifest["source"],
+        "data_fingerprint": ds.manifest["fingerprint"],
+        "train_windows": int(len(windows)),
+        "hardware": describe_hardware(),
+        "batch_size": config.batch_size,
+    }
     bar = None
 
     def progress(entry: dict) -> None:
         if bar is not None:
             bar.n = entry["step"]
-            bar.set_postfix(loss=f"{entry['loss']:.1f}", acc=f"{entry['accuracy']:.3f}",
-                            note_acc=f"{entry.get('note_accuracy', 0):.3f}", kl_bits=f"{entry['kl_bits']:.0f}",
-                            tok_s=f"{entry['tokens_per_s']:.0f}", refresh=True)
+            bar.set_postfix(
+                loss=f"{entry['loss']:.1f}",
+                acc=f"{entry['accuracy']:.3f}",
+                note_acc=f"{entry.get('note_accuracy', 0):.3f}",
+                kl_bits=f"{entry['kl_bits']:.0f}",
+                tok_s=f"{entry['tokens_per_s']:.0f}",
+                refresh=True,
+            )
 
     main_cpu = os.environ.get("RANK", "0") == "0" and not torch.cuda.is_available()
     gflops = matmul_gflops(512) if main_cpu else 0.0  # the speed reference, before training starts (own RNG)
@@ -244,9 +281,11 @@ def cmd_train(args) -> int:
         raise CLIError(str(e)) from None
     if trainer.dist.main:
         speed = f"; this CPU: {gflops:.0f} GFLOP/s float32 matmul" if gflops else ""
-        print(f"training {preset} on {len(windows):,} windows, {trainer.device}, "
-              f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}{speed}",
-              file=sys.stderr)
+        print(
+            f"training {preset} on {len(windows):,} windows, {trainer.device}, "
+            f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}{speed}",
+            file=sys.stderr,
+        )
         if not args.quiet:
             from tqdm import tqdm
 
@@ -255,8 +294,11 @@ def cmd_train(args) -> int:
         trainer.run()
     except KeyboardInterrupt:
         if trainer.dist.main:
-            saved = (f"checkpoint of step {trainer.saved_step} saved in {out} (continue with --resume)"
-                     if trainer.saved_step is not None else "no checkpoint written")
+            saved = (
+                f"checkpoint of step {trainer.saved_step} saved in {out} (continue with --resume)"
+                if trainer.saved_step is not None
+                else "no checkpoint written"
+            )
             print(f"\nmelody-lc: interrupted at step {trainer.step}; {saved}", file=sys.stderr)
         return 130
     finally:
@@ -277,8 +319,11 @@ def cmd_evaluate(args) -> int:
     ds = _dataset(args.data)
     trained_on = meta.get("data_fingerprint")
     if trained_on and trained_on != ds.manifest["fingerprint"]:
-        print(f"melody-lc: note: this model was trained on another dataset (fingerprint {trained_on}, this one "
-              f"{ds.manifest['fingerprint']}): its {args.split} split may hold tunes the model has seen", file=sys.stderr)
+        print(
+            f"melody-lc: note: this model was trained on another dataset (fingerprint {trained_on}, this one "
+            f"{ds.manifest['fingerprint']}): its {args.split} split may hold tunes the model has seen",
+            file=sys.stderr,
+        )
     heldout = ds.windows(args.split)
     if args.limit:
         heldout = heldout[: args.limit]
@@ -349,7 +394,9 @@ def cmd_interpolate(args) -> int:
         if float(omega) < 1e-4:
             z = torch.stack([(1 - t) * za + t * zb for t in ts])
         else:
-            z = torch.stack([(torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega) for t in ts])
+            z = torch.stack(
+                [(torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega) for t in ts]
+            )
         tokens = model.decode(z, temperature=0).numpy()
     _write_all(tokens, "interp", args)
     return 0
@@ -370,8 +417,15 @@ def cmd_export(args) -> int:
     except (OSError, ValueError) as e:
         raise CLIError(f"{args.eval}: {e}") from None
     card = model_card(args.name, ck["config"], ck["meta"], figures)
-    checkpoint.save(args.out, KIND, ck["config"], ck["weights"], meta={**ck["meta"], "evaluation": figures},
-                    dtype=None if args.fp32 else torch.float16, extra_files={"MODEL_CARD.md": card})
+    checkpoint.save(
+        args.out,
+        KIND,
+        ck["config"],
+        ck["weights"],
+        meta={**ck["meta"], "evaluation": figures},
+        dtype=None if args.fp32 else torch.float16,
+        extra_files={"MODEL_CARD.md": card},
+    )
     size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 1e6
     print(f"wrote {args.out} ({size:.1f} MB)")
     return 0

@@ -9,5 +9,18 @@ from melody_lc.engine.losses import actor_loss, critic_loss, distance_penalty, g
 from melody_lc.engine.nets import Actor, Critic, CriticEnsemble
 from melody_lc.engine.search import gradient_search
 
-__all__ = ["Actor", "Critic", "CriticEnsemble", "FitConfig", "FitResult", "LatentProblem", "actor_loss", "critic_loss",
-           "distance_penalty", "fit", "gradient_penalty", "gradient_search", "latent_spread"]
+__all__ = [
+    "Actor",
+    "Critic",
+    "CriticEnsemble",
+    "FitConfig",
+    "FitResult",
+    "LatentProblem",
+    "actor_loss",
+    "critic_loss",
+    "distance_penalty",
+    "fit",
+    "gradient_penalty",
+    "gradient_search",
+    "latent_spread",
+]

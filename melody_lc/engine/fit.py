@@ -106,9 +106,15 @@ class FitConfig:
         if not cond_size:
             return self
         k = self.conditional_scale
-        return replace(self, rounds=self.conditional_rounds, initial_samples=k * self.initial_samples,
-                       samples_per_round=k * self.samples_per_round, initial_critic_steps=k * self.initial_critic_steps,
-                       critic_steps=k * self.critic_steps, patience=self.patience + 1 if self.patience else 0)
+        return replace(
+            self,
+            rounds=self.conditional_rounds,
+            initial_samples=k * self.initial_samples,
+            samples_per_round=k * self.samples_per_round,
+            initial_critic_steps=k * self.initial_critic_steps,
+            critic_steps=k * self.critic_steps,
+            patience=self.patience + 1 if self.patience else 0,
+        )
 
 
 def latent_spread(z: torch.Tensor, moved: torch.Tensor, limit: int = 256) -> float:
@@ -127,8 +133,9 @@ class FitResult:
     best_satisfaction: float = 0.0
 
 
-def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
-        progress: Callable[[dict], None] | None = None) -> FitResult:
+def fit(
+    problem: LatentProblem, config: FitConfig = FitConfig(), progress: Callable[[dict], None] | None = None
+) -> FitResult:
     config = config.for_condition(problem.cond_size)
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -174,8 +181,13 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
             result.best_satisfaction, result.best_round, best_reward = actor_sat, rnd - 1, actor_reward
             best_state = copy.deepcopy(actor.state_dict())
         elif config.patience and rnd - 1 - result.best_round > config.patience:
-            result.history.append({"round": rnd, "stopped": "no better actor for "
-                                   f"{config.patience} rounds", "actor_satisfaction": actor_sat})
+            result.history.append(
+                {
+                    "round": rnd,
+                    "stopped": f"no better actor for {config.patience} rounds",
+                    "actor_satisfaction": actor_sat,
+                }
+            )
             break  # the actor has stopped improving: it is now learning the critics' errors
         keep = len(z_all) if config.critic_data == "all" else n_prior
         new_z, new_c, new_r = [z_all[:keep]], [c[:keep]], [rewards[:keep]]
@@ -201,7 +213,11 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
                 fake = zb if config.realism_fakes == "prior+actor" else problem.sample_prior(config.batch_size, g)
                 logits = realism(torch.cat([real, fake]))
                 labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake), 1)])
-                loss = loss + critic_loss(logits, labels) + GRADIENT_PENALTY_WEIGHT * gradient_penalty(realism, real, fake, None, g)
+                loss = (
+                    loss
+                    + critic_loss(logits, labels)
+                    + GRADIENT_PENALTY_WEIGHT * gradient_penalty(realism, real, fake, None, g)
+                )
             opt_c.zero_grad()
             loss.backward()
             opt_c.step()
@@ -220,10 +236,17 @@ def fit(problem: LatentProblem, config: FitConfig = FitConfig(),
             opt_a.zero_grad()
             terms["loss"].backward()
             opt_a.step()
-        entry = {"round": rnd, "prior_satisfaction": prior_sat, "actor_satisfaction": actor_sat,
-                 "mean_reward": float(rewards[n_prior:].mean()) if rnd > 0 else float(rewards.mean()), "latent_shift": shift, "spread": spread,
-                 "actor_distance": float(terms["distance"]), "seconds": round(time.perf_counter() - t0, 2),
-                 "score_seconds": round(t_score, 2)}
+        entry = {
+            "round": rnd,
+            "prior_satisfaction": prior_sat,
+            "actor_satisfaction": actor_sat,
+            "mean_reward": float(rewards[n_prior:].mean()) if rnd > 0 else float(rewards.mean()),
+            "latent_shift": shift,
+            "spread": spread,
+            "actor_distance": float(terms["distance"]),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "score_seconds": round(t_score, 2),
+        }
         result.history.append(entry)
         if progress is not None:
             progress(entry)

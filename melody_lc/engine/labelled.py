@@ -66,8 +66,11 @@ class LabelledFit:
     history: list[dict] = field(default_factory=list)
 
 
-def fit_labelled(problem: LabelledProblem, config: LabelledFitConfig = LabelledFitConfig(),
-                 progress: Callable[[dict], None] | None = None) -> LabelledFit:
+def fit_labelled(
+    problem: LabelledProblem,
+    config: LabelledFitConfig = LabelledFitConfig(),
+    progress: Callable[[dict], None] | None = None,
+) -> LabelledFit:
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     M, Z = problem.mu.shape
@@ -84,7 +87,9 @@ def fit_labelled(problem: LabelledProblem, config: LabelledFitConfig = LabelledF
         z_prior = torch.randn(len(idx), Z, generator=g)
         logits = realism(torch.cat([z_data, z_prior]))
         target = torch.cat([torch.ones(len(idx), 1), torch.zeros(len(idx), 1)])
-        loss = critic_loss(logits, target) + GRADIENT_PENALTY_WEIGHT * gradient_penalty(realism, z_data, z_prior, None, g)
+        loss = critic_loss(logits, target) + GRADIENT_PENALTY_WEIGHT * gradient_penalty(
+            realism, z_data, z_prior, None, g
+        )
         loss = loss + critic_loss(attributes(z_data), problem.labels[idx]) / A
         opt.zero_grad()
         loss.backward()
@@ -106,8 +111,14 @@ def fit_labelled(problem: LabelledProblem, config: LabelledFitConfig = LabelledF
         loss.backward()
         opt_a.step()
         if (step + 1) % 500 == 0 or step + 1 == config.actor_steps:
-            entry = {"phase": "actor", "step": step + 1, "realism_cost": float(real_cost.detach()),
-                     "attribute_cost": float(attr_cost.detach()), "distance": float(dist.detach()), "seconds": time.perf_counter() - t0}
+            entry = {
+                "phase": "actor",
+                "step": step + 1,
+                "realism_cost": float(real_cost.detach()),
+                "attribute_cost": float(attr_cost.detach()),
+                "distance": float(dist.detach()),
+                "seconds": time.perf_counter() - t0,
+            }
             out.history.append(entry)
             if progress is not None:
                 progress(entry)

@@ -23,8 +23,13 @@ def critic_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").mean(0).sum()
 
 
-def gradient_penalty(critic, z_a: torch.Tensor, z_b: torch.Tensor, c: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic,
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    c: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Penalty on the critic's gradient norm at points between two batches of latents."""
     t = torch.rand(z_a.shape[0], 1, generator=generator, device=z_a.device)
     z_hat = (t * z_a + (1 - t) * z_b).detach().requires_grad_(True)
@@ -38,8 +43,14 @@ def distance_penalty(z: torch.Tensor, z_prime: torch.Tensor, sigma_bar: torch.Te
     return (torch.log1p((z_prime - z) ** 2) / sigma_bar**2).mean(-1)
 
 
-def actor_loss(critic_logits: torch.Tensor, z: torch.Tensor, z_prime: torch.Tensor, sigma_bar: torch.Tensor,
-               lambda_dist: float, weights: torch.Tensor | None = None) -> dict:
+def actor_loss(
+    critic_logits: torch.Tensor,
+    z: torch.Tensor,
+    z_prime: torch.Tensor,
+    sigma_bar: torch.Tensor,
+    lambda_dist: float,
+    weights: torch.Tensor | None = None,
+) -> dict:
     """Named terms; ``loss`` is what the actor minimises."""
     cost = F.softplus(-critic_logits)  # -log sigmoid(logit), (N, K)
     if weights is not None:

@@ -46,7 +46,9 @@ def _join(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
 class Critic(nn.Module):
     """D(z[, c]) -> (N, K) logits. The paper uses 4 x 2048 ReLU layers; smaller on a CPU."""
 
-    def __init__(self, z_size: int, num_constraints: int, cond_size: int = 0, hidden: int = 512, layers: int = 2) -> None:
+    def __init__(
+        self, z_size: int, num_constraints: int, cond_size: int = 0, hidden: int = 512, layers: int = 2
+    ) -> None:
         super().__init__()
         self.z_size, self.cond_size, self.num_constraints = z_size, cond_size, num_constraints
         self.net = mlp(z_size + cond_size, hidden, layers, num_constraints)
@@ -65,8 +67,16 @@ class CriticEnsemble(nn.Module):
     of 4 with k = 2 97%; against one critic the actor's satisfaction fell as it trained longer
     (19% after 1,000 steps), exploiting the critic's errors."""
 
-    def __init__(self, z_size: int, num_constraints: int, cond_size: int = 0, hidden: int = 256, layers: int = 2,
-                 members: int = 4, pessimism: float = 2.0) -> None:
+    def __init__(
+        self,
+        z_size: int,
+        num_constraints: int,
+        cond_size: int = 0,
+        hidden: int = 256,
+        layers: int = 2,
+        members: int = 4,
+        pessimism: float = 2.0,
+    ) -> None:
         super().__init__()
         self.z_size, self.cond_size, self.num_constraints = z_size, cond_size, num_constraints
         self.pessimism = pessimism
@@ -88,8 +98,9 @@ class Actor(nn.Module):
 
     bound = 3.0  # |dz| <= 3 prior standard deviations
 
-    def __init__(self, z_size: int, cond_size: int = 0, hidden: int = 512, layers: int = 2,
-                 max_step: float | None = None) -> None:
+    def __init__(
+        self, z_size: int, cond_size: int = 0, hidden: int = 512, layers: int = 2, max_step: float | None = None
+    ) -> None:
         super().__init__()
         self.z_size, self.cond_size, self.max_step = z_size, cond_size, max_step
         self.net = mlp(z_size + cond_size, hidden, layers, 2 * z_size)

@@ -15,16 +15,23 @@ import torch.nn.functional as F
 from melody_lc.engine.losses import distance_penalty
 
 
-def gradient_search(z0: torch.Tensor, critic: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
-                    sigma_bar: torch.Tensor, cond: torch.Tensor | None = None, lambda_dist: float = 0.1,
-                    threshold: float = 0.9, weights: torch.Tensor | None = None, steps: int = 200,
-                    lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, int]:
+def gradient_search(
+    z0: torch.Tensor,
+    critic: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    sigma_bar: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    lambda_dist: float = 0.1,
+    threshold: float = 0.9,
+    weights: torch.Tensor | None = None,
+    steps: int = 200,
+    lr: float = 0.05,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Returns (z, done (N,) bool, steps taken). ``critic(z, cond)`` gives (N, K) logits."""
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
     step = 0
-    for step in range(1, steps + 1):
+    for step in range(1, steps + 1):  # noqa: B007 - the steps taken are returned after the loop
         logits = critic(z, cond)
         with torch.no_grad():
             done |= (torch.sigmoid(logits) >= threshold).all(-1)

@@ -25,12 +25,24 @@ import numpy as np
 
 from melody_lc.errors import UserError
 
-MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 DIGITS = [f"digit_{d}" for d in range(10)]
 # The ten salient attributes of the paper's CelebA experiments
-CELEBA_SALIENT = ["Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Male", "No_Beard", "Smiling",
-                  "Wearing_Hat", "Young"]
+CELEBA_SALIENT = [
+    "Bald",
+    "Black_Hair",
+    "Blond_Hair",
+    "Brown_Hair",
+    "Eyeglasses",
+    "Male",
+    "No_Beard",
+    "Smiling",
+    "Wearing_Hat",
+    "Young",
+]
 CELEBA_SPLITS = {"train": 0, "validation": 1, "test": 2}
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -161,8 +173,9 @@ def celeba_image(path: Path, size: int = 64, crop: int = 128) -> np.ndarray:
         raise ImageDataError(f"{path}: not an image ({e})") from None
 
 
-def load_celeba(directory: str | os.PathLike, split: str = "train", limit: int | None = None,
-                size: int = 64) -> ImageSet:
+def load_celeba(
+    directory: str | os.PathLike, split: str = "train", limit: int | None = None, size: int = 64
+) -> ImageSet:
     """CelebA's ``split`` (train, validation, test), every attribute column; ``limit`` images at most."""
     directory = Path(directory)
     if split not in CELEBA_SPLITS:
@@ -179,8 +192,13 @@ def load_celeba(directory: str | os.PathLike, split: str = "train", limit: int |
     return ImageSet(images, attrs[keep], names)
 
 
-def load_images(dataset: str, directory: str | os.PathLike, split: str = "train", limit: int | None = None,
-                attributes: list[str] | None = None) -> ImageSet:
+def load_images(
+    dataset: str,
+    directory: str | os.PathLike,
+    split: str = "train",
+    limit: int | None = None,
+    attributes: list[str] | None = None,
+) -> ImageSet:
     """``dataset`` mnist or celeba; CelebA keeps ``attributes`` (default: the ten salient ones)."""
     if dataset == "mnist":
         data = load_mnist(directory, "test" if split in ("test", "validation") else split, limit)

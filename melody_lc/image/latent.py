@@ -43,8 +43,9 @@ class ImageFit:
     def __init__(self, fit: LabelledFit, names: list[str], meta: dict) -> None:
         self.actor, self.realism, self.attributes = fit.actor, fit.realism, fit.attributes
         self.sigma_bar, self.names, self.meta = fit.sigma_bar, list(names), meta
-        self.label_rows = torch.as_tensor(np.asarray(meta.get("label_rows", np.zeros((1, len(names))))),
-                                          dtype=torch.float32)
+        self.label_rows = torch.as_tensor(
+            np.asarray(meta.get("label_rows", np.zeros((1, len(names))))), dtype=torch.float32
+        )
 
     def index(self, name: str) -> int:
         if name not in self.names:
@@ -52,15 +53,23 @@ class ImageFit:
         return self.names.index(name)
 
 
-def fit_attributes(model: ImageVAE, data: ImageSet, config: LabelledFitConfig = LabelledFitConfig(),
-                   progress=None) -> ImageFit:
+def fit_attributes(
+    model: ImageVAE, data: ImageSet, config: LabelledFitConfig = LabelledFitConfig(), progress=None
+) -> ImageFit:
     t0 = time.perf_counter()
     mu, sigma = encode_all(model, data.images)
     problem = LabelledProblem(mu, sigma, torch.from_numpy(data.attributes))
     fit = fit_labelled(problem, config, progress)
     rows = np.unique(data.attributes, axis=0)[:4096]  # the combinations that occur, to fill unnamed attributes
-    meta = {"attributes": data.names, "fit_config": asdict(config), "seconds": round(time.perf_counter() - t0, 1),
-            "images": len(data), "z_size": model.z_size, "label_rows": rows.tolist(), "history": fit.history}
+    meta = {
+        "attributes": data.names,
+        "fit_config": asdict(config),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "images": len(data),
+        "z_size": model.z_size,
+        "label_rows": rows.tolist(),
+        "history": fit.history,
+    }
     return ImageFit(fit, data.names, meta)
 
 
@@ -70,10 +79,20 @@ def save_fit(f: ImageFit, path: str | os.PathLike) -> Path:
     weights.update({f"attributes.{k}": v for k, v in f.attributes.state_dict().items()})
     weights["sigma_bar"] = f.sigma_bar
     cfg = f.meta["fit_config"]
-    return checkpoint.save(path, FIT_KIND, {"z_size": f.meta["z_size"], "attributes": f.names, "hidden": cfg["hidden"],
-                                            "actor_hidden": cfg["actor_hidden"], "layers": cfg["layers"],
-                                            "actor_max_step": cfg.get("actor_max_step")},
-                           weights, meta=f.meta)
+    return checkpoint.save(
+        path,
+        FIT_KIND,
+        {
+            "z_size": f.meta["z_size"],
+            "attributes": f.names,
+            "hidden": cfg["hidden"],
+            "actor_hidden": cfg["actor_hidden"],
+            "layers": cfg["layers"],
+            "actor_max_step": cfg.get("actor_max_step"),
+        },
+        weights,
+        meta=f.meta,
+    )
 
 
 def load_fit(path: str | os.PathLike) -> ImageFit:
@@ -127,8 +146,15 @@ def target_rows(fit: ImageFit, wanted: dict[str, int], n: int, generator: torch.
 
 
 @torch.no_grad()
-def generate(model: ImageVAE, fit: ImageFit | None, wanted: dict[str, int], n: int, seed: int = 0,
-             method: str = "actor", steps: int = 300) -> tuple[np.ndarray, dict]:
+def generate(
+    model: ImageVAE,
+    fit: ImageFit | None,
+    wanted: dict[str, int],
+    n: int,
+    seed: int = 0,
+    method: str = "actor",
+    steps: int = 300,
+) -> tuple[np.ndarray, dict]:
     """n images with the ``wanted`` attributes: through the conditional actor, by gradient search on
     the critics, or from the prior (method 'prior', for comparison)."""
     g = torch.Generator().manual_seed(seed)
@@ -142,18 +168,30 @@ def generate(model: ImageVAE, fit: ImageFit | None, wanted: dict[str, int], n: i
         idx = torch.tensor([fit.index(k) for k in wanted])
         targets = torch.tensor([[float(v) for v in wanted.values()]]).expand(n, -1)
         with torch.enable_grad():
-            z2, _, _ = gradient_search(z, attribute_cost(fit.realism, fit.attributes, idx, targets), fit.sigma_bar,
-                                       steps=steps)
+            z2, _, _ = gradient_search(
+                z, attribute_cost(fit.realism, fit.attributes, idx, targets), fit.sigma_bar, steps=steps
+            )
     else:
         raise ValueError(f"method must be actor, gd or prior, not {method!r}")
     images = model.decode(z2).numpy()
-    return images, {"method": method, "images": n, "wanted": wanted, "seconds": round(time.perf_counter() - t0, 3),
-                    "mean_latent_shift": float((z2 - z).norm(dim=-1).mean()),
-                    "spread": latent_spread(z, z2) if n > 2 else 1.0}
+    return images, {
+        "method": method,
+        "images": n,
+        "wanted": wanted,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "mean_latent_shift": float((z2 - z).norm(dim=-1).mean()),
+        "spread": latent_spread(z, z2) if n > 2 else 1.0,
+    }
 
 
-def transform(model: ImageVAE, fit: ImageFit, image: np.ndarray, changes: dict[str, int], lambda_dist: float = 0.1,
-              steps: int = 300) -> tuple[np.ndarray, dict]:
+def transform(
+    model: ImageVAE,
+    fit: ImageFit,
+    image: np.ndarray,
+    changes: dict[str, int],
+    lambda_dist: float = 0.1,
+    steps: int = 300,
+) -> tuple[np.ndarray, dict]:
     """The identity-preserving transformation: encode, gradient search on the realism critic and the
     changed attributes' critic with the distance penalty, decode."""
     x = torch.from_numpy(np.asarray(image, dtype=np.float32)[None])
@@ -162,13 +200,22 @@ def transform(model: ImageVAE, fit: ImageFit, image: np.ndarray, changes: dict[s
         before = torch.sigmoid(fit.attributes(mu))[0]
     idx = torch.tensor([fit.index(k) for k in changes])
     targets = torch.tensor([[float(v) for v in changes.values()]])
-    z2, done, taken = gradient_search(mu, attribute_cost(fit.realism, fit.attributes, idx, targets), fit.sigma_bar,
-                                      lambda_dist=lambda_dist, steps=steps)
+    z2, done, taken = gradient_search(
+        mu,
+        attribute_cost(fit.realism, fit.attributes, idx, targets),
+        fit.sigma_bar,
+        lambda_dist=lambda_dist,
+        steps=steps,
+    )
     with torch.no_grad():
         out = model.decode(z2).numpy()[0]
         after = torch.sigmoid(fit.attributes(z2))[0]
-    report = {"changes": changes, "critics_satisfied": bool(done.all()), "steps": taken,
-              "latent_shift": float((z2 - mu).norm()),
-              "attributes_before": {k: round(float(before[fit.index(k)]), 3) for k in changes},
-              "attributes_after": {k: round(float(after[fit.index(k)]), 3) for k in changes}}
+    report = {
+        "changes": changes,
+        "critics_satisfied": bool(done.all()),
+        "steps": taken,
+        "latent_shift": float((z2 - mu).norm()),
+        "attributes_before": {k: round(float(before[fit.index(k)]), 3) for k in changes},
+        "attributes_after": {k: round(float(after[fit.index(k)]), 3) for k in changes},
+    }
     return out, report

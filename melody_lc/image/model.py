@@ -49,12 +49,15 @@ PRESETS: dict[str, ImageVAEConfig] = {
     "mnist-paper": ImageVAEConfig("mlp", (1, 28, 28), z_size=64, hidden=(1024, 1024, 1024)),
     "mnist": ImageVAEConfig("mlp", (1, 28, 28), z_size=32, hidden=(512, 512)),
     "mnist-tiny": ImageVAEConfig("mlp", (1, 28, 28), z_size=8, hidden=(64,)),
-    "celeba-paper": ImageVAEConfig("conv", (3, 64, 64), z_size=1024, channels=(256, 512, 1024, 2048),
-                                   likelihood="gaussian", sigma_x=0.1),
-    "celeba": ImageVAEConfig("conv", (3, 64, 64), z_size=128, channels=(32, 64, 128, 256),
-                             likelihood="gaussian", sigma_x=0.1),
-    "celeba-tiny": ImageVAEConfig("conv", (3, 64, 64), z_size=8, channels=(4, 8, 8, 16),
-                                  likelihood="gaussian", sigma_x=0.1),
+    "celeba-paper": ImageVAEConfig(
+        "conv", (3, 64, 64), z_size=1024, channels=(256, 512, 1024, 2048), likelihood="gaussian", sigma_x=0.1
+    ),
+    "celeba": ImageVAEConfig(
+        "conv", (3, 64, 64), z_size=128, channels=(32, 64, 128, 256), likelihood="gaussian", sigma_x=0.1
+    ),
+    "celeba-tiny": ImageVAEConfig(
+        "conv", (3, 64, 64), z_size=8, channels=(4, 8, 8, 16), likelihood="gaussian", sigma_x=0.1
+    ),
 }
 
 
@@ -122,8 +125,9 @@ class ImageVAE(nn.Module):
         return vae_loss(self.config, x, self.logits(z), mu, sigma)
 
 
-def vae_loss(config: ImageVAEConfig, x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor,
-             sigma: torch.Tensor) -> dict:
+def vae_loss(
+    config: ImageVAEConfig, x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor
+) -> dict:
     """Named terms, per image (nats): ``recon`` (-log p(x|z)), ``kl`` and ``loss`` = recon + beta * kl."""
     if config.likelihood == "bernoulli":
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
@@ -134,4 +138,3 @@ def vae_loss(config: ImageVAEConfig, x: torch.Tensor, logits: torch.Tensor, mu: 
     kl = 0.5 * (mu**2 + sigma**2 - 1 - 2 * torch.log(sigma)).sum(1)
     recon, kl = recon.mean(), kl.mean()
     return {"loss": recon + config.beta * kl, "recon": recon.detach(), "kl": kl.detach(), "beta": config.beta}
-

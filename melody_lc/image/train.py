@@ -31,9 +31,22 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _train_loop(net: nn.Module, loss_fn: Callable, data: ImageSet, steps: int, batch_size: int, lr: float,
-                out: str | os.PathLike | None, kind: str, config: dict, meta: dict, resume: bool,
-                progress: Callable[[dict], None] | None, checkpoint_minutes: float = 5.0, seed: int = 0) -> nn.Module:
+def _train_loop(
+    net: nn.Module,
+    loss_fn: Callable,
+    data: ImageSet,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    out: str | os.PathLike | None,
+    kind: str,
+    config: dict,
+    meta: dict,
+    resume: bool,
+    progress: Callable[[dict], None] | None,
+    checkpoint_minutes: float = 5.0,
+    seed: int = 0,
+) -> nn.Module:
     device = _device()
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -58,11 +71,22 @@ def _train_loop(net: nn.Module, loss_fn: Callable, data: ImageSet, steps: int, b
     def save() -> None:
         if out is None:
             return
-        tensors = {f"opt.{i}.{name}": v for i, s in opt.state_dict()["state"].items() for name, v in s.items()
-                   if torch.is_tensor(v)}
+        tensors = {
+            f"opt.{i}.{name}": v
+            for i, s in opt.state_dict()["state"].items()
+            for name, v in s.items()
+            if torch.is_tensor(v)
+        }
         tensors["rng"] = g.get_state()
-        checkpoint.save(out, kind, config, net.state_dict(), meta={**meta, "steps": step},
-                        state={"step": step}, state_tensors=tensors)
+        checkpoint.save(
+            out,
+            kind,
+            config,
+            net.state_dict(),
+            meta={**meta, "steps": step},
+            state={"step": step},
+            state_tensors=tensors,
+        )
 
     last_save = time.monotonic()
     t0 = time.perf_counter()
@@ -77,8 +101,13 @@ def _train_loop(net: nn.Module, loss_fn: Callable, data: ImageSet, steps: int, b
             opt.step()
             step += 1
             if progress is not None and (step % 100 == 0 or step == steps):
-                progress({"step": step, **{k: float(v) for k, v in terms.items()},
-                          "images_per_s": step * batch_size / (time.perf_counter() - t0)})
+                progress(
+                    {
+                        "step": step,
+                        **{k: float(v) for k, v in terms.items()},
+                        "images_per_s": step * batch_size / (time.perf_counter() - t0),
+                    }
+                )
             if time.monotonic() - last_save > checkpoint_minutes * 60:
                 save()
                 last_save = time.monotonic()
@@ -87,17 +116,39 @@ def _train_loop(net: nn.Module, loss_fn: Callable, data: ImageSet, steps: int, b
     return net.eval().cpu()
 
 
-def train_vae(data: ImageSet, config: ImageVAEConfig, steps: int, out: str | os.PathLike | None = None,
-              batch_size: int = 64, lr: float = 1e-3, resume: bool = False, meta: dict | None = None,
-              progress: Callable[[dict], None] | None = None, seed: int = 0) -> ImageVAE:
+def train_vae(
+    data: ImageSet,
+    config: ImageVAEConfig,
+    steps: int,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    resume: bool = False,
+    meta: dict | None = None,
+    progress: Callable[[dict], None] | None = None,
+    seed: int = 0,
+) -> ImageVAE:
     torch.manual_seed(seed)
     model = ImageVAE(config)
 
     def loss(x, _y, g):
         return model(x, generator=None if x.is_cuda else g)
 
-    return _train_loop(model, loss, data, steps, batch_size, lr, out, VAE_KIND, config.to_dict(),
-                       {**(meta or {}), "attributes": data.names}, resume, progress, seed=seed)
+    return _train_loop(
+        model,
+        loss,
+        data,
+        steps,
+        batch_size,
+        lr,
+        out,
+        VAE_KIND,
+        config.to_dict(),
+        {**(meta or {}), "attributes": data.names},
+        resume,
+        progress,
+        seed=seed,
+    )
 
 
 def load_vae(path: str | os.PathLike) -> tuple[ImageVAE, dict]:
@@ -115,30 +166,59 @@ class Classifier(nn.Module):
         super().__init__()
         c = image_shape[0]
         self.net = nn.Sequential(
-            nn.Conv2d(c, width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_attributes))
+            nn.Conv2d(c, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * width, num_attributes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def train_classifier(data: ImageSet, steps: int, out: str | os.PathLike | None = None, batch_size: int = 64,
-                     lr: float = 1e-3, width: int = 32, resume: bool = False,
-                     progress: Callable[[dict], None] | None = None, seed: int = 0) -> Classifier:
+def train_classifier(
+    data: ImageSet,
+    steps: int,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    width: int = 32,
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    seed: int = 0,
+) -> Classifier:
     torch.manual_seed(seed)
     shape = tuple(data.images.shape[1:])
     clf = Classifier(shape, len(data.names), width)
 
     def loss(x, y, _g):
         logits = clf(x)
-        return {"loss": F.binary_cross_entropy_with_logits(logits, y),
-                "accuracy": ((logits > 0).float() == y).float().mean().detach()}
+        return {
+            "loss": F.binary_cross_entropy_with_logits(logits, y),
+            "accuracy": ((logits > 0).float() == y).float().mean().detach(),
+        }
 
     config = {"image_shape": list(shape), "num_attributes": len(data.names), "width": width}
-    return _train_loop(clf, loss, data, steps, batch_size, lr, out, CLASSIFIER_KIND, config,
-                       {"attributes": data.names}, resume, progress, seed=seed)
+    return _train_loop(
+        clf,
+        loss,
+        data,
+        steps,
+        batch_size,
+        lr,
+        out,
+        CLASSIFIER_KIND,
+        config,
+        {"attributes": data.names},
+        resume,
+        progress,
+        seed=seed,
+    )
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[Classifier, dict]:

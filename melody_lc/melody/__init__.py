@@ -12,6 +12,15 @@ from melody_lc.melody.errors import (
 from melody_lc.melody.melody import Melody
 
 __all__ = [
-    "HOLD", "NUM_CLASSES", "REST", "STEPS", "BadMidiFileError", "Melody", "MelodyError",
-    "MelodyLengthError", "MelodyTokenError", "PolyphonicMelodyError", "UnsupportedMeterError",
+    "HOLD",
+    "NUM_CLASSES",
+    "REST",
+    "STEPS",
+    "BadMidiFileError",
+    "Melody",
+    "MelodyError",
+    "MelodyLengthError",
+    "MelodyTokenError",
+    "PolyphonicMelodyError",
+    "UnsupportedMeterError",
 ]

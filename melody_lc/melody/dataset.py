@@ -223,8 +223,10 @@ class _ShardWriter:
             self.shards.append({"file": fname, "windows": len(self._tokens)})
         self._tokens, self._split, self._tune, self._names = [], [], [], []
         self.pending = 0
-        write_json(self.partial / "progress.json",
-                   {"fingerprint": self.plan_fp, "stats": asdict(self.stats), "shards": self.shards})
+        write_json(
+            self.partial / "progress.json",
+            {"fingerprint": self.plan_fp, "stats": asdict(self.stats), "shards": self.shards},
+        )
 
 
 def _load_shard(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -288,8 +290,13 @@ def build_dataset(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(plan.tasks), initial=resumed_from, unit="tune" if plan.source["kind"] == "music21" else "file",
-                   dynamic_ncols=True, smoothing=0.05)
+        bar = tqdm(
+            total=len(plan.tasks),
+            initial=resumed_from,
+            unit="tune" if plan.source["kind"] == "music21" else "file",
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
     pool = None
     since_flush = 0
     try:
@@ -422,14 +429,18 @@ class MelodyDataset:
         self.path = Path(path)
         mpath = self.path / "manifest.json"
         if not mpath.exists():
-            raise DatasetError(f"{self.path}: not a melody dataset (no manifest.json); build one with `melody-lc data build`")
+            raise DatasetError(
+                f"{self.path}: not a melody dataset (no manifest.json); build one with `melody-lc data build`"
+            )
         try:
             self.manifest = json.loads(mpath.read_text())
         except ValueError as e:
             raise DatasetError(f"{mpath}: damaged manifest ({e})") from None
         if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{self.path}: dataset format {self.manifest.get('format_version')}, "
-                               f"this melody-lc reads format {FORMAT_VERSION}; rebuild it")
+            raise DatasetError(
+                f"{self.path}: dataset format {self.manifest.get('format_version')}, "
+                f"this melody-lc reads format {FORMAT_VERSION}; rebuild it"
+            )
         self._cache: tuple[np.ndarray, np.ndarray, list[str]] | None = None
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -471,7 +482,9 @@ def format_summary(manifest: dict, out: str | os.PathLike, max_listed: int = 20)
     lines = [f"melody dataset: {out}" + ("  (up to date: reused the cached build)" if manifest.get("reused") else "")]
     where = src.get("dir") or ", ".join(src.get("collections", []) or src.get("files", []))
     lines.append(f"source: {src['kind']} ({where})")
-    lines.append(f"files read: {s['files_read']:,}   tunes: {s['tunes']:,}   files or tunes skipped: {len(s['skipped']):,}")
+    lines.append(
+        f"files read: {s['files_read']:,}   tunes: {s['tunes']:,}   files or tunes skipped: {len(s['skipped']):,}"
+    )
     for reason, n in sorted(s["skip_reasons"].items(), key=lambda x: -x[1]):
         lines.append(f"  skipped {n:,}: {reason}")
     for name, reason in s["skipped"][:max_listed]:
@@ -479,10 +492,15 @@ def format_summary(manifest: dict, out: str | os.PathLike, max_listed: int = 20)
     if len(s["skipped"]) > max_listed:
         lines.append(f"    ... {len(s['skipped']) - max_listed:,} more in {Path(out) / 'manifest.json'}")
     w = s["windows"]
-    lines.append("windows: " + "   ".join(f"{k} {w[k]:,} ({s['tunes_per_split'][k]:,} tunes)" for k in SPLITS)
-                 + f"   total {sum(w.values()):,}")
-    lines.append(f"  dropped: {s['dropped_empty']:,} nearly empty, {s['dropped_duplicate']:,} duplicates; "
-                 f"{s['tunes_without_windows']:,} tunes gave no window (shorter than 16 bars, nearly empty, or an unused meter)")
+    lines.append(
+        "windows: "
+        + "   ".join(f"{k} {w[k]:,} ({s['tunes_per_split'][k]:,} tunes)" for k in SPLITS)
+        + f"   total {sum(w.values()):,}"
+    )
+    lines.append(
+        f"  dropped: {s['dropped_empty']:,} nearly empty, {s['dropped_duplicate']:,} duplicates; "
+        f"{s['tunes_without_windows']:,} tunes gave no window (shorter than 16 bars, nearly empty, or an unused meter)"
+    )
     lines.append("meters (tunes): " + _hist(s["meters"], mark=s["skipped_meters"]))
     lines.append("keys (tunes): " + _hist(s["keys"], top=24))
     return "\n".join(lines)

@@ -4,7 +4,6 @@ Every error a user can cause with bad melody data is one of these (all are
 :class:`melody_lc.errors.UserError`, which the CLI reports in one line with exit code 2).
 """
 
-
 from melody_lc.errors import UserError
 
 

@@ -46,7 +46,9 @@ def reconstruction_metrics(model: HierarchicalMelodyVAE, windows: np.ndarray, ba
         notes += int(is_note.sum())
         # the ELBO's reconstruction term uses a sample of z, as training does
         z = mu + sigma * torch.randn_like(sigma)
-        recon += float(F.cross_entropy(model.decode_logits(z, tokens).reshape(-1, 130), tokens.reshape(-1), reduction="sum"))
+        recon += float(
+            F.cross_entropy(model.decode_logits(z, tokens).reshape(-1, 130), tokens.reshape(-1), reduction="sum")
+        )
         kl += float((0.5 * (mu**2 + sigma**2 - 1.0) - torch.log(sigma)).sum())
         free = model.decode(mu, temperature=0)
         fr_hits += int((free == tokens).sum())
@@ -104,8 +106,14 @@ def feature_overlap(samples: np.ndarray, data: np.ndarray) -> dict[str, float]:
     return out
 
 
-def evaluate(model: HierarchicalMelodyVAE, heldout: np.ndarray, num_samples: int = 1024, temperature: float = 1.0,
-             seed: int = 0, batch_size: int = 256) -> dict:
+def evaluate(
+    model: HierarchicalMelodyVAE,
+    heldout: np.ndarray,
+    num_samples: int = 1024,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict:
     """Everything above in one dict (what the model card reports)."""
     torch.manual_seed(seed)
     result = reconstruction_metrics(model, heldout, batch_size)

@@ -21,12 +21,13 @@ from fractions import Fraction
 import numpy as np
 
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import BAR_STEPS, canonical, HOLD, NUM_PITCHES, REST, STEPS, STEPS_PER_QUARTER
+from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_PITCHES, REST, STEPS, STEPS_PER_QUARTER, canonical
 from melody_lc.melody.errors import MelodyError
 from melody_lc.melody.piece import MINOR, as_piece
 
-NOTE_DTYPE = np.dtype([("pitch", np.int16), ("start", np.int64), ("end", np.int64),
-                       ("instrument", np.int32), ("is_drum", np.bool_)])
+NOTE_DTYPE = np.dtype(
+    [("pitch", np.int16), ("start", np.int64), ("end", np.int64), ("instrument", np.int32), ("is_drum", np.bool_)]
+)
 
 EXTRACTION_VERSION = 2  # bump whenever the windows extracted from the same input change (caches rebuild)
 MAX_TUNE_STEPS = 1 << 17  # 8,192 bars: anything longer is a broken file, not a tune
@@ -107,7 +108,9 @@ def meter_segments(source, total_steps: int) -> list[tuple[int, int, int, int]]:
             segments[-1][1] = start
         segments.append([start, 0, *meter])
     segments[-1][1] = total_steps
-    return [(start, min(end, total_steps), num, den) for start, end, num, den in segments if min(end, total_steps) > start]
+    return [
+        (start, min(end, total_steps), num, den) for start, end, num, den in segments if min(end, total_steps) > start
+    ]
 
 
 def skyline(notes: np.ndarray, total_steps: int) -> np.ndarray:
@@ -180,7 +183,9 @@ def extract_windows(source, name: str, config: ExtractionConfig = ExtractionConf
             if not len(starts):
                 continue
             cand = canonical(np.stack([line[s : s + STEPS] for s in starts]))
-            keep = (metrics.note_count(cand) >= config.min_notes) & (metrics.rest_fraction(cand) <= config.max_rest_fraction)
+            keep = (metrics.note_count(cand) >= config.min_notes) & (
+                metrics.rest_fraction(cand) <= config.max_rest_fraction
+            )
             empty += int((~keep).sum())
             for w in cand[keep]:
                 b = w.tobytes()

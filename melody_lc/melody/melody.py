@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import canonical, HOLD, NUM_BARS, NUM_CLASSES, NUM_PITCHES, REST, STEPS, STEPS_PER_QUARTER
+from melody_lc.melody.encoding import (
+    HOLD,
+    NUM_BARS,
+    NUM_CLASSES,
+    NUM_PITCHES,
+    REST,
+    STEPS,
+    STEPS_PER_QUARTER,
+    canonical,
+)
 from melody_lc.melody.errors import MelodyLengthError, MelodyTokenError, PolyphonicMelodyError
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -50,8 +59,7 @@ class Melody:
         if bad.any():
             i = int(np.argmax(bad))
             raise MelodyTokenError(
-                f"token {int(arr[i])} at step {i} is outside 0..{NUM_CLASSES - 1} "
-                "(0-127 note-on, 128 hold, 129 rest)"
+                f"token {int(arr[i])} at step {i} is outside 0..{NUM_CLASSES - 1} (0-127 note-on, 128 hold, 129 rest)"
             )
         canon = canonical(arr.astype(np.int16))
         canon.setflags(write=False)
@@ -186,7 +194,9 @@ class Melody:
         active = roll > 0
         poly = active.sum(0) > 1
         if poly.any():
-            raise PolyphonicMelodyError(f"{int(active[:, int(np.argmax(poly))].sum())} pitches sound at step {int(np.argmax(poly))}")
+            raise PolyphonicMelodyError(
+                f"{int(active[:, int(np.argmax(poly))].sum())} pitches sound at step {int(np.argmax(poly))}"
+            )
         pitch = np.where(active.any(0), active.argmax(0), -1)
         prev = np.concatenate([[-1], pitch[:-1]])
         onset = (pitch >= 0) & ((pitch != prev) | (roll[np.maximum(pitch, 0), np.arange(STEPS)] == 2))

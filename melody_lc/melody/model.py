@@ -78,16 +78,28 @@ class HierarchicalMelodyVAE(nn.Module):
             raise ValueError(f"encoder must be 'flat' or 'hierarchical', not {c.encoder!r}")
         if c.encoder == "hierarchical":
             self.bar_encoder = nn.LSTM(NUM_CLASSES, c.encoder_size, 1, batch_first=True, bidirectional=True)
-            self.encoder = nn.LSTM(2 * c.encoder_size, c.encoder_size, c.encoder_layers, batch_first=True, bidirectional=True)
+            self.encoder = nn.LSTM(
+                2 * c.encoder_size, c.encoder_size, c.encoder_layers, batch_first=True, bidirectional=True
+            )
         else:
             self.encoder = nn.LSTM(NUM_CLASSES, c.encoder_size, c.encoder_layers, batch_first=True, bidirectional=True)
         self.to_posterior = nn.Linear(4 * c.encoder_size * c.encoder_layers, 2 * c.z_size)
         self.z_to_conductor = nn.Linear(c.z_size, 2 * c.conductor_layers * c.conductor_size)
-        self.conductor = nn.LSTM(1, c.conductor_size, c.conductor_layers, batch_first=True,
-                                 dropout=c.dropout if c.conductor_layers > 1 else 0.0)
+        self.conductor = nn.LSTM(
+            1,
+            c.conductor_size,
+            c.conductor_layers,
+            batch_first=True,
+            dropout=c.dropout if c.conductor_layers > 1 else 0.0,
+        )
         self.bar_to_decoder = nn.Linear(c.conductor_size, 2 * c.decoder_layers * c.decoder_size)
-        self.decoder = nn.LSTM(NUM_CLASSES + c.conductor_size, c.decoder_size, c.decoder_layers, batch_first=True,
-                               dropout=c.dropout if c.decoder_layers > 1 else 0.0)
+        self.decoder = nn.LSTM(
+            NUM_CLASSES + c.conductor_size,
+            c.decoder_size,
+            c.decoder_layers,
+            batch_first=True,
+            dropout=c.dropout if c.decoder_layers > 1 else 0.0,
+        )
         self.output = nn.Linear(c.decoder_size, NUM_CLASSES)
 
     # -- encoder ---------------------------------------------------------------------------------
@@ -145,8 +157,14 @@ class HierarchicalMelodyVAE(nn.Module):
 
     # -- sampling --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
-               bf16: bool = False, steer: Steer | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        z: torch.Tensor,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        bf16: bool = False,
+        steer: Steer | None = None,
+    ) -> torch.Tensor:
         """Free-running decode: z (B, Z) -> tokens (B, 256) long. ``temperature`` 0 means argmax;
         ``bf16`` runs the matmuls in bfloat16 (about twice as fast on CPUs with AVX-512 BF16 or AMX).
 
@@ -163,11 +181,20 @@ class HierarchicalMelodyVAE(nn.Module):
         bars = self.bar_embeddings(z)
         h0, c0 = self.decoder_state(bars)  # (layers, B*16, H)
         w_ih0 = self.decoder.weight_ih_l0  # (4H, V + C)
-        emb_gates = bars.reshape(B * NUM_BARS, -1) @ w_ih0[:, NUM_CLASSES:].T + self.decoder.bias_ih_l0 + self.decoder.bias_hh_l0
+        emb_gates = (
+            bars.reshape(B * NUM_BARS, -1) @ w_ih0[:, NUM_CLASSES:].T
+            + self.decoder.bias_ih_l0
+            + self.decoder.bias_hh_l0
+        )
         token_gates = w_ih0[:, :NUM_CLASSES].T  # (V, 4H): one-hot input -> a row lookup
-        layers = [(getattr(self.decoder, f"weight_ih_l{k}"), getattr(self.decoder, f"weight_hh_l{k}"),
-                   getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"))
-                  for k in range(self.config.decoder_layers)]
+        layers = [
+            (
+                getattr(self.decoder, f"weight_ih_l{k}"),
+                getattr(self.decoder, f"weight_hh_l{k}"),
+                getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"),
+            )
+            for k in range(self.config.decoder_layers)
+        ]
         if steer:
             return self._decode_in_sequence(h0, c0, emb_gates, token_gates, layers, temperature, generator, steer)
         hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
@@ -212,12 +239,20 @@ class HierarchicalMelodyVAE(nn.Module):
         return out
 
     @torch.inference_mode()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-               batch_size: int = 256, bf16: bool = False) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        batch_size: int = 256,
+        bf16: bool = False,
+    ) -> torch.Tensor:
         """n melodies from the prior, decoded ``batch_size`` at a time: tokens (n, 256), unsteered."""
         device = self.output.weight.device
         z = torch.randn(n, self.config.z_size, generator=generator, device=device)
-        return torch.cat([self.decode(z[i : i + batch_size], temperature, generator, bf16) for i in range(0, n, batch_size)])
+        return torch.cat(
+            [self.decode(z[i : i + batch_size], temperature, generator, bf16) for i in range(0, n, batch_size)]
+        )
 
 
 def kl_nats(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -225,8 +260,14 @@ def kl_nats(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return (0.5 * (mu.float() ** 2 + sigma.float() ** 2 - 1.0) - torch.log(sigma.float())).sum(-1).mean()
 
 
-def vae_loss(logits: torch.Tensor, tokens: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, config: VAEConfig,
-             kl_reference: torch.Tensor | None = None) -> dict:
+def vae_loss(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    config: VAEConfig,
+    kl_reference: torch.Tensor | None = None,
+) -> dict:
     """The training loss and its named terms (all tensors; per-melody means over the batch).
 
     recon    cross-entropy of the tokens, nats per melody
@@ -240,7 +281,10 @@ def vae_loss(logits: torch.Tensor, tokens: torch.Tensor, mu: torch.Tensor, sigma
     own KL. Under DDP it is the mean over all processes' shards, so that the averaged gradient is
     exactly one process's gradient on the whole batch even when the shards fall on both sides.
     """
-    recon = F.cross_entropy(logits.float().reshape(-1, NUM_CLASSES), tokens.reshape(-1).long(), reduction="sum") / tokens.shape[0]
+    recon = (
+        F.cross_entropy(logits.float().reshape(-1, NUM_CLASSES), tokens.reshape(-1).long(), reduction="sum")
+        / tokens.shape[0]
+    )
     kl = kl_nats(mu, sigma)
     free_nats = config.free_bits * LOG2
     beyond = (kl.detach() if kl_reference is None else kl_reference) > free_nats
@@ -248,5 +292,11 @@ def vae_loss(logits: torch.Tensor, tokens: torch.Tensor, mu: torch.Tensor, sigma
     loss = recon + kl_term
     with torch.no_grad():
         accuracy = (logits.argmax(-1) == tokens.long()).float().mean()
-    return {"loss": loss, "recon": recon.detach(), "kl_bits": (kl / LOG2).detach(),
-            "beta": torch.tensor(config.beta), "kl_term": kl_term.detach(), "accuracy": accuracy}
+    return {
+        "loss": loss,
+        "recon": recon.detach(),
+        "kl_bits": (kl / LOG2).detach(),
+        "beta": torch.tensor(config.beta),
+        "kl_term": kl_term.detach(),
+        "accuracy": accuracy,
+    }

@@ -66,7 +66,11 @@ def model_card(name: str, config: dict, meta: dict, figures: dict) -> str:
         shown = f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
         met = "" if target is None else (f">= {target} ({'met' if v is not None and v >= target else 'not yet'})")
         lines.append(f"| {label} | {shown} | {met} |")
-    lines += ["", f"Prior samples: {figures.get('prior_samples', '?')} at temperature {figures.get('temperature', '?')}.",
-              f"A hold-only guess would score {figures.get('hold_share', float('nan')):.3f} token accuracy on these windows; "
-              "the note-on accuracies are the harder figures.", ""]
+    lines += [
+        "",
+        f"Prior samples: {figures.get('prior_samples', '?')} at temperature {figures.get('temperature', '?')}.",
+        f"A hold-only guess would score {figures.get('hold_share', float('nan')):.3f} token accuracy on these windows; "
+        "the note-on accuracies are the harder figures.",
+        "",
+    ]
     return "\n".join(lines)

@@ -23,7 +23,9 @@ def note_seq_module(name: str = "note_seq"):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise MelodyError("NoteSequence conversions need the note-seq extra: pip install 'melody-lc[note-seq]'") from None
+        raise MelodyError(
+            "NoteSequence conversions need the note-seq extra: pip install 'melody-lc[note-seq]'"
+        ) from None
 
 
 def seconds_to_quarters(times, sequence) -> np.ndarray:
@@ -49,13 +51,28 @@ def piece_from_note_sequence(sequence) -> Piece:
     else:
         start = seconds_to_quarters([x.start_time for x in notes], sequence)
         end = seconds_to_quarters([x.end_time for x in notes], sequence)
-    sigs = [(float(q), ts.numerator, ts.denominator) for q, ts in
-            zip(seconds_to_quarters([ts.time for ts in sequence.time_signatures], sequence), sequence.time_signatures)]
-    keys = [(float(q), ks.key % 12, _NS_MODES[ks.mode]) for q, ks in
-            zip(seconds_to_quarters([ks.time for ks in sequence.key_signatures], sequence), sequence.key_signatures)
-            if ks.mode in _NS_MODES]
-    return Piece.from_notes([x.pitch for x in notes], start, end, [x.instrument for x in notes],
-                            [x.is_drum for x in notes], time_signatures=sigs, keys=keys)
+    sigs = [
+        (float(q), ts.numerator, ts.denominator)
+        for q, ts in zip(
+            seconds_to_quarters([ts.time for ts in sequence.time_signatures], sequence), sequence.time_signatures
+        )
+    ]
+    keys = [
+        (float(q), ks.key % 12, _NS_MODES[ks.mode])
+        for q, ks in zip(
+            seconds_to_quarters([ks.time for ks in sequence.key_signatures], sequence), sequence.key_signatures
+        )
+        if ks.mode in _NS_MODES
+    ]
+    return Piece.from_notes(
+        [x.pitch for x in notes],
+        start,
+        end,
+        [x.instrument for x in notes],
+        [x.is_drum for x in notes],
+        time_signatures=sigs,
+        keys=keys,
+    )
 
 
 def melody_to_note_sequence(melody, qpm: float = 120.0, velocity: int = 80, program: int = 0):
@@ -68,9 +85,14 @@ def melody_to_note_sequence(melody, qpm: float = 120.0, velocity: int = 80, prog
     step_seconds = 60.0 / qpm / STEPS_PER_QUARTER
     for pitch, start, end in melody.notes():
         seq.notes.add(
-            pitch=pitch, velocity=velocity, program=program, instrument=0,
-            start_time=start * step_seconds, end_time=end * step_seconds,
-            quantized_start_step=start, quantized_end_step=end,
+            pitch=pitch,
+            velocity=velocity,
+            program=program,
+            instrument=0,
+            start_time=start * step_seconds,
+            end_time=end * step_seconds,
+            quantized_start_step=start,
+            quantized_end_step=end,
         )
     seq.total_time = STEPS * step_seconds
     seq.total_quantized_steps = STEPS

@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-PIECE_NOTE_DTYPE = np.dtype([("pitch", np.int16), ("start", np.float64), ("end", np.float64),
-                             ("instrument", np.int32), ("is_drum", np.bool_)])
+PIECE_NOTE_DTYPE = np.dtype(
+    [("pitch", np.int16), ("start", np.float64), ("end", np.float64), ("instrument", np.int32), ("is_drum", np.bool_)]
+)
 MAJOR, MINOR = "major", "minor"
 
 

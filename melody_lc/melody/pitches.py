@@ -11,16 +11,46 @@ from __future__ import annotations
 
 import math
 
-PITCH_CLASSES = {"c": 0, "c#": 1, "db": 1, "d": 2, "d#": 3, "eb": 3, "e": 4, "fb": 4, "e#": 5, "f": 5, "f#": 6,
-                 "gb": 6, "g": 7, "g#": 8, "ab": 8, "a": 9, "a#": 10, "bb": 10, "b": 11, "cb": 11, "b#": 0}
+PITCH_CLASSES = {
+    "c": 0,
+    "c#": 1,
+    "db": 1,
+    "d": 2,
+    "d#": 3,
+    "eb": 3,
+    "e": 4,
+    "fb": 4,
+    "e#": 5,
+    "f": 5,
+    "f#": 6,
+    "gb": 6,
+    "g": 7,
+    "g#": 8,
+    "ab": 8,
+    "a": 9,
+    "a#": 10,
+    "bb": 10,
+    "b": 11,
+    "cb": 11,
+    "b#": 0,
+}
 NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MODES = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10), "natural minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
-    "harmonic minor": (0, 2, 3, 5, 7, 8, 11), "melodic minor": (0, 2, 3, 5, 7, 9, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
-    "major pentatonic": (0, 2, 4, 7, 9), "pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10),
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "ionian": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10),
+    "natural minor": (0, 2, 3, 5, 7, 8, 10),
+    "aeolian": (0, 2, 3, 5, 7, 8, 10),
+    "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
+    "melodic minor": (0, 2, 3, 5, 7, 9, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+    "phrygian": (0, 1, 3, 5, 7, 8, 10),
+    "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major pentatonic": (0, 2, 4, 7, 9),
+    "pentatonic": (0, 2, 4, 7, 9),
+    "minor pentatonic": (0, 3, 5, 7, 10),
     "blues": (0, 3, 5, 6, 7, 10),
 }
 PITCH_CLASS_EXAMPLE = "a pitch class such as C, F# or Bb"
@@ -60,8 +90,11 @@ def parse_open_value(name: str, spec: tuple, text: str) -> float | int:
         if pc is None and text.isdigit() and int(text) < spec[1]:
             pc = int(text)
         if pc is None:
-            raise ValueError(f"{name}: expected " + (PITCH_CLASS_EXAMPLE if name == "tonic"
-                                                     else f"a number from 0 to {spec[1] - 1}") + f", found '{text}'")
+            raise ValueError(
+                f"{name}: expected "
+                + (PITCH_CLASS_EXAMPLE if name == "tonic" else f"a number from 0 to {spec[1] - 1}")
+                + f", found '{text}'"
+            )
         return pc
     try:
         x = float(text)

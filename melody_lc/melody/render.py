@@ -11,8 +11,14 @@ from melody_lc.melody import metrics
 from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES, STEPS
 
 
-def pianoroll_sheet(tokens: np.ndarray, path: str | os.PathLike, columns: int = 4, step_px: int = 2,
-                    pitch_px: int = 3, marks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def pianoroll_sheet(
+    tokens: np.ndarray,
+    path: str | os.PathLike,
+    columns: int = 4,
+    step_px: int = 2,
+    pitch_px: int = 3,
+    marks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
     """Write ``tokens`` (N, 256) as a grid of piano rolls; pitch range shared by all tiles.
 
     ``marks`` = (notes (N, 256) bool, melodies (N,) bool), as from ``RuleSet.violations``: the

@@ -40,8 +40,10 @@ def read_midi_file(path: str | os.PathLike) -> Piece:
 
 # symusic's messages for broken files, as a composer would want to read them
 _SYMUSIC_ERRORS = (
-    (re.compile(r"chunk length|remaining bytes|unexpected end|out of range", re.I),
-     lambda m: "truncated MIDI file (data ends inside a track)"),
+    (
+        re.compile(r"chunk length|remaining bytes|unexpected end|out of range", re.I),
+        lambda m: "truncated MIDI file (data ends inside a track)",
+    ),
     (re.compile(r"running status", re.I), lambda m: "unreadable MIDI (running status without a status byte)"),
     (re.compile(r"Get (\w+)=(\d+)"), lambda m: f"unreadable MIDI (data byte over 127: {m[1]} {m[2]})"),
 )
@@ -112,11 +114,18 @@ def _piece_from_pretty_midi(data: bytes) -> Piece:
     quarter = np.vectorize(lambda t: pm.time_to_tick(t) / pm.resolution, otypes=[np.float64])
     notes = [(n.pitch, n.start, n.end, i, inst.is_drum) for i, inst in enumerate(pm.instruments) for n in inst.notes]
     pitch, start, end, inst, drum = zip(*notes) if notes else ((), (), (), (), ())
-    return Piece.from_notes(list(pitch), quarter(list(start)) if notes else [], quarter(list(end)) if notes else [],
-                            list(inst), list(drum),
-                            time_signatures=[(quarter(ts.time), ts.numerator, ts.denominator) for ts in pm.time_signature_changes],
-                            keys=[(quarter(k.time), k.key_number % 12, MINOR if k.key_number >= 12 else MAJOR)
-                                  for k in pm.key_signature_changes])
+    return Piece.from_notes(
+        list(pitch),
+        quarter(list(start)) if notes else [],
+        quarter(list(end)) if notes else [],
+        list(inst),
+        list(drum),
+        time_signatures=[(quarter(ts.time), ts.numerator, ts.denominator) for ts in pm.time_signature_changes],
+        keys=[
+            (quarter(k.time), k.key_number % 12, MINOR if k.key_number >= 12 else MAJOR)
+            for k in pm.key_signature_changes
+        ],
+    )
 
 
 def list_midi_files(directory: str | os.PathLike) -> list[Path]:
@@ -253,7 +262,9 @@ def stream_to_piece(line, expand_repeats: bool = True) -> Piece:
     carriers = [(m.offset, m.timeSignature) for m in measures if m.timeSignature is not None]
     if not carriers:
         carriers = [(ts.offset, ts) for ts in flat.getElementsByClass(meter.TimeSignature)]
-    sigs = [(0.0 if float(offset) <= 0 else float(offset) + pad, ts.numerator, ts.denominator) for offset, ts in carriers]
+    sigs = [
+        (0.0 if float(offset) <= 0 else float(offset) + pad, ts.numerator, ts.denominator) for offset, ts in carriers
+    ]
     first = next(iter(flat.getElementsByClass(key.Key)), None)
     keys = [(0.0, first.tonic.pitchClass, first.mode)] if first is not None and first.mode in (MAJOR, MINOR) else []
     pitch, start, end = [], [], []

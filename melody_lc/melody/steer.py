@@ -168,12 +168,14 @@ class Steer:
 
     def start(self, n: int, device="cpu") -> DecodeState:
         z = torch.zeros(n, device=device)
-        self.stats = SteerStats(z.long(), z.clone(), z.bool(), {name: z.long() for name, _ in self.constraints},
-                                [None] * n)
+        self.stats = SteerStats(
+            z.long(), z.clone(), z.bool(), {name: z.long() for name, _ in self.constraints}, [None] * n
+        )
         return DecodeState(n, device)
 
-    def choose(self, logits: torch.Tensor, state: DecodeState, temperature: float,
-               generator: torch.Generator | None) -> torch.Tensor:
+    def choose(
+        self, logits: torch.Tensor, state: DecodeState, temperature: float, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """The class (N,) of this step, drawn under the constraints; updates ``state`` and the stats."""
         logits = logits.float()
         probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), -1)
@@ -223,7 +225,7 @@ class Steer:
             s.dead_end[row] = True
             involved = [(name, m[row]) for name, m in masks if not m[row].all()]
             for i in range(len(involved) - 1, -1, -1):  # drop each rule the rest still contradict without
-                rest = involved[:i] + involved[i + 1:]
+                rest = involved[:i] + involved[i + 1 :]
                 if rest and not torch.stack([m for _, m in rest]).all(0).any():
                     involved = rest
             s.blocked_by[row] = tuple(name for name, _ in involved)

@@ -146,8 +146,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "auto":
         return (device.type == "cuda" or cpu_has_fast_bf16()) and bf16_lstm_works(device.type)
     if precision == "bf16" and not bf16_lstm_works(device.type):
-        raise PrecisionError(f"bf16 is not available on this {'GPU' if device.type == 'cuda' else 'CPU'}: torch has "
-                             "no bf16 LSTM here (it needs AVX-512 BF16 or AMX); use --precision fp32 or auto")
+        raise PrecisionError(
+            f"bf16 is not available on this {'GPU' if device.type == 'cuda' else 'CPU'}: torch has "
+            "no bf16 LSTM here (it needs AVX-512 BF16 or AMX); use --precision fp32 or auto"
+        )
     return precision == "bf16"
 
 
@@ -194,9 +196,16 @@ def _setup_distributed() -> _Dist:
 class Trainer:
     """Owns the model, optimizer, data order and RNGs; ``run()`` trains to ``config.steps``."""
 
-    def __init__(self, windows: np.ndarray, model_config: VAEConfig, config: TrainConfig, out: str | os.PathLike,
-                 resume: bool = False, meta: dict | None = None,
-                 progress: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        windows: np.ndarray,
+        model_config: VAEConfig,
+        config: TrainConfig,
+        out: str | os.PathLike,
+        resume: bool = False,
+        meta: dict | None = None,
+        progress: Callable[[dict], None] | None = None,
+    ) -> None:
         self.dist = _setup_distributed()
         if config.batch_size % self.dist.world:
             raise ValueError(f"batch size {config.batch_size} does not split over {self.dist.world} processes")
@@ -227,7 +236,9 @@ class Trainer:
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None
+            )
 
     # -- data ------------------------------------------------------------------------------------
     def _order(self, epoch: int) -> np.ndarray:
@@ -284,16 +295,21 @@ class Trainer:
         with torch.no_grad():
             is_note = tokens < NUM_PITCHES
             note_hits = (logits.argmax(-1)[is_note] == tokens[is_note]).sum()
-            figures = torch.stack([v.detach().float().to(self.device) for v in terms.values()]
-                                  + [note_hits.float(), is_note.sum().float(),
-                                     torch.tensor(float(self._stop.requested), device=self.device)])
+            figures = torch.stack(
+                [v.detach().float().to(self.device) for v in terms.values()]
+                + [
+                    note_hits.float(),
+                    is_note.sum().float(),
+                    torch.tensor(float(self._stop.requested), device=self.device),
+                ]
+            )
             if self.dist.world > 1:  # the log covers the whole batch; every process learns of a stop
                 import torch.distributed as dist
 
                 dist.all_reduce(figures)
                 figures[: len(terms)] /= self.dist.world
         out = dict(zip(terms, figures[: len(terms)].tolist(), strict=True))
-        hits, notes, stops = figures[len(terms):].tolist()
+        hits, notes, stops = figures[len(terms) :].tolist()
         out["grad_norm"] = float(grad_norm)
         out["lr"] = self.lr_at(self.step - 1)
         if notes:
@@ -339,12 +355,18 @@ class Trainer:
                     terms = self.train_step()
                     tokens_done += self.config.batch_size * 256
                     acc = self._window["acc"]
-                    self._window = {"acc": {k: acc.get(k, 0.0) + v for k, v in terms.items()}, "n": self._window["n"] + 1}
+                    self._window = {
+                        "acc": {k: acc.get(k, 0.0) + v for k, v in terms.items()},
+                        "n": self._window["n"] + 1,
+                    }
                     if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                         now = time.monotonic()
                         n = self._window["n"]
-                        entry = {"step": self.step, **{k: round(v / n, 5) for k, v in self._window["acc"].items()},
-                                 "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1)}
+                        entry = {
+                            "step": self.step,
+                            **{k: round(v / n, 5) for k, v in self._window["acc"].items()},
+                            "tokens_per_s": round(tokens_done / max(now - t_window, 1e-9), 1),
+                        }
                         self.log.append(entry)
                         self._window, tokens_done, t_window = {"acc": {}, "n": 0}, 0, now
                         if self.progress is not None and self.dist.main:
@@ -386,7 +408,10 @@ class Trainer:
             for k, v in st.items():
                 tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
         state = {
-            "step": self.step, "epoch": self.epoch, "pos": self.pos, "elapsed_s": self.elapsed,
+            "step": self.step,
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "elapsed_s": self.elapsed,
             "train_config": asdict(self.config),
             "aug_rng": self.aug_rng.bit_generator.state,
             "param_groups": opt_state["param_groups"],
@@ -395,13 +420,23 @@ class Trainer:
         }
         meta = {**self.meta, "steps": self.step, "train_seconds": round(self.elapsed, 1)}
         log_text = "".join(json.dumps(e) + "\n" for e in self.log)
-        checkpoint.save(self.out, KIND, self.model.config.to_dict(), self.model.state_dict(), meta=meta,
-                        state=state, state_tensors=tensors, extra_files={"log.jsonl": log_text})
+        checkpoint.save(
+            self.out,
+            KIND,
+            self.model.config.to_dict(),
+            self.model.state_dict(),
+            meta=meta,
+            state=state,
+            state_tensors=tensors,
+            extra_files={"log.jsonl": log_text},
+        )
 
     def _load(self) -> None:
         ck = checkpoint.load(self.out, KIND, with_state=True)  # a damaged file is a CheckpointError
         if VAEConfig.from_dict(ck["config"]) != self.model.config:
-            raise checkpoint.CheckpointError(f"{self.out}: holds a model of another configuration; train into a new --out")
+            raise checkpoint.CheckpointError(
+                f"{self.out}: holds a model of another configuration; train into a new --out"
+            )
         state, tensors = ck["state"], ck["state_tensors"]
         if state is None:
             raise checkpoint.CheckpointError(f"{self.out}: has no training state to resume from")
@@ -409,11 +444,14 @@ class Trainer:
         changed = [k for k in RUN_DEFINING if getattr(saved, k) != getattr(self.config, k)]
         if changed:
             raise checkpoint.CheckpointError(
-                f"{self.out}: was trained with " + ", ".join(f"{k} {getattr(saved, k)}" for k in changed)
-                + "; resuming with other values would start another run (keep them, or train into a new --out)")
+                f"{self.out}: was trained with "
+                + ", ".join(f"{k} {getattr(saved, k)}" for k in changed)
+                + "; resuming with other values would start another run (keep them, or train into a new --out)"
+            )
         if state.get("num_windows") != len(self.windows):
             raise checkpoint.CheckpointError(
-                f"{self.out}: was trained on {state.get('num_windows')} windows, this data has {len(self.windows)}")
+                f"{self.out}: was trained on {state.get('num_windows')} windows, this data has {len(self.windows)}"
+            )
         self.model.load_state_dict(ck["weights"])
         opt_state = {"state": {}, "param_groups": state["param_groups"]}
         for key, v in tensors.items():
@@ -451,4 +489,3 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
-

@@ -22,8 +22,9 @@ TICKS_PER_QUARTER = 480
 TICKS_PER_STEP = TICKS_PER_QUARTER // 4
 
 
-def phrases_to_midi(phrases, bpm: float = 120.0, channel: int = 0, velocity: int = 90,
-                    program: int | None = None) -> mido.MidiFile:
+def phrases_to_midi(
+    phrases, bpm: float = 120.0, channel: int = 0, velocity: int = 90, program: int | None = None
+) -> mido.MidiFile:
     """A type-0 file of the phrases (each (256,) tokens) one after another."""
     timed: list[tuple[int, mido.Message]] = []
     if program is not None:
@@ -32,8 +33,12 @@ def phrases_to_midi(phrases, bpm: float = 120.0, channel: int = 0, velocity: int
         events = Phrase.from_tokens(tokens, channel, velocity).events
         for step in sorted(events):
             timed += [((k * STEPS + step) * TICKS_PER_STEP, m) for m in events[step]]
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0),
-                            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
+    track = mido.MidiTrack(
+        [
+            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0),
+            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+        ]
+    )
     now = 0
     for tick, msg in timed:  # already in time order, note-offs before note-ons at a step
         track.append(msg.copy(time=tick - now))

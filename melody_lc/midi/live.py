@@ -24,9 +24,19 @@ import numpy as np
 import torch
 
 from melody_lc.melody.encoding import BAR_STEPS, STEPS
-from melody_lc.midi.schedule import (PULSES_PER_PHRASE, PULSES_PER_QUARTER, PULSES_PER_STEP, Clock, Follower,
-                                     Phrase, Tempo, Transport, quiet_gc, run_clock,
-                                     set_thread_priority)
+from melody_lc.midi.schedule import (
+    PULSES_PER_PHRASE,
+    PULSES_PER_QUARTER,
+    PULSES_PER_STEP,
+    Clock,
+    Follower,
+    Phrase,
+    Tempo,
+    Transport,
+    quiet_gc,
+    run_clock,
+    set_thread_priority,
+)
 
 
 class PhraseMaker:
@@ -35,8 +45,17 @@ class PhraseMaker:
     z_{k+1} = sqrt(1 - a^2) z_k + a eps  keeps z distributed as the prior while neighbouring phrases
     stay related (``variation`` a in [0, 1]: 0 repeats, 1 jumps)."""
 
-    def __init__(self, model, rules, fitted, values: dict | None = None, temperature: float = 0.5,
-                 variation: float = 0.35, seed: int = 0, enforce: bool = True) -> None:
+    def __init__(
+        self,
+        model,
+        rules,
+        fitted,
+        values: dict | None = None,
+        temperature: float = 0.5,
+        variation: float = 0.35,
+        seed: int = 0,
+        enforce: bool = True,
+    ) -> None:
         self.model, self.rules, self.fitted, self.enforce = model, rules, fitted, enforce
         self.values, self.temperature, self.variation = values, temperature, variation
         self.gen = torch.Generator().manual_seed(seed)
@@ -72,7 +91,9 @@ class PhraseMaker:
         if self.rules is None:
             return None, torch.zeros(n, 0)
         if self.rules.open and not self.values:  # open parameters left unset: drawn once, kept for the stream
-            cond, _ = conditions(self.rules, 1, None, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=self.gen))))
+            cond, _ = conditions(
+                self.rules, 1, None, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=self.gen)))
+            )
             self.values = {k: v[0].item() for k, v in cond.items()}
         return conditions(self.rules, n, self.values)
 
@@ -107,9 +128,15 @@ class PhraseMaker:
             redraws += 1
             z = math.sqrt(1 - 0.1**2) * self.z + 0.1 * torch.randn(self.z.shape, generator=self.gen)
             z2 = self.fitted.actor(z, cvec) if self.fitted is not None else z
-        info = {"source": "generated", "version": self.version, "z": self.z.clone(),
-                "satisfied": (~c.failed[0]).tolist(), "interventions": int(c.interventions[0]),
-                "redraws": redraws, "values": {k: float(v[0]) for k, v in cond.items()} if cond else {}}
+        info = {
+            "source": "generated",
+            "version": self.version,
+            "z": self.z.clone(),
+            "satisfied": (~c.failed[0]).tolist(),
+            "interventions": int(c.interventions[0]),
+            "redraws": redraws,
+            "values": {k: float(v[0]) for k, v in cond.items()} if cond else {},
+        }
         if not c.ok[0]:
             info["unmet"] = [n for n, bad in zip(self.rules.names, c.failed[0]) if bad]
         return c.tokens[0], info
@@ -122,10 +149,17 @@ class PhraseMaker:
             version = self.version
             if self.fitted is None:
                 return tokens, {"source": "response", "version": version}
-            out, report = transform(tokens, self.rules, self.model, self.fitted, values=self.values, enforce=self.enforce)
-            info = {"source": "response", "version": version, "called": np.asarray(tokens).tolist(),
-                    "steps_changed": report["steps_changed"], "interventions": report["interventions_per_melody"],
-                    "satisfied": [bool(r["satisfied"]) for r in report["rules"].values()]}
+            out, report = transform(
+                tokens, self.rules, self.model, self.fitted, values=self.values, enforce=self.enforce
+            )
+            info = {
+                "source": "response",
+                "version": version,
+                "called": np.asarray(tokens).tolist(),
+                "steps_changed": report["steps_changed"],
+                "interventions": report["interventions_per_melody"],
+                "satisfied": [bool(r["satisfied"]) for r in report["rules"].values()],
+            }
             if not report["all_rules"]:
                 info["unmet"] = [n for n, r in report["rules"].items() if not r["satisfied"]]
             return out[0], info
@@ -155,8 +189,15 @@ class PhraseRecord:
 class LiveEngine:
     """Streams phrases from ``maker`` to ``out`` (anything with ``send(msg)``)."""
 
-    def __init__(self, maker: PhraseMaker, out, config: LiveConfig = LiveConfig(), clock: Clock | None = None,
-                 log: Callable[[str], None] | None = None, alive: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        maker: PhraseMaker,
+        out,
+        config: LiveConfig = LiveConfig(),
+        clock: Clock | None = None,
+        log: Callable[[str], None] | None = None,
+        alive: Callable[[], bool] | None = None,
+    ) -> None:
         self.maker, self.out, self.config = maker, out, config
         self.alive = alive  # False when the output port's peer has gone (checked about once a second)
         self.clock = clock or Clock()
@@ -211,8 +252,10 @@ class LiveEngine:
         pending = self.capture.take_response()
         tokens, info = self.maker.respond(pending) if pending is not None else self.maker.next()
         if info.get("unmet"):  # said plainly, in the log, the status file and the terminal UI
-            self.log(f"phrase {k}: no {'answer' if pending is not None else 'phrase'} obeying every rule was found "
-                     f"(breaks {', '.join(info['unmet'])}); it plays marked as such")
+            self.log(
+                f"phrase {k}: no {'answer' if pending is not None else 'phrase'} obeying every rule was found "
+                f"(breaks {', '.join(info['unmet'])}); it plays marked as such"
+            )
         rec = PhraseRecord(k, tokens, info, ready_at=self.clock.now())
         with self._cond:
             if k > self.transport.phrase_index:  # not started while we worked
@@ -228,8 +271,11 @@ class LiveEngine:
             while not self.stop_event.is_set():
                 with self._cond:
                     k = self.transport.phrase_index + 1
-                    while k in self._queue and self._queue[k].info.get("version") == self.maker.version and \
-                            not self.capture.response_waiting():
+                    while (
+                        k in self._queue
+                        and self._queue[k].info.get("version") == self.maker.version
+                        and not self.capture.response_waiting()
+                    ):
                         k += 1
                     if k > self._wanted or (self.config.phrases is not None and k >= self.config.phrases):
                         self._cond.wait(0.05)
@@ -267,8 +313,15 @@ class LiveEngine:
         until = None if self.config.phrases is None else self.config.phrases * PULSES_PER_PHRASE
         set_thread_priority(realtime=True)
         try:
-            run_clock(self.transport, self.tempo, self.stop_event, self.clock, self.config.clock == "send",
-                      until, on_step_sent=lambda p, s: self.step_lateness.append(s))
+            run_clock(
+                self.transport,
+                self.tempo,
+                self.stop_event,
+                self.clock,
+                self.config.clock == "send",
+                until,
+                on_step_sent=lambda p, s: self.step_lateness.append(s),
+            )
         except Exception as e:  # noqa: BLE001
             self.fail(f"clock failed: {type(e).__name__}: {e}")
         finally:
@@ -279,7 +332,10 @@ class LiveEngine:
         if msg.type in ("clock", "start", "stop", "continue", "songpos"):
             if self.follower is not None:
                 self.follower(msg)
-                if self.config.phrases is not None and self.follower.position >= self.config.phrases * PULSES_PER_PHRASE:
+                if (
+                    self.config.phrases is not None
+                    and self.follower.position >= self.config.phrases * PULSES_PER_PHRASE
+                ):
                     self.done.set()
         elif msg.type in ("note_on", "note_off"):
             self.capture.note(msg, self.position())
@@ -343,8 +399,10 @@ class LiveEngine:
     def recording(self) -> mido.MidiFile:
         """What was sent, as a type-0 .mid file (480 ticks per quarter, tempo changes included)."""
         ticks_per_pulse = 480 // PULSES_PER_QUARTER
-        timed = [(p * ticks_per_pulse, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b)))
-                 for p, b in self.tempo_changes]
+        timed = [
+            (p * ticks_per_pulse, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(b)))
+            for p, b in self.tempo_changes
+        ]
         timed += [(p * ticks_per_pulse, 1, m) for p, m in self.transport.sent]
         track = mido.MidiTrack()
         now = 0

@@ -56,8 +56,10 @@ def choose_api() -> Api:
         elif _jack_running():
             name = "jack"
         else:
-            raise PortError("no MIDI system: the ALSA sequencer is absent and no JACK server runs "
-                            "(start one with `jackd -d dummy`, or set MELODY_LC_MIDI_API)")
+            raise PortError(
+                "no MIDI system: the ALSA sequencer is absent and no JACK server runs "
+                "(start one with `jackd -d dummy`, or set MELODY_LC_MIDI_API)"
+            )
     elif sys.platform == "darwin":
         name = "coremidi"
     elif sys.platform.startswith("win"):
@@ -95,7 +97,9 @@ def _find(name: str, names: list[str], what: str) -> str:
     if not hits:
         known = ", ".join(repr(n) for n in names) or "none"
         raise PortError(f"no MIDI {what} port named {name!r} (there are: {known})")
-    raise PortError(f"{name!r} matches several MIDI {what} ports: {', '.join(repr(n) for n in hits)}; give more of the name")
+    raise PortError(
+        f"{name!r} matches several MIDI {what} ports: {', '.join(repr(n) for n in hits)}; give more of the name"
+    )
 
 
 def open_output(name: str | None = None, virtual_name: str = DEFAULT_PORT):
@@ -106,8 +110,10 @@ def open_output(name: str | None = None, virtual_name: str = DEFAULT_PORT):
     try:
         if name is None:
             if not api.virtual:
-                raise PortError("Windows has no virtual MIDI ports: create one with loopMIDI (or similar) and "
-                                "give its name with --port")
+                raise PortError(
+                    "Windows has no virtual MIDI ports: create one with loopMIDI (or similar) and "
+                    "give its name with --port"
+                )
             port = b.open_output(virtual_name, client_name=virtual_name)
             port._melody_lc_virtual = True
             return port
@@ -146,8 +152,11 @@ class PortWatch:
 
         self.port = port
         self.virtual = bool(getattr(port, "_melody_lc_virtual", False))
-        self.probe = None if self.virtual else rtmidi.MidiOut(getattr(rtmidi, f"API_{_APIS[choose_api().name]}"),
-                                                             name="melody-lc-watch")
+        self.probe = (
+            None
+            if self.virtual
+            else rtmidi.MidiOut(getattr(rtmidi, f"API_{_APIS[choose_api().name]}"), name="melody-lc-watch")
+        )
 
     def alive(self) -> bool:
         if self.virtual:

@@ -110,9 +110,14 @@ class Transport:
     ready by then; a phrase that is not ready is skipped and counted late). Every message goes
     through ``send``; sounding notes are tracked so that :meth:`panic` can end them all."""
 
-    def __init__(self, send: Callable[[mido.Message], None], next_phrase: Callable[[int], Phrase | None],
-                 channel: int = 0, on_step: Callable[[int, int], None] | None = None,
-                 on_quiet: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        send: Callable[[mido.Message], None],
+        next_phrase: Callable[[int], Phrase | None],
+        channel: int = 0,
+        on_step: Callable[[int, int], None] | None = None,
+        on_quiet: Callable[[int], None] | None = None,
+    ) -> None:
         self._send, self.next_phrase, self.channel, self.on_step = send, next_phrase, channel, on_step
         self.on_quiet = on_quiet  # called mid-step (pulse 3 of 6), the farthest from any note
         self.lock = threading.RLock()
@@ -179,9 +184,15 @@ class Transport:
                 self._send(mido.Message("control_change", channel=ch, control=120, value=0))
 
 
-def run_clock(transport: Transport, tempo: Tempo, stop: threading.Event, clock: Clock,
-              send_clock: bool = False, until_pulse: int | None = None,
-              on_step_sent: Callable[[int, float], None] | None = None) -> int:
+def run_clock(
+    transport: Transport,
+    tempo: Tempo,
+    stop: threading.Event,
+    clock: Clock,
+    send_clock: bool = False,
+    until_pulse: int | None = None,
+    on_step_sent: Callable[[int, float], None] | None = None,
+) -> int:
     """Drive ``transport`` from our own clock until ``stop`` is set or ``until_pulse`` is reached.
     With ``send_clock`` melody-lc is the MIDI clock master: start, 24 pulses per quarter, stop.
     Returns the pulse it stopped at. ``on_step_sent(pulse, seconds)`` hears, for each sixteenth,

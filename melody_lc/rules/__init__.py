@@ -8,5 +8,14 @@ from melody_lc.rules.kinds import PLUGIN_API_VERSION, PLUGIN_GROUP, RuleKind
 from melody_lc.rules.ruleset import Rule, RuleSet, load_rules, parse_rules
 from melody_lc.rules.syntax import Cursor, RulesError
 
-__all__ = ["PLUGIN_API_VERSION", "PLUGIN_GROUP", "Cursor", "Rule", "RuleKind", "RuleSet", "RulesError",
-           "load_rules", "parse_rules"]
+__all__ = [
+    "PLUGIN_API_VERSION",
+    "PLUGIN_GROUP",
+    "Cursor",
+    "Rule",
+    "RuleKind",
+    "RuleSet",
+    "RulesError",
+    "load_rules",
+    "parse_rules",
+]

@@ -11,8 +11,6 @@ is ``x >= ceil(low)``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -210,5 +208,4 @@ def whole_bounds(low, high) -> tuple[int | None, int | None]:
 
 def silent_step_bounds(low, high) -> tuple[int | None, int | None]:
     """A share of the 256 steps (0..1) -> whole step counts."""
-    return (None if low is None else int(at_least(low * STEPS)),
-            None if high is None else int(at_most(high * STEPS)))
+    return (None if low is None else int(at_least(low * STEPS)), None if high is None else int(at_most(high * STEPS)))

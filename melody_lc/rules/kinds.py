@@ -15,7 +15,7 @@ Plugins (API version 2; version 1 still loads): a package declares an entry poin
 ``violation`` (with a ``scale``) or both ``reward`` and ``satisfied`` (a reward need not be
 differentiable: only its values are used). Version 2 adds the optional ``constraint(params, cond,
 n)`` hook returning a :class:`melody_lc.melody.steer.Constraint`; a kind without one is enforced by
-verification alone (a melody that fails its test is redrawn). See rules/README.md for a complete
+verification alone (a melody that fails its test is redrawn). See docs/rules.md for a complete
 example.
 """
 
@@ -25,13 +25,22 @@ import numpy as np
 
 from melody_lc.melody import metrics
 from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES
-from melody_lc.melody.pitches import MODES, NAMES, NOTE_EXAMPLE, PITCH_CLASS_EXAMPLE, note_number, pitch_class, pitch_name
+from melody_lc.melody.pitches import (
+    MODES,
+    NAMES,
+    NOTE_EXAMPLE,
+    PITCH_CLASS_EXAMPLE,
+    note_number,
+    pitch_class,
+    pitch_name,
+)
 from melody_lc.rules import constraints
 from melody_lc.rules.syntax import Cursor, did_you_mean
 
 PLUGIN_GROUP = "melody_lc.rules"
 PLUGIN_API_VERSION = 2
 SUPPORTED_API_VERSIONS = (1, 2)  # 2 added the optional decode-time ``constraint`` hook
+
 
 class RuleKind:
     """Base class of a constraint kind (built in or from a plugin)."""
@@ -179,7 +188,9 @@ class Key(RuleKind):
         mode = " ".join(t.text.lower() for t in words) or "major"
         if mode not in MODES:
             col = words[0].column if words else None
-            cur.fail(f"unknown mode '{mode}'" + did_you_mean(mode, MODES) + f" (modes: {', '.join(sorted(set(MODES)))})", col)
+            cur.fail(
+                f"unknown mode '{mode}'" + did_you_mean(mode, MODES) + f" (modes: {', '.join(sorted(set(MODES)))})", col
+            )
         return {"tonic": tonic, "mode": mode, "pcs": list(MODES[mode])}
 
     def pitch_classes(self, params: dict, cond: dict, n: int) -> np.ndarray:
@@ -224,8 +235,11 @@ class Key(RuleKind):
         if params["mode"] is None:
             return "every note is one of the pitch classes " + ", ".join(NAMES[p] for p in params["pcs"])
         tonic = "any tonic (chosen when generating)" if params["tonic"] is None else NAMES[params["tonic"]]
-        return f"every note is in {tonic} {params['mode']}" if params["tonic"] is not None else \
-            f"every note is in the {params['mode']} scale on {tonic}"
+        return (
+            f"every note is in {tonic} {params['mode']}"
+            if params["tonic"] is not None
+            else f"every note is in the {params['mode']} scale on {tonic}"
+        )
 
 
 class Density(RuleKind):
@@ -238,7 +252,7 @@ class Density(RuleKind):
     def parse(self, cur):
         first = cur.i
         b = parse_bounds(cur, "a number of notes", allow_open=True)
-        number_col = next((t.column for t in cur.tokens[first:cur.i] if t.text[0].isdigit()), None)
+        number_col = next((t.column for t in cur.tokens[first : cur.i] if t.text[0].isdigit()), None)
         cur.expect("notes", "note", what="'notes per bar'")
         cur.expect("per", what="'per bar'")
         cur.expect("bar", what="'bar'")
@@ -268,7 +282,9 @@ class Density(RuleKind):
         if params["average"]:
             return np.zeros(tokens.shape, bool)
         per_bar = metrics.notes_per_bar(tokens).astype(float)
-        high = np.asarray(cond["density"], float)[:, None] if params["open"] and params["op"] == "<=" else params["high"]
+        high = (
+            np.asarray(cond["density"], float)[:, None] if params["open"] and params["op"] == "<=" else params["high"]
+        )
         if params["open"] and params["op"] == ">=":
             high = None
         crowded = bound_violation(per_bar, None, high) > 1e-9 if high is not None else np.zeros(per_bar.shape, bool)
@@ -284,8 +300,9 @@ class Density(RuleKind):
         def whole(v, f):
             return None if v is None else f(np.broadcast_to(np.asarray(v, dtype=float) * per, (n,)))
 
-        return constraints.Onsets(whole(low, constraints.at_least), whole(high, constraints.at_most),
-                                  per_bar=not params["average"])
+        return constraints.Onsets(
+            whole(low, constraints.at_least), whole(high, constraints.at_most), per_bar=not params["average"]
+        )
 
     def describe(self, params):
         where = "on average over the 16 bars" if params["average"] else "in every bar"
@@ -307,7 +324,9 @@ class Range(RuleKind):
         cur.expect("..", "to", what="'..'")
         high = parse_pitch(cur)
         if low > high:
-            cur.fail(f"the range is empty: {pitch_name(low)} is above {pitch_name(high)}", first.column if first else None)
+            cur.fail(
+                f"the range is empty: {pitch_name(low)} is above {pitch_name(high)}", first.column if first else None
+            )
         return {"low": low, "high": high}
 
     def violation(self, tokens, params, cond):
@@ -482,8 +501,10 @@ def load_plugins() -> tuple[dict[str, RuleKind], list[tuple[str, str]]]:
             obj = ep.load()
             kind = obj() if isinstance(obj, type) else obj
             if getattr(kind, "api_version", None) not in SUPPORTED_API_VERSIONS:
-                raise TypeError(f"plugin API version {getattr(kind, 'api_version', None)}, expected one of "
-                                + ", ".join(map(str, SUPPORTED_API_VERSIONS)))
+                raise TypeError(
+                    f"plugin API version {getattr(kind, 'api_version', None)}, expected one of "
+                    + ", ".join(map(str, SUPPORTED_API_VERSIONS))
+                )
             if not kind.name or not callable(getattr(kind, "parse", None)):
                 raise TypeError("a rule kind needs a name and a parse method")
             kinds[kind.name.lower()] = kind

@@ -1,11 +1,11 @@
 """A compiled rules file: vectorised rewards and exact tests, open parameters, static checks.
 
-    rules = load_rules("rules/c_major_busy.rules")
-    cond = rules.sample_conditions(n, rng)        # values of open parameters ('?'), if any
-    r = rules.rewards(tokens, cond)               # (N, R) in [0, 1], one column per rule
-    ok = rules.satisfied(tokens, cond)            # (N, R) bool
-    c = rules.condition_vector(cond)              # (N, D) float, the actor's and critics' input
-    steer = rules.steer(cond, n)                  # the decode-time constraints (model.decode(..., steer=steer))
+rules = load_rules("rules/c_major_busy.rules")
+cond = rules.sample_conditions(n, rng)        # values of open parameters ('?'), if any
+r = rules.rewards(tokens, cond)               # (N, R) in [0, 1], one column per rule
+ok = rules.satisfied(tokens, cond)            # (N, R) bool
+c = rules.condition_vector(cond)              # (N, D) float, the actor's and critics' input
+steer = rules.steer(cond, n)                  # the decode-time constraints (model.decode(..., steer=steer))
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES, STEPS
-from melody_lc.melody.steer import Steer
 from melody_lc.melody.pitches import NAMES, pitch_name
+from melody_lc.melody.steer import Steer
 from melody_lc.rules.kinds import Key, RuleKind, registry
 from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
 
@@ -164,8 +164,10 @@ class RuleSet:
         for r in self.rules:
             lines.append(f"  line {r.line}: {r.kind.name}: {r.describe()}")
         if self.open:
-            lines.append("  open parameters (chosen when generating; one fitted actor serves every value): "
-                         + ", ".join(self.open))
+            lines.append(
+                "  open parameters (chosen when generating; one fitted actor serves every value): "
+                + ", ".join(self.open)
+            )
         return "\n".join(lines)
 
 
@@ -185,9 +187,14 @@ def parse_rules(text: str, path: str = "<rules>") -> RuleSet:
     for rl in split_lines(text, path):
         kind = kinds.get(rl.kind)
         if kind is None:
-            raise RulesError(path, rl.line, rl.kind_column,
-                             f"unknown rule kind '{rl.kind}'" + did_you_mean(rl.kind, kinds)
-                             + f" (kinds: {', '.join(sorted({k.name for k in kinds.values()}))})")
+            raise RulesError(
+                path,
+                rl.line,
+                rl.kind_column,
+                f"unknown rule kind '{rl.kind}'"
+                + did_you_mean(rl.kind, kinds)
+                + f" (kinds: {', '.join(sorted({k.name for k in kinds.values()}))})",
+            )
         cur = Cursor(path, rl.line, rl.args, rl.args_offset)
         params = kind.parse(cur)
         cur.done()
@@ -242,7 +249,12 @@ def check_contradictions(rules: list[Rule], path: str) -> None:
         allowed &= row
         if not allowed.any():
             _fail(path, k, "contradicts the earlier key rule(s): no pitch class is in all of them")
-    for name, unit in (("density", "notes per bar"), ("leap", "semitones"), ("rests", "of the time"), ("distinct", "pitches")):
+    for name, unit in (
+        ("density", "notes per bar"),
+        ("leap", "semitones"),
+        ("rests", "of the time"),
+        ("distinct", "pitches"),
+    ):
         low, high, last = _interval(rules, name)
         if last is not None and low > high:
             _fail(path, last, f"contradicts an earlier {name} rule: at least {low:g} and at most {high:g} {unit}")
@@ -250,14 +262,22 @@ def check_contradictions(rules: list[Rule], path: str) -> None:
     lo = max((r.params["low"] for r in ranges), default=0)
     hi = min((r.params["high"] for r in ranges), default=127)
     if ranges and lo > hi:
-        _fail(path, ranges[-1], f"contradicts an earlier range rule: no pitch lies in both ({pitch_name(lo)} above {pitch_name(hi)})")
+        _fail(
+            path,
+            ranges[-1],
+            f"contradicts an earlier range rule: no pitch lies in both ({pitch_name(lo)} above {pitch_name(hi)})",
+        )
     _check_counts(rules, path, allowed, lo, hi, bool(keys))
     d_low, _, d_rule = _interval(rules, "distinct")
     if d_rule is not None:
         fixed_key = all(k.params["tonic"] is not None for k in keys)
         pitches = [p for p in range(lo, hi + 1) if allowed[p % 12]] if fixed_key else list(range(lo, hi + 1))
         if d_low > len(pitches):
-            _fail(path, d_rule, f"asks for at least {d_low:g} different pitches but the key and range allow only {len(pitches)}")
+            _fail(
+                path,
+                d_rule,
+                f"asks for at least {d_low:g} different pitches but the key and range allow only {len(pitches)}",
+            )
 
 
 def _check_counts(rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi: int, has_key: bool) -> None:
@@ -282,14 +302,22 @@ def _check_counts(rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi
                 _fail(path, r, f"asks for a leap of at least {p['low']:g} semitones but the range spans only {hi - lo}")
     (most_needed, needer), (least_room, limiter) = max(need, key=lambda x: x[0]), min(room, key=lambda x: x[0])
     if most_needed > least_room:
-        _fail(path, needer, f"needs at least {most_needed} note{'s' if most_needed != 1 else ''} but line {limiter.line} allows at most {least_room}")
+        _fail(
+            path,
+            needer,
+            f"needs at least {most_needed} note{'s' if most_needed != 1 else ''} but line {limiter.line} allows at most {least_room}",
+        )
     for r in rules:
         if r.kind.name != "rests":
             continue
         low, high = r.params["low"], r.params["high"]
         if low is not None and np.ceil(low * STEPS - 1e-7) > STEPS - most_needed:
-            _fail(path, r, f"asks for at least {low:.0%} silence but line {needer.line} needs {most_needed} notes, "
-                           f"which sound at least {most_needed} of the {STEPS} steps")
+            _fail(
+                path,
+                r,
+                f"asks for at least {low:.0%} silence but line {needer.line} needs {most_needed} notes, "
+                f"which sound at least {most_needed} of the {STEPS} steps",
+            )
         if high is not None and high < 1 and least_room == 0:
             _fail(path, r, f"asks for at most {high:.0%} silence but line {limiter.line} allows no notes")
     for r in rules:  # start and end on a pitch class the key or the range leaves out
@@ -301,10 +329,18 @@ def _check_counts(rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi
             pc = key.params["tonic"] if key.params["mode"] else key.params["pcs"][0]
         if pc is None:
             continue
-        if r.params["pc"] is not None and has_key and all(k.params["tonic"] is not None for k in rules if isinstance(k.kind, Key)) \
-                and not allowed[pc]:
-            _fail(path, r, f"asks for the {'first' if r.kind.name == 'start' else 'last'} note on {NAMES[pc]}"
-                           f" but line {key.line} leaves that pitch class out")
+        if (
+            r.params["pc"] is not None
+            and has_key
+            and all(k.params["tonic"] is not None for k in rules if isinstance(k.kind, Key))
+            and not allowed[pc]
+        ):
+            _fail(
+                path,
+                r,
+                f"asks for the {'first' if r.kind.name == 'start' else 'last'} note on {NAMES[pc]}"
+                f" but line {key.line} leaves that pitch class out",
+            )
         if not any(p % 12 == pc for p in range(lo, hi + 1)):
             _fail(path, r, f"no {NAMES[pc]} lies in the range {pitch_name(lo)} .. {pitch_name(hi)}")
     if has_key and lo <= hi and not any(allowed[p % 12] for p in range(lo, hi + 1)):

@@ -78,8 +78,11 @@ class Cursor:
     def expect(self, *words: str, what: str | None = None) -> Token:
         tok = self.next(what or " or ".join(f"'{w}'" for w in words))
         if tok.text.lower() not in words:
-            self.fail(f"expected {what or ' or '.join(repr(w) for w in words)}, found '{tok.text}'"
-                      + did_you_mean(tok.text, words), tok.column)
+            self.fail(
+                f"expected {what or ' or '.join(repr(w) for w in words)}, found '{tok.text}'"
+                + did_you_mean(tok.text, words),
+                tok.column,
+            )
         return tok
 
     def number(self, what: str = "a number", integer: bool = False) -> tuple[float, Token]:

@@ -30,10 +30,9 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList,
 
 from melody_lc.melody import metrics
 from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES, STEPS
-from melody_lc.midi.ports import PortError, list_ports
 from melody_lc.melody.pitches import pitch_name
+from melody_lc.midi.ports import PortError, list_ports
 from melody_lc.tui.session import LiveSession, value_text
-
 
 
 def pitch_per_step(tokens) -> tuple[np.ndarray, np.ndarray]:
@@ -42,9 +41,27 @@ def pitch_per_step(tokens) -> tuple[np.ndarray, np.ndarray]:
     return metrics.sounding_pitch(t).astype(np.int64), t < NUM_PITCHES
 
 
+def roll_rows(pitches: np.ndarray, height: int) -> list[np.ndarray]:
+    """The pitches of each piano-roll row, top row first, for a phrase sounding ``pitches``.
+
+    A row per semitone from the lowest to the highest pitch when they fit in ``height`` rows;
+    otherwise a row per pitch the phrase uses (so no row stands for a pitch it never plays), and
+    when even those do not fit, neighbouring used pitches share a row."""
+    lo, hi = int(pitches.min()), int(pitches.max())
+    if hi - lo + 1 <= height:
+        return [np.array([p]) for p in range(hi, lo - 1, -1)]
+    used = np.unique(pitches)[::-1]
+    return np.array_split(used, min(len(used), max(1, height)))
+
+
+def row_label(row: np.ndarray) -> str:
+    """``G4`` for a row of one pitch, ``F4-G4`` for a row of several (lowest-highest)."""
+    return pitch_name(int(row[0])) if len(row) == 1 else f"{pitch_name(int(row[-1]))}-{pitch_name(int(row[0]))}"
+
+
 class PianoRoll(Widget):
-    """A phrase as a piano roll: a row per pitch (or per few, when the phrase spans more pitches
-    than there are rows), a column per one or two sixteenths, bar lines, and the playhead."""
+    """A phrase as a piano roll: a row per pitch (see :func:`roll_rows`; each row is labelled with
+    the pitches it holds), a column per one or more sixteenths, bar lines, and the playhead."""
 
     tokens: reactive[tuple | None] = reactive(None)
     playhead: reactive[int | None] = reactive(None)  # the step now playing, or None
@@ -60,22 +77,20 @@ class PianoRoll(Widget):
         sounding = pitch[pitch >= 0]
         if not len(sounding):
             return Text("(a silent phrase)", style="dim italic")
-        label_w = 4
+        rows = roll_rows(sounding, max(1, self.size.height))
+        labels = [row_label(r) for r in rows]
+        label_w = max(len(x) for x in labels) + 1
         ncols = int(np.clip(self.size.width - label_w, 16, STEPS))
         col = np.arange(STEPS) * ncols // STEPS  # the column of each step
         starts = np.flatnonzero(np.diff(col, prepend=-1))  # each column's first step
         bar_cols = set((np.arange(0, STEPS, BAR_STEPS) * ncols // STEPS).tolist())
-        lo, hi = int(sounding.min()), int(sounding.max())
-        ppr = max(1, math.ceil((hi - lo + 1) / max(1, self.size.height)))  # pitches per row
         head = None if self.playhead is None else int(col[min(STEPS - 1, int(self.playhead))])
         text = Text(no_wrap=True, overflow="crop")
-        top = hi
-        while top >= lo:
-            bottom = top - ppr + 1
-            inside = (pitch >= bottom) & (pitch <= top)
+        for row, label in zip(rows, labels):
+            inside = np.isin(pitch, row)
             on = np.logical_or.reduceat(inside & onset, starts)
             held = np.logical_or.reduceat(inside, starts)
-            text.append(f"{pitch_name(top):>3} ", style="dim")
+            text.append(f"{label:>{label_w - 1}} ", style="dim")
             for c in range(ncols):
                 bar_line = c in bar_cols
                 if on[c]:
@@ -88,7 +103,6 @@ class PianoRoll(Widget):
                     style += " on grey30"
                 text.append(ch, style=style)
             text.append("\n")
-            top = bottom - 1
         text.rstrip()
         return text
 
@@ -141,12 +155,18 @@ class ValuesScreen(ModalScreen):
         with Vertical(id="values"):
             yield Label("open parameters (from the next phrase; escape closes)")
             for name, spec in rules.open.items():
-                choices = range(spec[1]) if spec[0] == "category" else range(math.ceil(spec[1]), math.floor(spec[2]) + 1)
+                choices = (
+                    range(spec[1]) if spec[0] == "category" else range(math.ceil(spec[1]), math.floor(spec[2]) + 1)
+                )
                 options = [(value_text(rules, name, v), v) for v in choices]
                 now = self.session.values[name]
                 yield Label(name)
-                yield Select(options, value=int(now) if spec[0] == "category" else round(now), allow_blank=False,
-                             id=f"value-{name}")
+                yield Select(
+                    options,
+                    value=int(now) if spec[0] == "category" else round(now),
+                    allow_blank=False,
+                    id=f"value-{name}",
+                )
 
     def on_select_changed(self, event: Select.Changed) -> None:
         name = event.select.id.removeprefix("value-")
@@ -232,8 +252,14 @@ class LiveApp(App):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, key_display="ctrl+c"),
     ]
 
-    def __init__(self, session: LiveSession, fit: Callable | None = None, autoplay: bool = True,
-                 watch_interval: float = 0.5, fit_rounds=None) -> None:
+    def __init__(
+        self,
+        session: LiveSession,
+        fit: Callable | None = None,
+        autoplay: bool = True,
+        watch_interval: float = 0.5,
+        fit_rounds=None,
+    ) -> None:
         super().__init__()
         self.session, self.fit_fn, self.autoplay = session, fit, autoplay
         self.watch_interval, self.fit_rounds = watch_interval, fit_rounds
@@ -282,8 +308,9 @@ class LiveApp(App):
         self.set_interval(self.watch_interval, self._watch_rules)
         if self.session.fitted is None:
             self.session.pending_rules = self.session.rules
-            self.log_line(f"{self.session.rules_path.name} has no fit yet: playing unconstrained melodies "
-                          "until the fit is ready")
+            self.log_line(
+                f"{self.session.rules_path.name} has no fit yet: playing unconstrained melodies until the fit is ready"
+            )
             self.start_fit()
         if self.autoplay:
             self.action_toggle_play()
@@ -301,8 +328,11 @@ class LiveApp(App):
         yield from super().get_system_commands(screen)
         for b in self.BINDINGS:
             if b.action not in ("quit",):
-                yield SystemCommand(b.description, f"key: {self.get_key_display(Binding(b.key.split(',')[0], ''))}",
-                                    lambda action=b.action: self.run_action(action))
+                yield SystemCommand(
+                    b.description,
+                    f"key: {self.get_key_display(Binding(b.key.split(',')[0], ''))}",
+                    lambda action=b.action: self.run_action(action),
+                )
 
     # -- logging from any thread -------------------------------------------------------------------
     def log_line(self, message: str) -> None:
@@ -341,8 +371,9 @@ class LiveApp(App):
         if up is not self._upcoming:  # the rolls take new tokens only when the phrase changes
             self._upcoming = up
             nxt.tokens = None if up is None else tuple(int(x) for x in up.tokens)
-        self.query_one("#now-title", Label).update("now playing" if cur is not None or shown is None
-                                                   else "last played (stopped)")
+        self.query_one("#now-title", Label).update(
+            "now playing" if cur is not None or shown is None else "last played (stopped)"
+        )
         if shown is not self._shown:
             self._shown = shown
             now.tokens = None if shown is None else tuple(int(x) for x in shown.tokens)
@@ -387,12 +418,15 @@ class LiveApp(App):
         self._phrases += 1
         for k, (rule, good) in enumerate(zip(self.session.rules.rules, ok, strict=True)):
             self._counts[k] += int(good)
-            table.update_cell(str(rule.line), "now", Text("✓", style="bold green") if good else Text("✗", style="bold red"))
+            table.update_cell(
+                str(rule.line), "now", Text("✓", style="bold green") if good else Text("✗", style="bold red")
+            )
             table.update_cell(str(rule.line), "played", f"{self._counts[k] / self._phrases:.0%} of {self._phrases}")
         n = rec.info.get("interventions")
         if n is not None:  # how much the rules' mask had to overrule the decoder for this phrase
-            table.border_subtitle = f"mask overruled the decoder {n:g}x" + \
-                (f", {rec.info['redraws']} redrawn" if rec.info.get("redraws") else "")
+            table.border_subtitle = f"mask overruled the decoder {n:g}x" + (
+                f", {rec.info['redraws']} redrawn" if rec.info.get("redraws") else ""
+            )
 
     def _update_status(self) -> None:
         s, st = self.session, self.session.settings
@@ -407,7 +441,8 @@ class LiveApp(App):
         inp = f"   in {st.input}" if st.input else ""
         self.query_one("#transport", Static).update(
             f"{state}   {bpm}   clock {st.clock}   out {s.output_name}   ch {st.channel + 1}{inp}   "
-            f"temp {st.temperature:.2f}   {where}")
+            f"temp {st.temperature:.2f}   {where}"
+        )
         if s.rules.open:
             parts = [f"{n} = {value_text(s.rules, n, v)}" for n, v in s.values.items()]
             line = "open: " + ", ".join(parts) + "   (k/K key, d/D density, v selector)"
@@ -431,8 +466,13 @@ class LiveApp(App):
             state = r["state"] if not r["failed"] else f"failed: {r['failed']}"
             style = {"on": "green", "bypassed": "yellow", "failed": "bold red"}.get(r["state"], "dim")
             cpu = "" if r["cpu_ms"] is None else f"{r['cpu_ms']:.3f} ms (max {r['max_ms']:.2f})"
-            table.add_row(r["chain"], "" if r["index"] is None else str(r["index"] + 1), r["link"].text(),
-                          Text(state, style=style), cpu)
+            table.add_row(
+                r["chain"],
+                "" if r["index"] is None else str(r["index"] + 1),
+                r["link"].text(),
+                Text(state, style=style),
+                cpu,
+            )
         if self._chain_rows:
             table.move_cursor(row=min(row, len(self._chain_rows) - 1))
 
@@ -443,7 +483,9 @@ class LiveApp(App):
             return None
         row = self._chain_rows[self.query_one("#chains", DataTable).cursor_row]
         if row["index"] is None:
-            self.log_line(f"{row['link'].name} is the chain's {row['state']}: only the processors between can be changed here")
+            self.log_line(
+                f"{row['link'].name} is the chain's {row['state']}: only the processors between can be changed here"
+            )
             return None
         return row
 
@@ -464,8 +506,9 @@ class LiveApp(App):
     def action_chain_edit(self) -> None:
         row = self.chosen_processor()
         if row is not None:
-            self.push_screen(ParamsScreen(self.session, row["chain"], row["index"], row["link"]),
-                             lambda _: self._fill_chains())
+            self.push_screen(
+                ParamsScreen(self.session, row["chain"], row["index"], row["link"]), lambda _: self._fill_chains()
+            )
 
     def action_chain_save(self) -> None:
         if self.session.chains is None:
@@ -502,8 +545,10 @@ class LiveApp(App):
 
     def _fit_progress(self, entry: dict) -> None:
         self.query_one("#fit", ProgressBar).advance(1)
-        self.log_line(f"fit round {entry['round'] + 1}: actor satisfies the rules in "
-                      f"{entry['actor_satisfaction']:.0%} of fresh samples")
+        self.log_line(
+            f"fit round {entry['round'] + 1}: actor satisfies the rules in "
+            f"{entry['actor_satisfaction']:.0%} of fresh samples"
+        )
 
     def _fit_failed(self, message: str) -> None:
         self.query_one("#fit", ProgressBar).display = False
@@ -577,21 +622,29 @@ class LiveApp(App):
             return
         ours = self.session.settings.port_name
         choices = first + [(n, n) for n in names if not n.startswith(ours)]
-        self.push_screen(ChoiceScreen(title, [(label, (value,)) for label, value in choices]),
-                         lambda picked: picked is not None and self._try(apply, picked[0]))
+        self.push_screen(
+            ChoiceScreen(title, [(label, (value,)) for label, value in choices]),
+            lambda picked: picked is not None and self._try(apply, picked[0]),
+        )
 
     def action_output(self) -> None:
         if self.session.lead_chain is not None:
             self.log_line(f"the stream goes out through chain {self.session.lead_chain}: its out(...) names the port")
             return
-        self._choose_port(False, "send to which output?",
-                          [(f"{self.session.settings.port_name} (a virtual port of melody-lc's own)", None)],
-                          self.session.set_output)
+        self._choose_port(
+            False,
+            "send to which output?",
+            [(f"{self.session.settings.port_name} (a virtual port of melody-lc's own)", None)],
+            self.session.set_output,
+        )
 
     def action_input(self) -> None:
-        self._choose_port(True, "listen to which input? what you play there is answered",
-                          [("none (no call and response)", None), ("melody-lc-in (a virtual input)", "virtual")],
-                          self.session.set_input)
+        self._choose_port(
+            True,
+            "listen to which input? what you play there is answered",
+            [("none (no call and response)", None), ("melody-lc-in (a virtual input)", "virtual")],
+            self.session.set_input,
+        )
 
     def action_hold(self) -> None:
         self.session.toggle_hold()

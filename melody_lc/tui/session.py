@@ -26,7 +26,7 @@ from melody_lc.melody.pitches import format_open_value
 from melody_lc.midi.files import next_take, write_phrases
 from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, PhraseRecord
 from melody_lc.midi.ports import DEFAULT_PORT, PortError, PortWatch, open_input, open_output
-from melody_lc.rules import RuleSet, RulesError, load_rules
+from melody_lc.rules import RulesError, RuleSet, load_rules
 
 CLOCKS = ("internal", "send", "follow")
 
@@ -71,10 +71,18 @@ class LiveSession:
     """``find_fit(rules) -> Fitted | None`` looks a fit up without fitting (the UI fits in a worker
     when it returns None); ``log(message)`` may be called from any thread."""
 
-    def __init__(self, model, rules_path: str | os.PathLike, settings: LiveSettings | None = None,
-                 values: dict | None = None, find_fit: Callable | None = None,
-                 captures: str | os.PathLike = "captures", log: Callable[[str], None] | None = None,
-                 chains=None, prepare: Callable | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        rules_path: str | os.PathLike,
+        settings: LiveSettings | None = None,
+        values: dict | None = None,
+        find_fit: Callable | None = None,
+        captures: str | os.PathLike = "captures",
+        log: Callable[[str], None] | None = None,
+        chains=None,
+        prepare: Callable | None = None,
+    ) -> None:
         self.model, self.settings = model, settings or LiveSettings()
         self.chains = chains  # a ChainFile: the stream plays through its processors (see play)
         self.prepare = prepare  # rules path -> (rules, model, fitted), for the chains' other generators
@@ -89,8 +97,16 @@ class LiveSession:
         self._mtime = self._stat()
         self.fitted = self.find_fit(self.rules)
         self.values = default_values(self.rules, values)
-        self.maker = PhraseMaker(model, self.rules, self.fitted, self.values or None, self.settings.temperature,
-                                 self.settings.variation, self.settings.seed, self.settings.enforce)
+        self.maker = PhraseMaker(
+            model,
+            self.rules,
+            self.fitted,
+            self.values or None,
+            self.settings.temperature,
+            self.settings.variation,
+            self.settings.seed,
+            self.settings.enforce,
+        )
         self.engine: LiveEngine | None = None
         self.out = None
         self.inputs: list = []
@@ -154,13 +170,16 @@ class LiveSession:
                 raise
             self.engine = engine
             engine.start()
-            self.log(f"playing to {self.out.name!r} at {s.bpm:g} bpm, clock {s.clock}"
-                     + (" (waiting for the DAW's start)" if s.clock == "follow" else ""))
+            self.log(
+                f"playing to {self.out.name!r} at {s.bpm:g} bpm, clock {s.clock}"
+                + (" (waiting for the DAW's start)" if s.clock == "follow" else "")
+            )
 
     def _play_chains(self, config: LiveConfig) -> None:
         """The stream through the chain file: the session's generator is the lead chain's source
         (or, with no generator chain, plays to the session's port beside them), on the chains' tempo."""
-        from melody_lc.chain.host import EngineSource, Rack
+        from melody_lc.chain.host import Rack
+        from melody_lc.chain.sources import EngineSource
 
         made = {}
 
@@ -169,16 +188,19 @@ class LiveSession:
             return EngineSource(made["engine"])
 
         lead = self.lead_chain
-        rack = Rack(self.chains, self.prepare, bpm=self.settings.bpm, log=self.log,
-                    sources={lead: lead_source} if lead else {})
+        rack = Rack(
+            self.chains, self.prepare, bpm=self.settings.bpm, log=self.log, sources={lead: lead_source} if lead else {}
+        )
         if lead is None:
             self._open_output()
             made["engine"] = LiveEngine(self.maker, self.out, config, log=self.log, alive=self.watch.alive)
             rack.sources["(session)"] = EngineSource(made["engine"])
         self.rack, self.engine = rack, made["engine"]
         rack.start()
-        self.log(f"playing {self.chains.path.name}: {len(rack.runners)} chain{'s' if len(rack.runners) > 1 else ''} "
-                 f"at {rack.tempo.bpm:g} bpm" + (f"; the keys steer chain {lead}" if lead else ""))
+        self.log(
+            f"playing {self.chains.path.name}: {len(rack.runners)} chain{'s' if len(rack.runners) > 1 else ''} "
+            f"at {rack.tempo.bpm:g} bpm" + (f"; the keys steer chain {lead}" if lead else "")
+        )
 
     def stop(self) -> None:
         """Stop with panic: every sounding note ends, then All Notes Off and All Sound Off."""
@@ -334,8 +356,13 @@ class LiveSession:
         end = next((k + 1 for k, r in enumerate(played) if r is cur), len(played))
         recs = played[max(0, end - last) : end]
         path = next_take(self.captures)
-        write_phrases([r.tokens for r in recs], path, bpm=self.settings.bpm, channel=self.settings.channel,
-                      velocity=self.settings.velocity)
+        write_phrases(
+            [r.tokens for r in recs],
+            path,
+            bpm=self.settings.bpm,
+            channel=self.settings.channel,
+            velocity=self.settings.velocity,
+        )
         self.last_capture = (path, recs)
         self.log(f"captured {len(recs)} phrase{'s' if len(recs) > 1 else ''} to {path}")
         return path
@@ -410,7 +437,6 @@ class LiveSession:
         self._update(rules=rules, fitted=fitted, values=dict(self.values) or None, held=None)
         self.log(f"rules from {self.rules_path.name} play from the next phrase")
 
-
     # -- the chain file (melody-lc live --chain FILE) ----------------------------------------------
     def _runner(self, chain: str):
         return self.rack.runner(chain) if self.rack is not None else None
@@ -428,10 +454,17 @@ class LiveSession:
                 i = k - 1 if link.kind == "transform" else None
                 slot = runner.slots[i] if runner is not None and i is not None else None
                 state = link.kind if i is None else slot.state if slot else "bypassed" if link.bypass else "on"
-                rows.append({"chain": spec.name, "index": i, "link": link, "state": state,
-                             "failed": slot.failed if slot else None,
-                             "cpu_ms": slot.cpu_s / slot.calls * 1000 if slot and slot.calls else None,
-                             "max_ms": slot.max_cpu_s * 1000 if slot and slot.calls else None})
+                rows.append(
+                    {
+                        "chain": spec.name,
+                        "index": i,
+                        "link": link,
+                        "state": state,
+                        "failed": slot.failed if slot else None,
+                        "cpu_ms": slot.cpu_s / slot.calls * 1000 if slot and slot.calls else None,
+                        "max_ms": slot.max_cpu_s * 1000 if slot and slot.calls else None,
+                    }
+                )
         return rows
 
     def chain_bypass(self, chain: str, index: int) -> bool:
@@ -463,7 +496,7 @@ class LiveSession:
         """Change a parameter, checked against its declaration (raises ParamError)."""
         from melody_lc.chain.api import ParamError
         from melody_lc.chain.builtin import Constrain
-        from melody_lc.chain.host import make_processor
+        from melody_lc.chain.runner import make_processor
 
         link = self._spec(chain).links[index + 1]
         runner = self._runner(chain)

@@ -17,8 +17,14 @@ from tests.chain.test_plugins import _loop_file
 
 def run_chain(path, *args, timeout=120):
     env = {**os.environ, "MELODY_LC_MIDI_API": "jack", "MELODY_LC_CACHE": str(path.parent / "cache")}
-    return subprocess.run([sys.executable, "-m", "melody_lc", "chain", str(path), *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "melody_lc", "chain", str(path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def test_two_chains_play_at_once_each_to_its_own_port_and_channel(tmp_path, receiver):
@@ -27,7 +33,7 @@ def test_two_chains_play_at_once_each_to_its_own_port_and_channel(tmp_path, rece
     chain = tmp_path / "two.chain"
     chain.write_text(f"""# a generated lead over a bass loop
 tempo: 300
-chain lead: generator(rules={REPO / 'rules' / 'c_major_busy.rules'}, seed=2)
+chain lead: generator(rules={REPO / "rules" / "c_major_busy.rules"}, seed=2)
     -> humanize(timing=5ms, velocity=5) -> scale(C, major)
     -> out(port=lead-rx, channel=1)
 chain bass: file({loop.name}) -> transpose(octaves=-2) -> out(port=bass-rx, channel=2, record=bass.mid)
@@ -57,8 +63,9 @@ def test_chain_errors_are_one_line_with_exit_code_2(tmp_path):
     bad.write_text("chain: file(nothing.mid) -> out()\n")
     res = run_chain(bad)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
-    assert res.stderr.startswith(f"melody-lc: error: {bad}:1:8: cannot read {tmp_path / 'nothing.mid'} as a MIDI file: "
-                                 "No such file or directory")
+    assert res.stderr.startswith(
+        f"melody-lc: error: {bad}:1:8: cannot read {tmp_path / 'nothing.mid'} as a MIDI file: No such file or directory"
+    )
     assert run_chain(bad, "--check").stderr == res.stderr
     missing = run_chain(tmp_path / "missing.chain")
     assert missing.returncode == 2 and "missing.chain:1:1: cannot read the chain file" in missing.stderr
@@ -87,11 +94,19 @@ def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
 
     rx = receiver("input-rx")
     chain = tmp_path / "in.chain"
-    chain.write_text("chain keys: input(virtual=chain-in) -> transpose(12) -> velocity(fixed=64) -> out(port=input-rx)\n"
-                     "chain tape: input(virtual=chain-in2) -> record(take.mid)\n")
+    chain.write_text(
+        "chain keys: input(virtual=chain-in) -> transpose(12) -> velocity(fixed=64) -> out(port=input-rx)\n"
+        "chain tape: input(virtual=chain-in2) -> record(take.mid)\n"
+    )
     env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
-    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "chain", str(chain), "--seconds", "6"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "melody_lc", "chain", str(chain), "--seconds", "6"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ports = [open_output(_wait_for_port(n, inputs=False)) for n in ("chain-in:", "chain-in2")]
         played = [60, 62, 64, 65, 67]
@@ -112,7 +127,11 @@ def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
     ons = [m for _, m in got if m.type == "note_on" and m.velocity]
     assert [(m.note, m.velocity) for m in ons] == [(n + 12, 64) for n in played]
     assert not hanging([m for _, m in got])
-    rec = [m for m in mido.MidiFile(tmp_path / "take.mid").tracks[0] if not m.is_meta and m.type == "note_on" and m.velocity]
+    rec = [
+        m
+        for m in mido.MidiFile(tmp_path / "take.mid").tracks[0]
+        if not m.is_meta and m.type == "note_on" and m.velocity
+    ]
     assert [m.note for m in rec] == played
 
 
@@ -126,8 +145,10 @@ def test_the_constraint_transform_answers_each_phrase_in_the_next_one(tmp_path, 
     chromatic = Melody.from_notes([(60 + (i * 5) % 13, 2 * i, 2 * i + 2) for i in range(128)]).tokens
     write_phrases([chromatic], tmp_path / "chromatic.mid", bpm=960)
     chain = tmp_path / "c.chain"
-    chain.write_text(f"tempo: 960\nchain: file(chromatic.mid) -> constrain({REPO / 'rules' / 'c_major_busy.rules'}, "
-                     "velocity=70) -> out(port=constrain-rx)\n")
+    chain.write_text(
+        f"tempo: 960\nchain: file(chromatic.mid) -> constrain({REPO / 'rules' / 'c_major_busy.rules'}, "
+        "velocity=70) -> out(port=constrain-rx)\n"
+    )
     t0 = time.monotonic()
     res = run_chain(chain, "--seconds", "9.5")
     assert res.returncode == 0, res.stderr
@@ -141,7 +162,8 @@ def test_the_constraint_transform_answers_each_phrase_in_the_next_one(tmp_path, 
 
 
 def test_a_generator_takes_the_rules_open_parameters_by_name(tmp_path, shipped_model):
-    from melody_lc.chain.host import check_files, generator_source
+    from melody_lc.chain.checks import check_files
+    from melody_lc.chain.sources import generator_source
     from melody_lc.chain.syntax import load_chains
     from melody_lc.constrain import cached_fit, shipped_fits_dir
     from melody_lc.rules import load_rules
@@ -179,14 +201,22 @@ def test_a_generator_takes_the_rules_open_parameters_by_name(tmp_path, shipped_m
 def test_open_parameter_errors(tmp_path):
     rules = REPO / "rules" / "any_key_major.rules"
     bad = tmp_path / "o.chain"
-    for text, what in ((f"chain: generator(rules={rules}, tonic=H) -> out()", "tonic: expected a pitch class"),
-                       (f"chain: generator(rules={rules}, tonics=G) -> out()",
-                        "generator has no parameter 'tonics', and it is not an open parameter of any_key_major.rules"),
-                       (f"chain: input() -> constrain({rules}) -> out()",
-                        "constrain needs a value for every open parameter of any_key_major.rules; missing: tonic")):
+    for text, what in (
+        (f"chain: generator(rules={rules}, tonic=H) -> out()", "tonic: expected a pitch class"),
+        (
+            f"chain: generator(rules={rules}, tonics=G) -> out()",
+            "generator has no parameter 'tonics', and it is not an open parameter of any_key_major.rules",
+        ),
+        (
+            f"chain: input() -> constrain({rules}) -> out()",
+            "constrain needs a value for every open parameter of any_key_major.rules; missing: tonic",
+        ),
+    ):
         bad.write_text(text + "\n")
         res = run_chain(bad, "--check")
-        assert res.returncode == 2 and res.stderr.startswith(f"melody-lc: error: {bad}:1:") and what in res.stderr, res.stderr
+        assert res.returncode == 2 and res.stderr.startswith(f"melody-lc: error: {bad}:1:") and what in res.stderr, (
+            res.stderr
+        )
 
 
 def test_ctrl_c_stops_a_chain_with_every_note_ended(tmp_path, receiver):
@@ -195,11 +225,19 @@ def test_ctrl_c_stops_a_chain_with_every_note_ended(tmp_path, receiver):
     rx = receiver("sigint-rx")
     loop = _loop_file(tmp_path / "loop.mid", bars=2)
     chain = tmp_path / "long.chain"
-    chain.write_text(f"tempo: 120\nchain: file({loop.name}) -> notelength(length=2bars) -> echo(1/4, repeats=4) "
-                     "-> out(port=sigint-rx)\n")
+    chain.write_text(
+        f"tempo: 120\nchain: file({loop.name}) -> notelength(length=2bars) -> echo(1/4, repeats=4) "
+        "-> out(port=sigint-rx)\n"
+    )
     env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
-    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "chain", str(chain)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "melody_lc", "chain", str(chain)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.monotonic()
     while sum(m.type == "note_on" for _, m in rx.messages()) < 6:
         assert time.monotonic() - t0 < 60 and proc.poll() is None, "no note arrived"

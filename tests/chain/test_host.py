@@ -10,8 +10,8 @@ import mido
 import pytest
 
 from melody_lc.chain.api import Param, Processor
-from melody_lc.chain.host import ChainRunner, Sink, Slot, make_processor
 from melody_lc.chain.registry import Entry, registry
+from melody_lc.chain.runner import ChainRunner, Sink, Slot, make_processor
 from melody_lc.chain.syntax import parse_chains, resolve
 from melody_lc.midi.schedule import Tempo
 from tests.chain.conftest import hanging, stream
@@ -120,14 +120,20 @@ def test_processors_run_in_order_on_a_real_stream(phrases):
     assert lat, "nothing was sent"
 
 
-@pytest.mark.parametrize("culprit, says", [("raiser", "raised RuntimeError: the plugin broke"),
-                                           ("hog", "over its 5 ms budget"),
-                                           ("hanger", "did not return within 250 ms")])
+@pytest.mark.parametrize(
+    "culprit, says",
+    [
+        ("raiser", "raised RuntimeError: the plugin broke"),
+        ("hog", "over its 5 ms budget"),
+        ("hanger", "did not return within 250 ms"),
+    ],
+)
 def test_a_failing_processor_is_bypassed_and_the_stream_goes_on(phrases, culprit, says):
     log = []
     events = stream(phrases[:1], bpm=FAST_BPM)
-    r, port = runner(f"chain: input() -> transpose(12) -> {culprit}(after=10) -> velocity(fixed=77) -> out()",
-                     log=log.append)
+    r, port = runner(
+        f"chain: input() -> transpose(12) -> {culprit}(after=10) -> velocity(fixed=77) -> out()", log=log.append
+    )
     play(r, events)
     r.stop()
     slot = r.slots[1]
@@ -247,8 +253,14 @@ class Liar(Processor):
 TABLE["liar"] = Entry(Liar, "test")
 
 
-@pytest.mark.parametrize("how, says", [("nan", "an event at time nan"), ("msg", "str where an Event"),
-                                       ("lookahead", "raised ValueError in lookahead(): no idea")])
+@pytest.mark.parametrize(
+    "how, says",
+    [
+        ("nan", "an event at time nan"),
+        ("msg", "str where an Event"),
+        ("lookahead", "raised ValueError in lookahead(): no idea"),
+    ],
+)
 def test_a_processor_that_returns_nonsense_is_bypassed(phrases, how, says):
     events = stream(phrases[:1], bpm=FAST_BPM)
     r, port = runner(f"chain: input() -> liar({how}) -> out()")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.chain.conftest import REPO, hanging
 
-PLUGIN = '''
+PLUGIN = """
 from melody_lc.chain import Param, Processor
 
 
@@ -46,7 +46,7 @@ class Boom(Processor):
 class Future(Processor):
     name = "future"
     api_version = 2
-'''
+"""
 
 
 @pytest.fixture
@@ -57,7 +57,8 @@ def plugin_path(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: octaver-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         "[melody_lc.processors]\noctaver = octaver_plugin:Octaver\nboom = octaver_plugin:Boom\n"
-        "future = octaver_plugin:Future\nmissing = no_such_module:Thing\n")
+        "future = octaver_plugin:Future\nmissing = no_such_module:Thing\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "octaver_plugin", raising=False)  # another test's module of that name
     return tmp_path
@@ -75,8 +76,9 @@ def test_plugins_are_discovered_and_broken_ones_listed_with_the_reason(plugin_pa
     reasons = dict(failed)
     assert "processor API 2; this melody-lc has API 1" in reasons["future = octaver_plugin:Future"]
     assert reasons["missing = no_such_module:Thing"].startswith("ModuleNotFoundError")
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "plugins"], capture_output=True, text=True,
-                         env=_env(plugin_path))
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "plugins"], capture_output=True, text=True, env=_env(plugin_path)
+    )
     assert res.returncode == 0, res.stderr
     assert "octaver [plugin octaver_plugin]: adds a note an interval above every note" in res.stdout
     assert "interval: a whole number from -24 to 24; default 12. semitones" in res.stdout
@@ -88,17 +90,25 @@ def test_plugins_are_discovered_and_broken_ones_listed_with_the_reason(plugin_pa
 def test_plugin_parameters_are_checked_before_anything_runs(plugin_path, tmp_path):
     chain = tmp_path / "bad.chain"
     chain.write_text("chain: input() -> octaver(interval=30) -> out()\n")
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "chain", str(chain)], capture_output=True, text=True,
-                         env=_env(plugin_path, MELODY_LC_MIDI_API="jack"), timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "chain", str(chain)],
+        capture_output=True,
+        text=True,
+        env=_env(plugin_path, MELODY_LC_MIDI_API="jack"),
+        timeout=60,
+    )
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"melody-lc: error: {chain}:1:36: interval: expected a whole number from -24 to 24, found 30"]
+        f"melody-lc: error: {chain}:1:36: interval: expected a whole number from -24 to 24, found 30"
+    ]
 
 
 def _loop_file(path, bars: int = 2):
     """A .mid loop: eighth notes up a C major scale, 120 bpm."""
     track = mido.MidiTrack()
     for i in range(bars * 8):
-        track.append(mido.Message("note_on", note=60 + [0, 2, 4, 5, 7, 9, 11, 12][i % 8], velocity=80, time=0 if i == 0 else 120))
+        track.append(
+            mido.Message("note_on", note=60 + [0, 2, 4, 5, 7, 9, 11, 12][i % 8], velocity=80, time=0 if i == 0 else 120)
+        )
         track.append(mido.Message("note_off", note=60 + [0, 2, 4, 5, 7, 9, 11, 12][i % 8], velocity=0, time=120))
     mido.MidiFile(type=0, ticks_per_beat=480, tracks=[track]).save(path)
     return path
@@ -110,8 +120,13 @@ def test_a_plugin_runs_in_a_chain_and_when_it_raises_the_stream_goes_on(plugin_p
     chain = tmp_path / "p.chain"
     chain.write_text(f"tempo: 240\nchain: file({loop.name}) -> octaver(7) -> boom(after=40) -> out(port=plugin-rx)\n")
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "chain", str(chain), "--seconds", "6"], capture_output=True,
-                         text=True, env=_env(plugin_path, MELODY_LC_MIDI_API="jack"), timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "chain", str(chain), "--seconds", "6"],
+        capture_output=True,
+        text=True,
+        env=_env(plugin_path, MELODY_LC_MIDI_API="jack"),
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert "boom bypassed: raised RuntimeError: boom went off" in res.stderr
     got = [(t, m) for t, m in rx.stop() if t > t0]
@@ -125,11 +140,11 @@ def test_a_plugin_runs_in_a_chain_and_when_it_raises_the_stream_goes_on(plugin_p
 
 
 def test_the_readme_example_plugin_works(tmp_path, monkeypatch):
-    """The plugin in the README, installed through its entry point, listed, and run."""
-    readme = (REPO / "README.md").read_text()
-    code = readme[readme.index("# octaver_plugin.py"):]
+    """The plugin of docs/chains.md, installed through its entry point, listed, and run."""
+    readme = (REPO / "docs" / "chains.md").read_text()
+    code = readme[readme.index("# octaver_plugin.py") :]
     code = code[: code.index("```")]
-    toml = readme[readme.index('[project.entry-points."melody_lc.processors"]'):]
+    toml = readme[readme.index('[project.entry-points."melody_lc.processors"]') :]
     toml = toml[: toml.index("```")]
     (tmp_path / "octaver_plugin.py").write_text(code)
     dist = tmp_path / "octaver_plugin-1.0.dist-info"

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 from melody_lc.chain.api import Context, Event, Param, ParamError, parse_duration
-from melody_lc.chain.builtin import (ChannelMap, Constrain, Echo, Humanize, NoteLength, Quantize, ScaleSnap, Transpose,
-                                     VelocityCurve)
+from melody_lc.chain.builtin import (
+    ChannelMap,
+    Constrain,
+    Echo,
+    Humanize,
+    NoteLength,
+    Quantize,
+    ScaleSnap,
+    Transpose,
+    VelocityCurve,
+)
 from melody_lc.melody.pitches import MODES
 from tests.chain.conftest import BPM, STEP_S, drive, hanging, notes, stream
 
@@ -41,7 +50,9 @@ def test_durations_and_params_parse_as_written():
 def test_scale_snap_puts_every_note_in_the_scale_and_ends_each_note(phrases):
     events = stream(phrases[:2])
     for key, scale in ((2, "dorian"), (9, "harmonic_minor"), (0, "minor_pentatonic")):
-        out = drive(make(ScaleSnap, key=["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A"][key], scale=scale), events)
+        out = drive(
+            make(ScaleSnap, key=["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A"][key], scale=scale), events
+        )
         allowed = {(key + d) % 12 for d in MODES[scale.replace("_", " ")]}
         played = notes(out)
         assert played and all(p % 12 in allowed for _, p, _, _, _ in played)
@@ -114,8 +125,10 @@ def test_humanize_is_seeded_bounded_and_declares_its_delay(phrases):
 
 
 def test_velocity_curve_and_fixed(phrases):
-    events = [e.with_msg(velocity=v) if e.is_note_on else e
-              for e, v in zip(stream(phrases[:1]), np.linspace(1, 127, 10_000).astype(int))]
+    events = [
+        e.with_msg(velocity=v) if e.is_note_on else e
+        for e, v in zip(stream(phrases[:1]), np.linspace(1, 127, 10_000).astype(int))
+    ]
     out = drive(make(VelocityCurve, curve=2, min=20, max=100), events)
     for a, b in zip(notes(out), notes(events)):
         assert a[3] == round(20 + 80 * (b[3] / 127) ** 2)
@@ -128,8 +141,10 @@ def test_note_length_fixed_minimum_and_maximum(phrases):
     assert fixed and all(e - s == pytest.approx(STEP_S / 2) for s, _, e, _, _ in fixed)
     longest = notes(drive(make(NoteLength, max="1/16"), events))
     assert all(e - s <= STEP_S + 0.05 + 1e-9 for s, _, e, _, _ in longest)  # released within the tick horizon
-    assert all(e - s == pytest.approx(min(STEP_S, e0 - s0)) for (s, _, e, _, _), (s0, _, e0, _, _) in
-               zip(longest, notes(events)))
+    assert all(
+        e - s == pytest.approx(min(STEP_S, e0 - s0))
+        for (s, _, e, _, _), (s0, _, e0, _, _) in zip(longest, notes(events))
+    )
     shortest = notes(drive(make(NoteLength, min="1/4"), events))
     for (s, p, e, _, _), (s0, _, e0, _, _), nxt in zip(shortest, notes(events), notes(events)[1:] + [None]):
         assert e - s >= min(4 * STEP_S, e0 - s0) - 1e-9 or (nxt and nxt[1] == p)

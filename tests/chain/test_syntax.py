@@ -38,24 +38,43 @@ def test_a_chain_file_reads_as_written(tmp_path):
     assert cf.chains[1].source.values["port"] == "My Keys, port 1" and cf.chains[1].sink.values["channel"] == 2
 
 
-@pytest.mark.parametrize("text, where, what", [
-    ("chain: generator() -> out()", "1:8", "generator needs rules"),
-    ("chain: generator(rules=a) -> humanise() -> out()", "1:30", "no processor named 'humanise'.*did you mean 'humanize'"),
-    ("chain: generator(rules=a) -> humanize(timing=8 ms) -> out()", "1:46", "timing: expected a duration"),
-    ("chain: out() -> out()", "1:8", "'out' is a sink; the first link must be a source"),
-    ("chain: generator(rules=a) -> echo(foo=1) -> out()", "1:35", "echo has no parameter 'foo'"),
-    ("chain: generator(rules=a) -> echo(repeats=99) -> out()", "1:43", "repeats: expected a whole number from 1 to 16, found 99"),
-    ("chain: generator(rules=a) -> scale(C, major, up, 4) -> out()", "1:50", "scale takes 3 arguments; this one is extra"),
-    ("chain: generator(rules=a -> out()", "1:26", "expected ',' or '\\)' after an argument"),
-    ("chian: generator(rules=a) -> out()", "1:1", "did you mean 'chain'"),
-    ("chain: generator(rules=a)\n  -> scale(H) -> out()", "2:12", "key: expected a key"),
-    ("chain: generator(rules=a)", "1:17", "up to a sink"),
-    ("chain: generator(rules=a) -> transpose() -> humanize()", "1:45", "'humanize' is a transform; the last link must be a sink"),
-    ("tempo: 5\nchain: input() -> out()", "1:8", "tempo of 20-999"),
-    ("chain a: input() -> out()\nchain a: input() -> out()", "2:1", "already on line 1"),
-    ("chain: input(port=\"x) -> out()", "1:19", "no closing"),
-    ("# nothing here\n", "1:1", "at least one"),
-])
+@pytest.mark.parametrize(
+    "text, where, what",
+    [
+        ("chain: generator() -> out()", "1:8", "generator needs rules"),
+        (
+            "chain: generator(rules=a) -> humanise() -> out()",
+            "1:30",
+            "no processor named 'humanise'.*did you mean 'humanize'",
+        ),
+        ("chain: generator(rules=a) -> humanize(timing=8 ms) -> out()", "1:46", "timing: expected a duration"),
+        ("chain: out() -> out()", "1:8", "'out' is a sink; the first link must be a source"),
+        ("chain: generator(rules=a) -> echo(foo=1) -> out()", "1:35", "echo has no parameter 'foo'"),
+        (
+            "chain: generator(rules=a) -> echo(repeats=99) -> out()",
+            "1:43",
+            "repeats: expected a whole number from 1 to 16, found 99",
+        ),
+        (
+            "chain: generator(rules=a) -> scale(C, major, up, 4) -> out()",
+            "1:50",
+            "scale takes 3 arguments; this one is extra",
+        ),
+        ("chain: generator(rules=a -> out()", "1:26", "expected ',' or '\\)' after an argument"),
+        ("chian: generator(rules=a) -> out()", "1:1", "did you mean 'chain'"),
+        ("chain: generator(rules=a)\n  -> scale(H) -> out()", "2:12", "key: expected a key"),
+        ("chain: generator(rules=a)", "1:17", "up to a sink"),
+        (
+            "chain: generator(rules=a) -> transpose() -> humanize()",
+            "1:45",
+            "'humanize' is a transform; the last link must be a sink",
+        ),
+        ("tempo: 5\nchain: input() -> out()", "1:8", "tempo of 20-999"),
+        ("chain a: input() -> out()\nchain a: input() -> out()", "2:1", "already on line 1"),
+        ('chain: input(port="x) -> out()', "1:19", "no closing"),
+        ("# nothing here\n", "1:1", "at least one"),
+    ],
+)
 def test_errors_name_the_line_and_column(text, where, what):
     with pytest.raises(ChainError, match=f"^x.chain:{where}: .*{what}"):
         check(text)
@@ -105,22 +124,22 @@ def test_the_shipped_chain_files_check():
                 assert (path.parent / spec.source.written["rules"]).exists()
 
 
-@pytest.mark.parametrize("text, where, what", [
-    (":x", "1:1", "found ':'"),
-    ("chain lead input() -> out()", "1:1", "expected 'chain NAME:'"),
-    ("tempo: e", "1:8", "tempo of 20-999 bpm, found 'e'"),
-    ("chain: input() -> transpose(semitone = 3) -> out()", "1:29", "transpose has no parameter 'semitone'"),
-])
+@pytest.mark.parametrize(
+    "text, where, what",
+    [
+        (":x", "1:1", "found ':'"),
+        ("chain lead input() -> out()", "1:1", "expected 'chain NAME:'"),
+        ("tempo: e", "1:8", "tempo of 20-999 bpm, found 'e'"),
+        ("chain: input() -> transpose(semitone = 3) -> out()", "1:29", "transpose has no parameter 'semitone'"),
+    ],
+)
 def test_more_errors_point_at_the_right_place(text, where, what):
     with pytest.raises(ChainError, match=f"^x.chain:{where}: .*{what}"):
         check(text)
 
 
 def test_quotes_comments_and_continuations():
-    cf = check('chain: input(virtual="my #1 port") # a comment\n'
-               "#   -> transpose(12)\n"
-               "\n"
-               "    -> out()   # the end\n")
+    cf = check('chain: input(virtual="my #1 port") # a comment\n#   -> transpose(12)\n\n    -> out()   # the end\n')
     spec = cf.chains[0]
     assert spec.source.values["virtual"] == "my #1 port" and [link.name for link in spec.links] == ["input", "out"]
     assert (spec.first_line, spec.last_line) == (1, 4)
@@ -133,8 +152,11 @@ def test_quotes_comments_and_continuations():
 
 def test_a_plugin_that_failed_to_load_is_named_with_the_reason():
     with pytest.raises(ChainError, match="x.chain:1:19: the plugin 'wobble' failed to load: ImportError: nope"):
-        resolve(parse_chains("chain: input() -> wobble() -> out()", "x.chain"), TABLE,
-                [("wobble = wob:Wobble", "ImportError: nope")])
+        resolve(
+            parse_chains("chain: input() -> wobble() -> out()", "x.chain"),
+            TABLE,
+            [("wobble = wob:Wobble", "ImportError: nope")],
+        )
 
 
 def test_a_rules_file_can_hold_its_own_chain_section(tmp_path):
@@ -142,9 +164,11 @@ def test_a_rules_file_can_hold_its_own_chain_section(tmp_path):
     from tests.chain.conftest import REPO
 
     own = tmp_path / "own.rules"
-    own.write_text((REPO / "rules" / "c_major_busy.rules").read_text() +
-                   "\ntempo: 110\nchain lead: generator(seed=2)\n    -> humanize(timing=6ms)  # a little life\n"
-                   "    -> out(virtual=melody-lc)\n")
+    own.write_text(
+        (REPO / "rules" / "c_major_busy.rules").read_text()
+        + "\ntempo: 110\nchain lead: generator(seed=2)\n    -> humanize(timing=6ms)  # a little life\n"
+        "    -> out(virtual=melody-lc)\n"
+    )
     rules = load_rules(own)  # the rules language skips the chain lines...
     assert rules.digest() == load_rules(REPO / "rules" / "c_major_busy.rules").digest()
     cf = load_chains(own)  # ...and the chain reads only them; generator() plays this very file's rules
@@ -159,11 +183,14 @@ def test_a_rules_file_can_hold_its_own_chain_section(tmp_path):
     assert line[err.value.column - 1 :].startswith("9)")
 
 
-@pytest.mark.parametrize("text, what", [
-    ("chain: input() -> quantize(grid=0ms) -> out()", "grid: expected a duration .* above 0, found 0ms"),
-    ("chain: input() -> velocity(min=100, max=20) -> out()", "velocity: min \\(100\\) is above max \\(20\\)"),
-    ("chain: input() -> notelength(min=1/4, max=1/16) -> out()", "notelength: min \\(1/4\\) is longer than max"),
-])
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ("chain: input() -> quantize(grid=0ms) -> out()", "grid: expected a duration .* above 0, found 0ms"),
+        ("chain: input() -> velocity(min=100, max=20) -> out()", "velocity: min \\(100\\) is above max \\(20\\)"),
+        ("chain: input() -> notelength(min=1/4, max=1/16) -> out()", "notelength: min \\(1/4\\) is longer than max"),
+    ],
+)
 def test_values_are_checked_together_too(text, what):
     with pytest.raises(ChainError, match=f"^x.chain:1:\\d+: {what}"):
         check(text)

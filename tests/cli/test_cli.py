@@ -20,7 +20,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
     code = (
         "import sys, time; t = time.perf_counter(); from melody_lc.cli import build_parser; "
         "p = build_parser(); p.format_help(); "
-        "print(time.perf_counter() - t); print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+        f"print(time.perf_counter() - t); print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert float(out[0]) < 0.5
@@ -47,8 +47,11 @@ def test_directory_build_prints_the_summary(tmp_path):
     src = tmp_path / "midi"
     make_bad_files(src)
     for i in range(3):
-        write_midi(src / f"tune{i}.mid", [[(p + i, s, e, v) for p, s, e, v in scale_notes(20)]],
-                   time_signatures=((0, 2, 4),) if i == 1 else ((0, 4, 4),))
+        write_midi(
+            src / f"tune{i}.mid",
+            [[(p + i, s, e, v) for p, s, e, v in scale_notes(20)]],
+            time_signatures=((0, 2, 4),) if i == 1 else ((0, 4, 4),),
+        )
     write_midi(src / "waltz.mid", [scale_notes(20)], time_signatures=((0, 3, 4),))
     out = tmp_path / "ds"
     res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(out), "--workers", "2", "--quiet")
@@ -72,8 +75,22 @@ def test_ctrl_c_leaves_no_half_dataset_and_resumes(tmp_path):
     for i in range(150):
         write_midi(src / f"t{i:03d}.mid", [[(60 + (i + k) % 24, k * 2, k * 2 + 2, 90) for k in range(160)]])
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "melody_lc", "data", "build", "--midi-dir", str(src), "--out", str(out),
-           "--workers", "2", "--shard-windows", "20", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "melody_lc",
+        "data",
+        "build",
+        "--midi-dir",
+        str(src),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--shard-windows",
+        "20",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = Path(str(out) + ".partial") / "progress.json"
     deadline = time.monotonic() + 60

@@ -15,8 +15,7 @@ import pytest
 
 from melody_lc.melody import Melody
 from melody_lc.rules import load_rules
-from tests.conftest import run_cli
-from tests.conftest import scale_notes, write_midi
+from tests.conftest import run_cli, scale_notes, write_midi
 from tests.melody.test_dataset import make_bad_files
 
 
@@ -35,7 +34,9 @@ def test_train_writes_a_checkpoint_and_refuses_to_overwrite(tiny_run):
 
 def test_sample_reconstruct_interpolate_write_midi(tiny_run, tmp_path):
     root, data, model = tiny_run
-    res = run_cli("sample", "--model", str(model), "-n", "3", "--out", str(tmp_path / "s"), "--seed", "1", "--program", "73")
+    res = run_cli(
+        "sample", "--model", str(model), "-n", "3", "--out", str(tmp_path / "s"), "--seed", "1", "--program", "73"
+    )
     assert res.returncode == 0, res.stderr
     files = sorted((tmp_path / "s").glob("*.mid"))
     assert len(files) == 3
@@ -50,7 +51,9 @@ def test_sample_reconstruct_interpolate_write_midi(tiny_run, tmp_path):
     assert "4 bars, padded with silence to 16" in res.stderr
     assert (tmp_path / "short.reconstructed.mid").exists()
     Melody.from_midi_file(tmp_path / "short.reconstructed.mid")
-    res = run_cli("interpolate", str(short), str(long), "--steps", "4", "--model", str(model), "--out", str(tmp_path / "i"))
+    res = run_cli(
+        "interpolate", str(short), str(long), "--steps", "4", "--model", str(model), "--out", str(tmp_path / "i")
+    )
     assert res.returncode == 0, res.stderr
     assert "20 bars, cut to the first 16" in res.stderr
     assert len(list((tmp_path / "i").glob("interp-*.mid"))) == 4
@@ -71,9 +74,14 @@ def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path):
     assert res.returncode == 2 and "0-127" in res.stderr
     silent = write_midi(tmp_path / "silent.mid", [[]])
     drums = write_midi(tmp_path / "drums.mid", [scale_notes(4)], drum_tracks=(0,))
-    cases = [(str(tmp_path / "missing.mid"), "no such file"), (str(tmp_path), "is a directory"),
-             (str(silent), "no notes"), (str(drums), "no notes (drums are ignored)"),
-             (str(bad["empty.mid"]), "empty"), (str(bad["truncated.mid"]), "truncated")]
+    cases = [
+        (str(tmp_path / "missing.mid"), "no such file"),
+        (str(tmp_path), "is a directory"),
+        (str(silent), "no notes"),
+        (str(drums), "no notes (drums are ignored)"),
+        (str(bad["empty.mid"]), "empty"),
+        (str(bad["truncated.mid"]), "truncated"),
+    ]
     for path, why in cases:
         for cmd in (["reconstruct", path], ["interpolate", path, str(silent)]):
             res = run_cli(*cmd, "--model", str(model), "--out", str(tmp_path / "o"))
@@ -85,12 +93,29 @@ def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path):
 def test_evaluate_prints_every_figure(tiny_run, tmp_path):
     root, data, model = tiny_run
     out = tmp_path / "eval.json"
-    res = run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation",
-                  "--samples", "16", "--json", str(out))
+    res = run_cli(
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--split",
+        "validation",
+        "--samples",
+        "16",
+        "--json",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     result = json.loads(out.read_text())
-    for key in ("teacher_forced_accuracy", "teacher_forced_note_accuracy", "free_running_accuracy",
-                "free_running_note_accuracy", "elbo_nats", "kl_bits"):
+    for key in (
+        "teacher_forced_accuracy",
+        "teacher_forced_note_accuracy",
+        "free_running_accuracy",
+        "free_running_note_accuracy",
+        "elbo_nats",
+        "kl_bits",
+    ):
         assert key in result and np.isfinite(result[key])
     assert set(result["feature_overlap"]) == {"notes_per_bar", "pitch_range", "intervals", "in_key_share", "mean"}
 
@@ -102,14 +127,40 @@ def test_train_never_replaces_a_folder_that_is_not_a_checkpoint(tiny_run, tmp_pa
     music = tmp_path / "music"
     music.mkdir()
     (music / "song.mid").write_bytes(b"precious")
-    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "2", "--batch-size", "8",
-                  "--out", str(music), "--quiet")
+    res = run_cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        str(music),
+        "--quiet",
+    )
     assert res.returncode == 2 and "not a checkpoint" in res.stderr and (music / "song.mid").read_bytes() == b"precious"
     res = run_cli("export", str(model), "--out", str(music), "--eval", str(tmp_path / "none.json"))
     assert res.returncode == 2 and "not a checkpoint" in res.stderr and list(music.iterdir()) == [music / "song.mid"]
     run = tmp_path / "run"
-    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "2", "--batch-size", "8",
-                  "--out", str(run), "--precision", "fp32", "--quiet")
+    res = run_cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        str(run),
+        "--precision",
+        "fp32",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     (run / "evaluation-test.json").write_text("{}")
     (run / "notes").mkdir()
@@ -127,8 +178,21 @@ def test_train_never_replaces_a_folder_that_is_not_a_checkpoint(tiny_run, tmp_pa
 
 def test_progress_bar_shows_loss_accuracy_kl_and_speed(tiny_run, tmp_path):
     root, data, _ = tiny_run
-    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", "50", "--batch-size", "8",
-                  "--out", str(tmp_path / "run"), "--precision", "fp32")
+    res = run_cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        "50",
+        "--batch-size",
+        "8",
+        "--out",
+        str(tmp_path / "run"),
+        "--precision",
+        "fp32",
+    )
     assert res.returncode == 0, res.stderr
     last = res.stderr.replace("\r", "\n").strip().splitlines()[-1]
     assert "50/50" in last and all(f"{k}=" in last for k in ("loss", "acc", "note_acc", "kl_bits", "tok_s")), last
@@ -138,8 +202,19 @@ def test_progress_bar_shows_loss_accuracy_kl_and_speed(tiny_run, tmp_path):
 def test_export_writes_the_evaluated_figures_into_the_model_card(tiny_run, tmp_path):
     root, data, model = tiny_run
     figures = tmp_path / "eval.json"
-    res = run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation", "--samples", "16",
-                  "--json", str(figures))
+    res = run_cli(
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--split",
+        "validation",
+        "--samples",
+        "16",
+        "--json",
+        str(figures),
+    )
     assert res.returncode == 0, res.stderr
     out = tmp_path / "shipped"
     res = run_cli("export", str(model), "--out", str(out), "--eval", str(figures), "--name", "tiny-test")
@@ -147,7 +222,9 @@ def test_export_writes_the_evaluated_figures_into_the_model_card(tiny_run, tmp_p
     _assert_card_matches(out / "MODEL_CARD.md", json.loads(figures.read_text()))
     from safetensors.torch import load_file
 
-    assert all(v.dtype.itemsize == 2 for v in load_file(str(out / "weights.safetensors")).values() if v.is_floating_point())
+    assert all(
+        v.dtype.itemsize == 2 for v in load_file(str(out / "weights.safetensors")).values() if v.is_floating_point()
+    )
     res = run_cli("sample", "--model", str(out), "-n", "2", "--out", str(tmp_path / "s"))
     assert res.returncode == 0, res.stderr
 
@@ -161,10 +238,12 @@ def test_the_shipped_model_card_reads_its_evaluation():
 
 def _assert_card_matches(card_path: Path, figures: dict) -> None:
     card = card_path.read_text()
-    rows = {"teacher-forced token accuracy": figures["teacher_forced_accuracy"],
-            "free-running reconstruction accuracy (argmax from the posterior mean)": figures["free_running_accuracy"],
-            "KL (bits per melody)": figures["kl_bits"],
-            "feature overlap: mean of the four": figures["feature_overlap"]["mean"]}
+    rows = {
+        "teacher-forced token accuracy": figures["teacher_forced_accuracy"],
+        "free-running reconstruction accuracy (argmax from the posterior mean)": figures["free_running_accuracy"],
+        "KL (bits per melody)": figures["kl_bits"],
+        "feature overlap: mean of the four": figures["feature_overlap"]["mean"],
+    }
     for label, value in rows.items():
         shown = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
         assert f"| {label} | {shown} |" in card, (label, shown)
@@ -178,11 +257,33 @@ def test_evaluate_says_when_the_model_was_trained_on_other_data(tiny_run, tmp_pa
     cfg = json.loads((other / "config.json").read_text())
     cfg["meta"]["data_fingerprint"] = "0000000000000000"
     (other / "config.json").write_text(json.dumps(cfg))
-    res = run_cli("evaluate", "--model", str(other), "--data", str(data), "--split", "validation", "--samples", "8",
-                  "--limit", "4")
+    res = run_cli(
+        "evaluate",
+        "--model",
+        str(other),
+        "--data",
+        str(data),
+        "--split",
+        "validation",
+        "--samples",
+        "8",
+        "--limit",
+        "4",
+    )
     assert res.returncode == 0 and "trained on another dataset" in res.stderr
-    res = run_cli("evaluate", "--model", str(model), "--data", str(data), "--split", "validation", "--samples", "8",
-                  "--limit", "4")
+    res = run_cli(
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--split",
+        "validation",
+        "--samples",
+        "8",
+        "--limit",
+        "4",
+    )
     assert res.returncode == 0 and "another dataset" not in res.stderr
 
 
@@ -196,8 +297,28 @@ def _wait_for_checkpoint(out, proc, timeout=180.0):
 
 
 def _train_cmd(data, out, *extra):
-    return [sys.executable, "-m", "melody_lc", "train", "--preset", "tiny", "--data", str(data), "--steps", "100000",
-            "--batch-size", "8", "--out", str(out), "--precision", "fp32", "--quiet", "--checkpoint-minutes", "0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "melody_lc",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        "100000",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--precision",
+        "fp32",
+        "--quiet",
+        "--checkpoint-minutes",
+        "0",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -212,23 +333,61 @@ def test_ctrl_c_saves_and_resume_continues(tiny_run, tmp_path, sig):
     step = json.loads((out / "config.json").read_text())["meta"]["steps"]
     assert f"checkpoint of step {step} saved" in err and "Traceback" not in err
     assert step > 0
-    res = run_cli("train", "--preset", "tiny", "--data", str(data), "--steps", str(step + 3), "--batch-size", "8",
-                  "--out", str(out), "--precision", "fp32", "--resume", "--quiet")
+    res = run_cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        str(step + 3),
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--precision",
+        "fp32",
+        "--resume",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "config.json").read_text())["meta"]["steps"] == step + 3
 
 
 def test_the_train_command_under_torchrun(tiny_run, tmp_path):
-    """The README's `torchrun ... -m melody_lc train`: two processes (gloo), one checkpoint."""
+    """docs/training.md's `torchrun ... -m melody_lc train`: two processes (gloo), one checkpoint."""
     import os
 
     root, data, _ = tiny_run
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "ddp"
-    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", "-m", "melody_lc", "train", "--preset", "tiny",
-                          "--data", str(data), "--steps", "3", "--batch-size", "8", "--out", str(out),
-                          "--precision", "fp32", "--quiet"], capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    res = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "melody_lc",
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(data),
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--precision",
+            "fp32",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 process(es)" in res.stderr and res.stdout.count("done: step 3,") == 1  # rank 0 alone reports
     assert json.loads((out / "config.json").read_text())["meta"]["steps"] == 3
@@ -246,8 +405,9 @@ def test_kill_9_never_corrupts_the_checkpoint(tiny_run, tmp_path):
     proc.wait()
     first = load_model(out)[1]["steps"]
     for delay in (0.01, 0.05, 0.13, 0.21, 0.37):
-        proc = subprocess.Popen(_train_cmd(data, out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            _train_cmd(data, out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         while "from step" not in (line := proc.stderr.readline()):  # training has begun: a checkpoint every step
             assert line, "training never began"
         time.sleep(delay)
@@ -276,7 +436,9 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     assert set(index) == {"r.rules", "other.rules"}
     assert all((tmp_path / "shared" / entry["fit"] / "weights.safetensors").exists() for entry in index.values())
     out = tmp_path / "gen"
-    res = run_cli("generate", "--rules", str(rules), "-n", "5", "--out", str(out), "--set", "tonic=F#", *common, env_extra=env)
+    res = run_cli(
+        "generate", "--rules", str(rules), "-n", "5", "--out", str(out), "--set", "tonic=F#", *common, env_extra=env
+    )
     assert res.returncode == 0, res.stderr
     assert len(list(out.glob("melody-*.mid"))) == 5 and (out / "sheet.png").stat().st_size > 0
     report = json.loads((out / "report.json").read_text())
@@ -287,31 +449,90 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     res = run_cli("generate", "--rules", str(rules), "--set", "mode=dorian", *common, env_extra=env)
     assert res.returncode == 2 and "not an open parameter" in res.stderr
     melody = write_midi(tmp_path / "mine.mid", [scale_notes(16)])
-    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), *common, env_extra=env)
+    res = run_cli(
+        "transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), *common, env_extra=env
+    )
     assert res.returncode == 2 and "--set" in res.stderr and not (tmp_path / "t.mid").exists()
-    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), "--set", "tonic=C",
-                  "--set", "density=3", *common, env_extra=env)
+    res = run_cli(
+        "transform",
+        str(melody),
+        "--rules",
+        str(rules),
+        "--out",
+        str(tmp_path / "t.mid"),
+        "--set",
+        "tonic=C",
+        "--set",
+        "density=3",
+        *common,
+        env_extra=env,
+    )
     assert res.returncode == 2 and "not an open parameter" in res.stderr
-    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t.mid"), "--set", "tonic=C",
-                  *common, env_extra=env)
+    res = run_cli(
+        "transform",
+        str(melody),
+        "--rules",
+        str(rules),
+        "--out",
+        str(tmp_path / "t.mid"),
+        "--set",
+        "tonic=C",
+        *common,
+        env_extra=env,
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "t.mid").exists() and "already obeys every rule, so it is unchanged" in res.stdout
     assert Melody.from_midi_file(tmp_path / "t.mid") == Melody.from_midi_file(melody)
-    res = run_cli("transform", str(melody), "--rules", str(rules), "--out", str(tmp_path / "t2.mid"), "--set", "tonic=F#",
-                  *common, env_extra=env)  # the C major scale, moved to F# major: it must come back in F# major
+    res = run_cli(
+        "transform",
+        str(melody),
+        "--rules",
+        str(rules),
+        "--out",
+        str(tmp_path / "t2.mid"),
+        "--set",
+        "tonic=F#",
+        *common,
+        env_extra=env,
+    )  # the C major scale, moved to F# major: it must come back in F# major
     assert res.returncode == 0, res.stderr
     moved = Melody.from_midi_file(tmp_path / "t2.mid").tokens
     assert load_rules(rules).satisfied(moved[None], {"tonic": np.array([6])}).all()
     assert "of steps changed" in res.stdout and "changed:" in res.stdout
-    res = run_cli("generate", "--rules", str(rules), "-n", "6", "--out", str(tmp_path / "raw"), "--set", "tonic=F#",
-                  "--no-enforce", "--temperature", "1.5", *common, env_extra=env)
+    res = run_cli(
+        "generate",
+        "--rules",
+        str(rules),
+        "-n",
+        "6",
+        "--out",
+        str(tmp_path / "raw"),
+        "--set",
+        "tonic=F#",
+        "--no-enforce",
+        "--temperature",
+        "1.5",
+        *common,
+        env_extra=env,
+    )
     raw = json.loads((tmp_path / "raw" / "report.json").read_text())
     assert res.returncode == 0 and raw["enforced"] is False and raw["decodes"] == 6
     assert (raw["all_rules"] < 1) == ("break a rule" in res.stderr)
     impossible = tmp_path / "impossible.rules"  # contradictory, but only the constraints can see it
     impossible.write_text("key: pitch classes C F#\nleap: <= 2 semitones\ndistinct: >= 2 pitches\n")
-    res = run_cli("generate", "--rules", str(impossible), "-n", "2", "--max-decodes", "8", "--out", str(tmp_path / "none"),
-                  *common, env_extra=env)
+    res = run_cli(
+        "generate",
+        "--rules",
+        str(impossible),
+        "-n",
+        "2",
+        "--max-decodes",
+        "8",
+        "--out",
+        str(tmp_path / "none"),
+        *common,
+        env_extra=env,
+    )
     assert res.returncode == 2 and "allow no melody" in res.stderr and "key:1+leap:2+distinct:3" in res.stderr
     assert not (tmp_path / "none").exists() and "Traceback" not in res.stderr
     static = tmp_path / "static.rules"
@@ -337,7 +558,9 @@ def test_a_new_rules_file_fits_with_nothing_but_the_model(tiny_run, tmp_path):
     assert res.returncode == 2 and "no dataset there" in res.stderr
     res = run_cli("fit-stats", "--model", str(mine), "--data", str(data), env_extra=env)
     assert res.returncode == 0, res.stderr
-    assert (mine / "fit-stats.safetensors").is_file() and json.loads((mine / "fit-stats.json").read_text())["encodings"] > 0
+    assert (mine / "fit-stats.safetensors").is_file() and json.loads((mine / "fit-stats.json").read_text())[
+        "encodings"
+    ] > 0
     res = run_cli("generate", "--rules", str(rules), "-n", "2", "--out", str(tmp_path / "a"), *common, env_extra=env)
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "a").glob("melody-*.mid"))) == 2

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from melody_lc.engine import Actor, Critic, CriticEnsemble, FitConfig, LatentProblem, distance_penalty, fit, gradient_penalty, gradient_search
+from melody_lc.engine import (
+    Actor,
+    Critic,
+    CriticEnsemble,
+    FitConfig,
+    LatentProblem,
+    distance_penalty,
+    fit,
+    gradient_penalty,
+    gradient_search,
+)
 
 Z = 8
 
@@ -31,15 +41,34 @@ def toy_problem(real=True) -> LatentProblem:
     return LatentProblem(
         sample_prior=lambda n, g: torch.randn(n, Z, generator=g),
         sample_condition=lambda n, g: torch.randint(0, 2, (n, 1), generator=g).float() * 2 - 1,
-        score=score, sigma_bar=torch.full((Z,), 0.5), num_constraints=2, cond_size=1,
-        real_latents=torch.randn(2000, Z, generator=torch.Generator().manual_seed(9)) if real else None, relabels=2)
+        score=score,
+        sigma_bar=torch.full((Z,), 0.5),
+        num_constraints=2,
+        cond_size=1,
+        real_latents=torch.randn(2000, Z, generator=torch.Generator().manual_seed(9)) if real else None,
+        relabels=2,
+    )
 
 
 def test_zero_shot_fit_satisfies_conditional_constraints_with_a_small_shift():
     prob = toy_problem()
     # z0 > 1.2 from z0 ~ N(0, 1) needs moves of up to 3 or more in that dimension: a step bound of 3
-    res = fit(prob, FitConfig(rounds=10, conditional_rounds=10, conditional_scale=1, initial_samples=1024, samples_per_round=512, critic_steps=150, actor_steps=150,
-                                hidden=64, actor_hidden=64, seed=0, actor_max_step=3.0))
+    res = fit(
+        prob,
+        FitConfig(
+            rounds=10,
+            conditional_rounds=10,
+            conditional_scale=1,
+            initial_samples=1024,
+            samples_per_round=512,
+            critic_steps=150,
+            actor_steps=150,
+            hidden=64,
+            actor_hidden=64,
+            seed=0,
+            actor_max_step=3.0,
+        ),
+    )
     assert res.history[0]["prior_satisfaction"] < 0.1
     assert res.best_satisfaction > 0.9
     g = torch.Generator().manual_seed(123)
@@ -149,5 +178,8 @@ def test_a_condition_gets_more_data_rounds_and_patience():
     k = c.for_condition(12)
     assert k.rounds == c.conditional_rounds == c.rounds_for(12) and k.patience == c.patience + 1
     m = c.conditional_scale
-    assert m > 1 and (k.initial_samples, k.samples_per_round, k.critic_steps) == \
-        (m * c.initial_samples, m * c.samples_per_round, m * c.critic_steps)
+    assert m > 1 and (k.initial_samples, k.samples_per_round, k.critic_steps) == (
+        m * c.initial_samples,
+        m * c.samples_per_round,
+        m * c.critic_steps,
+    )

@@ -129,20 +129,60 @@ def test_conv_vae_has_the_papers_shapes():
 
 def test_every_command_end_to_end_on_mnist_layout(mnist_dir, tmp_path):
     model, clf, fit = tmp_path / "vae", tmp_path / "clf", tmp_path / "fit"
-    res = run_cli("image", "train", "--dataset", "mnist", "--data", str(mnist_dir), "--preset", "mnist-tiny",
-                  "--steps", "400", "--batch-size", "64", "--out", str(model), "--quiet")
+    res = run_cli(
+        "image",
+        "train",
+        "--dataset",
+        "mnist",
+        "--data",
+        str(mnist_dir),
+        "--preset",
+        "mnist-tiny",
+        "--steps",
+        "400",
+        "--batch-size",
+        "64",
+        "--out",
+        str(model),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
-    res = run_cli("image", "classifier", "--dataset", "mnist", "--data", str(mnist_dir), "--steps", "300",
-                  "--out", str(clf), "--quiet")
+    res = run_cli(
+        "image",
+        "classifier",
+        "--dataset",
+        "mnist",
+        "--data",
+        str(mnist_dir),
+        "--steps",
+        "300",
+        "--out",
+        str(clf),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     acc = json.loads(res.stdout.strip().splitlines()[-1])
     assert min(acc["test_accuracy"].values()) > 0.9 and acc["digit_accuracy"] > 0.9  # the bars are easy to read
-    res = run_cli("image", "fit", "--model", str(model), "--data", str(mnist_dir), "--critic-steps", "600",
-                  "--actor-steps", "600", "--out", str(fit), "--quiet")
+    res = run_cli(
+        "image",
+        "fit",
+        "--model",
+        str(model),
+        "--data",
+        str(mnist_dir),
+        "--critic-steps",
+        "600",
+        "--actor-steps",
+        "600",
+        "--out",
+        str(fit),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     grid = tmp_path / "sevens.png"
-    res = run_cli("image", "generate", "--model", str(model), "--fit", str(fit), "--attrs", "7", "-n", "16",
-                  "--out", str(grid))
+    res = run_cli(
+        "image", "generate", "--model", str(model), "--fit", str(fit), "--attrs", "7", "-n", "16", "--out", str(grid)
+    )
     assert res.returncode == 0, res.stderr
     assert Image.open(grid).size == (4 * 30 + 2, 4 * 30 + 2)
     # the actor's images read as sevens to the separately trained classifier far more often than the prior's
@@ -163,8 +203,19 @@ def test_every_command_end_to_end_on_mnist_layout(mnist_dir, tmp_path):
     two = test.images[int(np.flatnonzero(test.attributes[:, 2])[0])]
     Image.fromarray((two[0] * 255).astype(np.uint8)).save(tmp_path / "two.png")
     out = tmp_path / "two-to-seven.png"
-    res = run_cli("image", "transform", str(tmp_path / "two.png"), "--model", str(model), "--fit", str(fit),
-                  "--attrs", "+digit_7,-digit_2", "--out", str(out))
+    res = run_cli(
+        "image",
+        "transform",
+        str(tmp_path / "two.png"),
+        "--model",
+        str(model),
+        "--fit",
+        str(fit),
+        "--attrs",
+        "+digit_7,-digit_2",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["attributes_after"]["digit_7"] > report["attributes_before"]["digit_7"]
@@ -173,18 +224,69 @@ def test_every_command_end_to_end_on_mnist_layout(mnist_dir, tmp_path):
 
 def test_celeba_commands_run_on_the_tiny_folder(celeba_dir, tmp_path):
     model, fit = tmp_path / "vae", tmp_path / "fit"
-    res = run_cli("image", "train", "--dataset", "celeba", "--data", str(celeba_dir), "--preset", "celeba-tiny",
-                  "--steps", "20", "--batch-size", "8", "--out", str(model), "--quiet")
+    res = run_cli(
+        "image",
+        "train",
+        "--dataset",
+        "celeba",
+        "--data",
+        str(celeba_dir),
+        "--preset",
+        "celeba-tiny",
+        "--steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--out",
+        str(model),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
-    res = run_cli("image", "fit", "--model", str(model), "--data", str(celeba_dir), "--critic-steps", "50",
-                  "--actor-steps", "50", "--out", str(fit), "--quiet")
+    res = run_cli(
+        "image",
+        "fit",
+        "--model",
+        str(model),
+        "--data",
+        str(celeba_dir),
+        "--critic-steps",
+        "50",
+        "--actor-steps",
+        "50",
+        "--out",
+        str(fit),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
-    res = run_cli("image", "generate", "--model", str(model), "--fit", str(fit), "--attrs", "Blond_Hair,Smiling",
-                  "-n", "4", "--out", str(tmp_path / "g.png"))
+    res = run_cli(
+        "image",
+        "generate",
+        "--model",
+        str(model),
+        "--fit",
+        str(fit),
+        "--attrs",
+        "Blond_Hair,Smiling",
+        "-n",
+        "4",
+        "--out",
+        str(tmp_path / "g.png"),
+    )
     assert res.returncode == 0, res.stderr
     face = celeba_dir / "img_align_celeba" / "000001.jpg"
-    res = run_cli("image", "transform", str(face), "--model", str(model), "--fit", str(fit), "--attrs", "+Smiling",
-                  "--out", str(tmp_path / "t.png"))
+    res = run_cli(
+        "image",
+        "transform",
+        str(face),
+        "--model",
+        str(model),
+        "--fit",
+        str(fit),
+        "--attrs",
+        "+Smiling",
+        "--out",
+        str(tmp_path / "t.png"),
+    )
     assert res.returncode == 0, res.stderr
     assert Image.open(tmp_path / "t.png").size == (2 * 66 + 2, 66 + 2)
 
@@ -192,10 +294,30 @@ def test_celeba_commands_run_on_the_tiny_folder(celeba_dir, tmp_path):
 def test_bad_input_is_one_line_and_exit_code_2(mnist_dir, tmp_path):
     res = run_cli("image", "train", "--dataset", "mnist", "--data", str(tmp_path), "--out", str(tmp_path / "m"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "train-images-idx3-ubyte: missing" in res.stderr
-    res = run_cli("image", "generate", "--model", str(tmp_path / "none"), "--fit", str(tmp_path), "--attrs", "7",
-                  "--out", str(tmp_path / "g.png"))
+    res = run_cli(
+        "image",
+        "generate",
+        "--model",
+        str(tmp_path / "none"),
+        "--fit",
+        str(tmp_path),
+        "--attrs",
+        "7",
+        "--out",
+        str(tmp_path / "g.png"),
+    )
     assert res.returncode == 2 and "not a checkpoint" in res.stderr
-    res = run_cli("image", "train", "--dataset", "mnist", "--data", str(mnist_dir), "--preset", "celeba",
-                  "--out", str(tmp_path / "m"))
+    res = run_cli(
+        "image",
+        "train",
+        "--dataset",
+        "mnist",
+        "--data",
+        str(mnist_dir),
+        "--preset",
+        "celeba",
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert res.returncode == 2 and "choose one of mnist" in res.stderr
     assert not (tmp_path / "m").exists() and not (tmp_path / "g.png").exists()

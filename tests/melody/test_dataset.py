@@ -84,7 +84,9 @@ def test_corpus_build_leaves_no_music21_scratch_files(tmp_path):
     scratch = Path(tempfile.gettempdir()) / "music21"
     before = set(scratch.glob("*")) if scratch.exists() else set()
     tasks = music21_tasks(["miscFolk"])[:5]
-    build_dataset(BuildPlan({"kind": "music21", "collections": ["miscFolk"]}, tasks, ExtractionConfig(), 0), tmp_path / "d")
+    build_dataset(
+        BuildPlan({"kind": "music21", "collections": ["miscFolk"]}, tasks, ExtractionConfig(), 0), tmp_path / "d"
+    )
     after = set(scratch.glob("*")) if scratch.exists() else set()
     assert after == before
 
@@ -147,7 +149,13 @@ def test_changed_source_restarts_instead_of_resuming(tmp_path):
 # Bad files, made here byte by byte
 # ----------------------------------------------------------------------------------------------
 def _header(ntracks=1, fmt=1, division=480):
-    return b"MThd" + (6).to_bytes(4, "big") + fmt.to_bytes(2, "big") + ntracks.to_bytes(2, "big") + division.to_bytes(2, "big")
+    return (
+        b"MThd"
+        + (6).to_bytes(4, "big")
+        + fmt.to_bytes(2, "big")
+        + ntracks.to_bytes(2, "big")
+        + division.to_bytes(2, "big")
+    )
 
 
 def _track(body: bytes, length: int | None = None):

@@ -28,7 +28,9 @@ def _notes(*triples):
 def test_skyline_keeps_the_highest_line():
     # a chord at 0 (top 67 kept), a lower note under a sounding higher one (dropped),
     # a higher note over a lower one (takes over), then silence (the lower note is not resumed)
-    tokens = skyline(_notes((60, 0, 4), (64, 0, 4), (67, 0, 4), (72, 4, 12), (55, 6, 8), (50, 12, 20), (74, 14, 16)), 32)
+    tokens = skyline(
+        _notes((60, 0, 4), (64, 0, 4), (67, 0, 4), (72, 4, 12), (55, 6, 8), (50, 12, 20), (74, 14, 16)), 32
+    )
     m = Melody(np.concatenate([tokens, np.full(224, 128)]))
     assert m.notes() == [(67, 0, 4), (72, 4, 12), (50, 12, 14), (74, 14, 16)]
 
@@ -58,8 +60,12 @@ def test_windows_from_a_multitrack_midi_file_with_tempo_change(tmp_path):
     melody = scale_notes(20)
     bass = [(36 + (k % 5), k * 8, k * 8 + 8, 80) for k in range(40)]
     drums = [(36, k * 4, k * 4 + 1, 100) for k in range(80)]
-    path = write_midi(tmp_path / "song.mid", [melody, bass, drums], drum_tracks=(2,),
-                      tempos=((0, 500000), (100, 400000), (201, 650000)))  # two tempo changes, one mid-bar
+    path = write_midi(
+        tmp_path / "song.mid",
+        [melody, bass, drums],
+        drum_tracks=(2,),
+        tempos=((0, 500000), (100, 400000), (201, 650000)),
+    )  # two tempo changes, one mid-bar
     seq = read_midi_file(path)
     tw = extract_windows(seq, "song.mid")
     # 20 bars of melody -> 5 windows; the bass is 20 bars too -> 5 more; drums are ignored.
@@ -147,7 +153,9 @@ def test_bach_chorale_soprano(tmp_path):
     soprano = converter.parse(str(path), forceSource=True).parts[0].stripTies().flatten().pitches
     assert quantized_notes(seq)["pitch"][:12].tolist() == [p.midi for p in soprano[:12]]
 
-    duet = stream.Score([stream.Part([note.Note("C5", quarterLength=4)]), stream.Part([note.Note("C3", quarterLength=4)])])
+    duet = stream.Score(
+        [stream.Part([note.Note("C5", quarterLength=4)]), stream.Part([note.Note("C3", quarterLength=4)])]
+    )
     duet_path = duet.write("musicxml", fp=tmp_path / "duet.musicxml")
     with pytest.raises(SkipTune, match="not a four-part chorale"):
         parse_corpus_tune(CorpusTune(str(duet_path), "bach"))
@@ -219,9 +227,15 @@ def _same_windows(path) -> bool:
     from melody_lc.melody.sources import parse_midi_bytes
 
     data = path.read_bytes()
-    ours, theirs = extract_windows(parse_midi_bytes(data), path.name), extract_windows(note_sequence_from_midi(data), path.name)
-    return (np.array_equal(ours.windows, theirs.windows) and (ours.meters, ours.key, ours.content_key)
-            == (theirs.meters, theirs.key, theirs.content_key))
+    ours, theirs = (
+        extract_windows(parse_midi_bytes(data), path.name),
+        extract_windows(note_sequence_from_midi(data), path.name),
+    )
+    return np.array_equal(ours.windows, theirs.windows) and (ours.meters, ours.key, ours.content_key) == (
+        theirs.meters,
+        theirs.key,
+        theirs.content_key,
+    )
 
 
 def test_real_midi_files_give_the_windows_note_seq_gave():
@@ -251,11 +265,17 @@ def test_overlapping_notes_of_one_pitch_read_as_before(tmp_path):
     mid.tracks.append(track)
     # C5 struck again while sounding; its first note-off ends both (as pretty_midi and most DAWs
     # read it), the second is left over; then a scale so that windows are cut
-    events = [mido.Message("note_on", note=72, velocity=80, time=0), mido.Message("note_on", note=72, velocity=80, time=240),
-              mido.Message("note_off", note=72, velocity=0, time=240), mido.Message("note_off", note=72, velocity=0, time=240)]
+    events = [
+        mido.Message("note_on", note=72, velocity=80, time=0),
+        mido.Message("note_on", note=72, velocity=80, time=240),
+        mido.Message("note_off", note=72, velocity=0, time=240),
+        mido.Message("note_off", note=72, velocity=0, time=240),
+    ]
     for k in range(70):
-        events += [mido.Message("note_on", note=60 + k % 12, velocity=80, time=0),
-                   mido.Message("note_off", note=60 + k % 12, velocity=0, time=480)]
+        events += [
+            mido.Message("note_on", note=60 + k % 12, velocity=80, time=0),
+            mido.Message("note_off", note=60 + k % 12, velocity=0, time=480),
+        ]
     track.extend(events)
     path = tmp_path / "overlap.mid"
     mid.save(str(path))

@@ -48,8 +48,16 @@ def test_empty_melody():
 def test_batches_equal_single_results():
     rng = np.random.default_rng(1)
     batch = np.stack([Melody(t).tokens for t in random_melody_tokens(rng, 40)])
-    for fn in (M.notes_per_bar, M.note_count, M.largest_leap, M.rest_fraction, M.distinct_pitches,
-               M.pitch_class_histogram, M.interval_histogram, M.sounding_pitch):
+    for fn in (
+        M.notes_per_bar,
+        M.note_count,
+        M.largest_leap,
+        M.rest_fraction,
+        M.distinct_pitches,
+        M.pitch_class_histogram,
+        M.interval_histogram,
+        M.sounding_pitch,
+    ):
         together = fn(batch)
         one_by_one = np.stack([fn(row) for row in batch])
         np.testing.assert_array_equal(together, one_by_one)

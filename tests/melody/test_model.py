@@ -42,7 +42,9 @@ def test_kl_beyond_free_bits_is_weighted_by_beta():
     t = vae_loss(logits, tokens, mu, sigma, cfg)
     kl_nats = 0.5 * 9.0 * cfg.z_size
     assert float(t["kl_bits"]) == pytest.approx(kl_nats / np.log(2), rel=1e-5)
-    assert float(t["loss"]) == pytest.approx(float(t["recon"]) + cfg.beta * (kl_nats - cfg.free_bits * np.log(2)), rel=1e-5)
+    assert float(t["loss"]) == pytest.approx(
+        float(t["recon"]) + cfg.beta * (kl_nats - cfg.free_bits * np.log(2)), rel=1e-5
+    )
     assert float(t["loss"]) == pytest.approx(float(t["recon"]) + float(t["kl_term"]), rel=1e-6)
 
 
@@ -54,7 +56,9 @@ def test_shards_judged_on_the_whole_batch_kl_give_the_whole_batch_gradient():
     tokens = _tokens(4)
     torch.manual_seed(0)
     logits = torch.randn(4, 256, 130, requires_grad=True)
-    mu = torch.tensor([[2.0] * cfg.z_size, [0.1] * cfg.z_size, [2.2] * cfg.z_size, [0.2] * cfg.z_size], requires_grad=True)
+    mu = torch.tensor(
+        [[2.0] * cfg.z_size, [0.1] * cfg.z_size, [2.2] * cfg.z_size, [0.2] * cfg.z_size], requires_grad=True
+    )
     sigma = torch.ones(4, cfg.z_size, requires_grad=True)
     shards = [slice(0, None, 2), slice(1, None, 2)]
     kl_bits = [float(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg)["kl_bits"]) for r in shards]
@@ -67,7 +71,9 @@ def test_shards_judged_on_the_whole_batch_kl_give_the_whole_batch_gradient():
 
     reference = grads(vae_loss(logits, tokens, mu, sigma, cfg)["loss"])
     whole_kl = vae_loss(logits, tokens, mu, sigma, cfg)["kl_bits"] * np.log(2)
-    judged = [grads(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg, kl_reference=whole_kl)["loss"]) for r in shards]
+    judged = [
+        grads(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg, kl_reference=whole_kl)["loss"]) for r in shards
+    ]
     own = [grads(vae_loss(logits[r], tokens[r], mu[r], sigma[r], cfg)["loss"]) for r in shards]
     for i in range(3):
         torch.testing.assert_close((judged[0][i] + judged[1][i]) / 2, reference[i])
@@ -88,8 +94,9 @@ def test_fused_sampling_loop_matches_teacher_forcing():
 
 def test_checkpoint_roundtrip_fp16_and_config(tmp_path):
     model = HierarchicalMelodyVAE(PRESETS["tiny"])
-    checkpoint.save(tmp_path / "m", "melody-vae", model.config.to_dict(), model.state_dict(), meta={"x": 1},
-                    dtype=torch.float16)
+    checkpoint.save(
+        tmp_path / "m", "melody-vae", model.config.to_dict(), model.state_dict(), meta={"x": 1}, dtype=torch.float16
+    )
     loaded, meta = load_model(tmp_path / "m")
     assert loaded.config == model.config and meta == {"x": 1}
     for k, v in model.state_dict().items():
@@ -147,8 +154,14 @@ def test_saving_keeps_a_users_files_and_never_replaces_other_work(tmp_path):
 
 def test_damaged_training_state_is_an_error_not_a_crash(tmp_path):
     model = HierarchicalMelodyVAE(PRESETS["tiny"])
-    d = checkpoint.save(tmp_path / "run", "melody-vae", model.config.to_dict(), model.state_dict(), state={"step": 1},
-                        state_tensors={"x": torch.zeros(2)})
+    d = checkpoint.save(
+        tmp_path / "run",
+        "melody-vae",
+        model.config.to_dict(),
+        model.state_dict(),
+        state={"step": 1},
+        state_tensors={"x": torch.zeros(2)},
+    )
     (d / "state.safetensors").write_bytes(b"garbage")
     with pytest.raises(checkpoint.CheckpointError, match="damaged training state"):
         checkpoint.load(d, with_state=True)
@@ -157,6 +170,10 @@ def test_damaged_training_state_is_an_error_not_a_crash(tmp_path):
 def test_presets_rebuild_from_their_dict():
     for cfg in PRESETS.values():
         assert VAEConfig.from_dict(cfg.to_dict()) == cfg
-    assert PRESETS["paper"].encoder_size == 2048 and PRESETS["paper"].decoder_size == 1024 and PRESETS["paper"].z_size == 512
+    assert (
+        PRESETS["paper"].encoder_size == 2048
+        and PRESETS["paper"].decoder_size == 1024
+        and PRESETS["paper"].z_size == 512
+    )
     with pytest.raises(ValueError):
         VAEConfig.from_dict({"z_size": 4, "bogus": 1})

@@ -88,14 +88,24 @@ def test_ctrl_c_mid_step_then_resume_ends_with_the_uninterrupted_weights(tmp_pat
     a checkpoint is written after every step; resumed each time, the run ends bit for bit where an
     uninterrupted run ends."""
     script, steps, free_bits = _script(tmp_path), 30, str(PRESETS["tiny"].free_bits)
-    res = subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), str(steps), "new", free_bits],
-                         env=ONE_THREAD, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "straight"), str(steps), "new", free_bits],
+        env=ONE_THREAD,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rng = np.random.default_rng(1)
     out, interrupted, mode = tmp_path / "interrupted", 0, "new"
     for _ in range(40):
-        proc = subprocess.Popen([sys.executable, str(script), str(out), str(steps), mode, free_bits], env=ONE_THREAD,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(out), str(steps), mode, free_bits],
+            env=ONE_THREAD,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(rng.integers(1, 6)):  # a few whole steps (the first one writes a checkpoint) ...
             if not proc.stdout.readline():
                 break
@@ -135,11 +145,21 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     fall on both sides of them: the threshold must be judged on the whole batch's KL."""
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     script, free_bits = _script(tmp_path), str(_straddling_free_bits())
-    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "ddp"), "4", "new",
-                          free_bits], capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    res = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "ddp"), "4", "new", free_bits],
+        capture_output=True,
+        text=True,
+        env=ONE_THREAD,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    res = subprocess.run([sys.executable, str(script), str(tmp_path / "single"), "4", "new", free_bits],
-                         capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "single"), "4", "new", free_bits],
+        capture_output=True,
+        text=True,
+        env=ONE_THREAD,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     ddp_model, meta = load_model(tmp_path / "ddp")
     single, _ = load_model(tmp_path / "single")
@@ -151,7 +171,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     ddp_log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     single_log = [json.loads(x) for x in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
     for d, s in zip(ddp_log, single_log, strict=True):  # the log covers the whole batch, not rank 0's half
-        assert d["accuracy"] == pytest.approx(s["accuracy"], abs=1e-4) and d["recon"] == pytest.approx(s["recon"], rel=1e-4)
+        assert d["accuracy"] == pytest.approx(s["accuracy"], abs=1e-4) and d["recon"] == pytest.approx(
+            s["recon"], rel=1e-4
+        )
 
 
 def test_a_resumed_log_reads_as_the_uninterrupted_one(tmp_path):
@@ -172,16 +194,22 @@ def test_a_resumed_log_reads_as_the_uninterrupted_one(tmp_path):
     resumed = _train(tmp_path / "b", 7, resume=True, log_every=3)
     assert [e["step"] for e in straight.log] == [e["step"] for e in resumed.log] == [3, 6, 7]
     for a, b in zip(straight.log, resumed.log, strict=True):
-        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {k: v for k, v in b.items() if k != "tokens_per_s"}
+        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {
+            k: v for k, v in b.items() if k != "tokens_per_s"
+        }
 
 
 def test_learning_rate_decays_to_its_floor_and_gradients_are_clipped(tmp_path):
-    t = Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=3, batch_size=8, precision="fp32", clip=0.5), tmp_path / "a")
+    t = Trainer(
+        _windows(), PRESETS["tiny"], TrainConfig(steps=3, batch_size=8, precision="fp32", clip=0.5), tmp_path / "a"
+    )
     assert t.lr_at(0) == 1e-3 and t.lr_at(1000) == pytest.approx(1e-3 * 0.9999**1000)
     assert t.lr_at(10**6) == t.config.min_lr
     for _ in range(2):
         terms = t.train_step()
-        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in t.model.parameters() if p.grad is not None]))
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in t.model.parameters() if p.grad is not None])
+        )
         assert terms["grad_norm"] > 0.5 and float(norm) == pytest.approx(0.5, rel=1e-3)  # clipped to 0.5
         assert t.opt.param_groups[0]["lr"] == terms["lr"] == t.lr_at(t.step - 1)
 
@@ -218,8 +246,13 @@ def test_the_log_holds_the_loss_terms(tmp_path):
 def test_resuming_with_other_run_settings_is_refused(tmp_path):
     _train(tmp_path / "a", 2)
     with pytest.raises(CheckpointError, match="batch_size 8"):
-        Trainer(_windows(), PRESETS["tiny"], TrainConfig(steps=4, batch_size=16, precision="fp32"), tmp_path / "a",
-                resume=True)
+        Trainer(
+            _windows(),
+            PRESETS["tiny"],
+            TrainConfig(steps=4, batch_size=16, precision="fp32"),
+            tmp_path / "a",
+            resume=True,
+        )
     other = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "z_size": 8})
     with pytest.raises(CheckpointError, match="another configuration"):
         Trainer(_windows(), other, TrainConfig(steps=4, batch_size=8, precision="fp32"), tmp_path / "a", resume=True)

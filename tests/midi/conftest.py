@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _server_up() -> bool:
-    return subprocess.run(["jack_lsp"], capture_output=True, timeout=10).returncode == 0 if shutil.which("jack_lsp") else False
+    return (
+        subprocess.run(["jack_lsp"], capture_output=True, timeout=10).returncode == 0
+        if shutil.which("jack_lsp")
+        else False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -28,14 +32,22 @@ def jack():
     if not _server_up():
         if not shutil.which("jackd"):
             pytest.skip("no JACK server runs and jackd is not installed (apt-get install jackd2)")
-        started = subprocess.Popen(["jackd", "-R", "-P", "70", "-d", "dummy", "-r", "48000", "-p", "256"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        started = subprocess.Popen(
+            ["jackd", "-R", "-P", "70", "-d", "dummy", "-r", "48000", "-p", "256"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         for _ in range(100):
             if _server_up():
                 break
             if started.poll() is not None:  # no real-time privilege: run without
-                started = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                started = subprocess.Popen(
+                    ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             time.sleep(0.1)
         else:
             started.kill()
@@ -57,8 +69,9 @@ class Receiver:
 
     def __init__(self, name: str, path: Path) -> None:
         self.name, self.path = name, path
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.midi.receiver", name, str(path)], cwd=REPO,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.midi.receiver", name, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout.readline().strip() == "ready"
 
     def messages(self):

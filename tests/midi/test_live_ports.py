@@ -27,16 +27,26 @@ def setup(tiny_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("live")
     rules = d / "busy.rules"
     rules.write_text("key: C major\ndensity: >= 1 notes per bar\n")
-    return {"rules": rules, "common": ["--model", str(model), "--data", str(data), "--rounds", "1", "--quick", "--bpm", str(BPM)],
-            "env": {"MELODY_LC_CACHE": str(d / "cache"), "MELODY_LC_MIDI_API": "jack"}}
+    return {
+        "rules": rules,
+        "common": ["--model", str(model), "--data", str(data), "--rounds", "1", "--quick", "--bpm", str(BPM)],
+        "env": {"MELODY_LC_CACHE": str(d / "cache"), "MELODY_LC_MIDI_API": "jack"},
+    }
 
 
 def _stream(setup, *args, **kw):
     import os
 
     env = dict(os.environ, **setup["env"])
-    return subprocess.Popen([sys.executable, "-m", "melody_lc", "stream", "--rules", str(setup["rules"]), *setup["common"],
-                             *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "melody_lc", "stream", "--rules", str(setup["rules"]), *setup["common"], *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _phrases(status_path):
@@ -76,8 +86,20 @@ def _assert_panic_at_end(messages, channel):
 def test_stream_sends_exactly_the_generated_notes_on_the_grid(setup, receiver, tmp_path):
     rec = receiver("lc-test-grid")
     status, record = tmp_path / "status.jsonl", tmp_path / "sent.mid"
-    proc = _stream(setup, "--port", "lc-test-grid", "--phrases", "2", "--channel", "5", "--status", str(status),
-                   "--record", str(record), "--quiet")
+    proc = _stream(
+        setup,
+        "--port",
+        "lc-test-grid",
+        "--phrases",
+        "2",
+        "--channel",
+        "5",
+        "--status",
+        str(status),
+        "--record",
+        str(record),
+        "--quiet",
+    )
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     msgs = rec.stop()
@@ -159,8 +181,20 @@ def test_clock_follow_plays_to_the_daws_clock_and_stops_with_it(setup, receiver,
     # the DAW's port exists before the stream: JACK corrupts MIDI in flight when clients come and go
     out = open_output(None, virtual_name="lc-test-daw")
     status = tmp_path / "status.jsonl"
-    proc = _stream(setup, "--port", "lc-test-follow", "--clock", "follow", "--clock-input", "lc-test-daw",
-                   "--phrases", "1", "--status", str(status), "--quiet")
+    proc = _stream(
+        setup,
+        "--port",
+        "lc-test-follow",
+        "--clock",
+        "follow",
+        "--clock-input",
+        "lc-test-daw",
+        "--phrases",
+        "1",
+        "--status",
+        str(status),
+        "--quiet",
+    )
     try:
         while not (status.exists() and "waiting for the DAW" in status.read_text()):
             assert proc.poll() is None, proc.stderr.read()
@@ -193,8 +227,18 @@ def test_call_and_response_answers_the_phrase_played_in(setup, receiver, tmp_pat
     rec = receiver("lc-test-call")
     out = open_output(None, virtual_name="lc-test-player")  # made before the stream (see the follow test)
     status = tmp_path / "status.jsonl"
-    proc = _stream(setup, "--port", "lc-test-call", "--input", "lc-test-player", "--phrases", "3", "--status",
-                   str(status), "--quiet")
+    proc = _stream(
+        setup,
+        "--port",
+        "lc-test-call",
+        "--input",
+        "lc-test-player",
+        "--phrases",
+        "3",
+        "--status",
+        str(status),
+        "--quiet",
+    )
     try:
         while not status.exists() or not _phrases(status):
             assert proc.poll() is None, proc.stderr.read()

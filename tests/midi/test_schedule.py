@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from melody_lc.melody import Melody
-from melody_lc.midi.schedule import (PULSES_PER_PHRASE, PULSES_PER_STEP, FakeClock, Follower, Phrase, Tempo,
-                                     Transport, run_clock)
+from melody_lc.midi.schedule import (
+    PULSES_PER_PHRASE,
+    PULSES_PER_STEP,
+    FakeClock,
+    Follower,
+    Phrase,
+    Tempo,
+    Transport,
+    run_clock,
+)
 from tests.conftest import scale_notes
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from melody_lc.melody.encoding import HOLD, NUM_CLASSES, REST, STEPS
-from melody_lc.rules import RulesError, parse_rules
 from melody_lc.melody.pitches import NAMES
+from melody_lc.rules import RulesError, parse_rules
 
 MODES = ["major", "minor", "dorian", "harmonic minor", "major pentatonic", "blues", "locrian"]
 
@@ -23,6 +23,7 @@ def random_rule(kind: str, rng: np.random.Generator) -> str:
         a, b = sorted(rng.integers(lo, hi + 1, 2))
         fmt = (lambda v: f"{v}%") if pct else (lambda v: f"{v}")
         return [f">= {fmt(a)}", f"<= {fmt(b)}", f"{fmt(a)} .. {fmt(b)}", f"at least {fmt(a)}"][rng.integers(4)] + unit
+
     if kind == "key":
         if rng.random() < 0.2:
             return "key: pitch classes " + " ".join(NAMES[p] for p in rng.choice(12, rng.integers(1, 6), replace=False))
@@ -82,8 +83,9 @@ def check(text: str, seed: int, n: int = 48, temperature: float = 1.0):
     ok = rules.satisfied(tokens, cond)
     live = ~stats.dead_end.numpy()
     bad = ~ok[live].all(1)
-    assert not bad.any(), f"{text!r} (seed {seed}): a row without a dead end breaks " + \
-        ", ".join(np.array(rules.names)[~ok[live][bad][0]])
+    assert not bad.any(), f"{text!r} (seed {seed}): a row without a dead end breaks " + ", ".join(
+        np.array(rules.names)[~ok[live][bad][0]]
+    )
     return stats
 
 
@@ -140,12 +142,11 @@ def test_unconstrained_rows_are_left_alone():
 
 
 def test_the_readme_plugin_constraint_keeps_its_rule(tmp_path, monkeypatch):
-    """The rules plugin of the README, with its decode-time constraint, through its entry point."""
-    import sys
+    """The rules plugin of docs/rules.md, with its decode-time constraint, through its entry point."""
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    code = readme[readme.index("# climax_plugin.py"):]
+    readme = (Path(__file__).parents[2] / "docs" / "rules.md").read_text()
+    code = readme[readme.index("# climax_plugin.py") :]
     (tmp_path / "readme_climax.py").write_text(code[: code.index("```")])
     dist = tmp_path / "readme_climax-1.0.dist-info"
     dist.mkdir()

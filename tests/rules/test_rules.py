@@ -31,7 +31,8 @@ def test_every_shipped_example_parses_and_explains():
 
 
 def test_rewards_and_exact_tests_by_hand():
-    rs = parse_rules(textwrap.dedent("""\
+    rs = parse_rules(
+        textwrap.dedent("""\
         key: C major
         density: >= 3 notes per bar
         range: C4 .. C6
@@ -40,7 +41,8 @@ def test_rewards_and_exact_tests_by_hand():
         distinct: >= 5 pitches
         start: on tonic
         end: on G
-    """))
+    """)
+    )
     good = scale_melody(4).tokens  # quarter notes up and down C major, from C4
     r, ok = rs.rewards(good[None]), rs.satisfied(good[None])
     assert ok.tolist() == [[True, True, True, False, True, True, True, False]]  # B4->C4 leaps 11; ends on C5
@@ -80,33 +82,39 @@ def test_open_parameters_make_a_condition():
         rs.rewards(g_major)
 
 
-@pytest.mark.parametrize("text,where,message", [
-    ("key: C dorain", "1:8", "did you mean 'dorian'"),
-    ("kee: C major", "1:1", "did you mean 'key'"),
-    ("\n\nrange: C6 .. C4", "3:8", "range is empty"),
-    ("density: >= 3 notes per bra", "1:25", "expected 'bar'"),
-    ("rests: <= 25", "1:13", "expected '%'"),
-    ("leap <= 7 semitones", "1:1", "expected 'kind: ...'"),
-    ("density: >= 20 notes per bar", "1:13", "impossible"),
-    ("key: H major", "1:6", "pitch class"),
-    ("range: C4 .. Q9", "1:14", "a note such as C4"),
-    ("leap: <= 7 semitones extra", "1:22", "unexpected 'extra'"),
-    ("key: C major weight -1", "1:21", "weight must be positive"),
-    ("# only a comment", "1:1", "no rules"),
-])
+@pytest.mark.parametrize(
+    "text,where,message",
+    [
+        ("key: C dorain", "1:8", "did you mean 'dorian'"),
+        ("kee: C major", "1:1", "did you mean 'key'"),
+        ("\n\nrange: C6 .. C4", "3:8", "range is empty"),
+        ("density: >= 3 notes per bra", "1:25", "expected 'bar'"),
+        ("rests: <= 25", "1:13", "expected '%'"),
+        ("leap <= 7 semitones", "1:1", "expected 'kind: ...'"),
+        ("density: >= 20 notes per bar", "1:13", "impossible"),
+        ("key: H major", "1:6", "pitch class"),
+        ("range: C4 .. Q9", "1:14", "a note such as C4"),
+        ("leap: <= 7 semitones extra", "1:22", "unexpected 'extra'"),
+        ("key: C major weight -1", "1:21", "weight must be positive"),
+        ("# only a comment", "1:1", "no rules"),
+    ],
+)
 def test_errors_say_where_and_what(text, where, message):
     with pytest.raises(RulesError) as e:
         parse_rules(text, "my.rules")
     assert str(e.value).startswith(f"my.rules:{where}: ") and message in str(e.value)
 
 
-@pytest.mark.parametrize("text,line", [
-    ("density: >= 3 notes per bar\ndensity: <= 2 notes per bar", 2),
-    ("key: C major\nkey: F# major pentatonic", 2),
-    ("range: C4 .. E4\nrange: G4 .. C5", 2),
-    ("key: C major\nrange: C4 .. D4\ndistinct: >= 4 pitches", 3),
-    ("start: on tonic", 1),
-])
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        ("density: >= 3 notes per bar\ndensity: <= 2 notes per bar", 2),
+        ("key: C major\nkey: F# major pentatonic", 2),
+        ("range: C4 .. E4\nrange: G4 .. C5", 2),
+        ("key: C major\nrange: C4 .. D4\ndistinct: >= 4 pitches", 3),
+        ("start: on tonic", 1),
+    ],
+)
 def test_contradictions_are_reported(text, line):
     with pytest.raises(RulesError) as e:
         parse_rules(text, "c.rules")
@@ -120,17 +128,25 @@ def test_sharps_are_not_comments():
 
 def test_rules_check_cli(tmp_path):
     good = shipped_dir("rules") / "c_major_busy.rules"
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "rules", "check", str(good)], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "rules", "check", str(good)], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "every note is in C major" in res.stdout
     bad = tmp_path / "bad.rules"
     bad.write_text("key: C major\nkey: G dorain\n")
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "rules", "check", str(bad)], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "rules", "check", str(bad)], capture_output=True, text=True
+    )
     assert res.returncode == 2 and res.stderr.strip() == (
         f"melody-lc: error: {bad}:2:8: unknown mode 'dorain' — did you mean 'dorian'? (modes: aeolian, blues, dorian, "
         "harmonic minor, ionian, locrian, lydian, major, major pentatonic, melodic minor, minor, minor pentatonic, "
-        "mixolydian, natural minor, pentatonic, phrygian)")
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "rules", "check", str(tmp_path / "none.rules")],
-                         capture_output=True, text=True)
+        "mixolydian, natural minor, pentatonic, phrygian)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "rules", "check", str(tmp_path / "none.rules")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "no such rules file" in res.stderr
 
 
@@ -171,7 +187,8 @@ def plugin_path(tmp_path, monkeypatch):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: climax-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[melody_lc.rules]\nclimax = climax_plugin:Climax\nbroken = climax_plugin_missing:Nothing\n")
+        "[melody_lc.rules]\nclimax = climax_plugin:Climax\nbroken = climax_plugin_missing:Nothing\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
@@ -187,8 +204,9 @@ def test_plugin_kind_is_discovered_and_scores(plugin_path):
     env = {"PYTHONPATH": str(plugin_path)}
     import os
 
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "rules", "kinds"], capture_output=True, text=True,
-                         env={**os.environ, **env})
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "rules", "kinds"], capture_output=True, text=True, env={**os.environ, **env}
+    )
     assert "climax [plugin climax_plugin]" in res.stdout
     assert "plugin failed to load: broken = climax_plugin_missing:Nothing: ModuleNotFoundError" in res.stdout
 
@@ -211,9 +229,15 @@ def test_violations_mark_the_notes_that_break_each_rule(tmp_path):
     notes = [(60, 0, 4), (62, 4, 8), (64, 8, 12), (66, 12, 16), (79, 16, 20), (71, 20, 24)]
     tokens = Melody.from_notes(notes).tokens.astype(np.int64)[None]
     onset = {s: p for p, s, _ in notes}
-    for text, marked in (("key: C major", {12}), ("range: C4 .. C5", {16}), ("leap: <= 7 semitones", {16, 20}),
-                         ("start: on D", {0}), ("end: on C", {20}), ("density: <= 3 notes per bar", {0, 4, 8, 12}),
-                         ("rests: <= 10%", set())):
+    for text, marked in (
+        ("key: C major", {12}),
+        ("range: C4 .. C5", {16}),
+        ("leap: <= 7 semitones", {16, 20}),
+        ("start: on D", {0}),
+        ("end: on C", {20}),
+        ("density: <= 3 notes per bar", {0, 4, 8, 12}),
+        ("rests: <= 10%", set()),
+    ):
         rules = parse_rules(text)
         bad, melodies = rules.violations(tokens)
         assert set(np.flatnonzero(bad[0])) == marked, text

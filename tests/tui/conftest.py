@@ -36,7 +36,9 @@ def make_session(shipped_model, tmp_path):
         def find_fit(r):
             return cached_fit(r, shipped_model, [], search=(shipped_fits_dir(),))
 
-        s = LiveSession(shipped_model, rules, LiveSettings(**settings), find_fit=find_fit, captures=tmp_path / "captures")
+        s = LiveSession(
+            shipped_model, rules, LiveSettings(**settings), find_fit=find_fit, captures=tmp_path / "captures"
+        )
         made.append(s)
         return s
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from melody_lc.melody import Melody
+from melody_lc.melody.pitches import pitch_name
 from melody_lc.midi.files import phrases_to_midi
 from melody_lc.midi.ports import open_output
 from melody_lc.tui.app import LiveApp, PianoRoll
@@ -68,30 +69,45 @@ def test_keys_change_tempo_key_hold_and_capture_and_quit_panics(make_session, re
             assert "tonic = D" in str(app.query_one("#values-line").render())
             # the piano roll shows the phrase now playing, with the playhead inside it
             roll = app.query_one("#now", PianoRoll)
-            await until(pilot, lambda: roll.tokens == tuple(int(x) for x in session.current().tokens),
-                        what="the roll to show the phrase playing")  # the screen is refreshed 10 times a second
+            await until(
+                pilot,
+                lambda: roll.tokens == tuple(int(x) for x in session.current().tokens),
+                what="the roll to show the phrase playing",
+            )  # the screen is refreshed 10 times a second
             assert 0 <= roll.playhead < 256
             # hold: the phrases that follow repeat the one playing when it was pressed
             await pilot.press("l")
             held = session.current()
             assert session.holding and "(hold)" in str(app.query_one("#transport").render())
-            await until(pilot, lambda: session.current() is not None and session.current().index >= held.index + 2,
-                        what="two phrases after hold")
-            for rec in session.played()[held.index + 1:]:
+            await until(
+                pilot,
+                lambda: session.current() is not None and session.current().index >= held.index + 2,
+                what="two phrases after hold",
+            )
+            for rec in session.played()[held.index + 1 :]:
                 assert rec.info["source"] == "hold" and np.array_equal(rec.tokens, held.tokens)
             # mutate: the next phrase is a small latent step from this one (and hold ends)
             await pilot.press("l")
             assert not session.holding
-            await until(pilot, lambda: session.current() is not None and session.current().info["source"] == "generated",
-                        what="a generated phrase")
+            await until(
+                pilot,
+                lambda: session.current() is not None and session.current().info["source"] == "generated",
+                what="a generated phrase",
+            )
             base = session.current()
             # every generated phrase obeys its rules, and the rules table says how much the mask overruled the decoder
             assert all(base.info["satisfied"]) and isinstance(base.info["interventions"], int)
-            await until(pilot, lambda: "mask overruled the decoder" in str(app.query_one("#rules").border_subtitle),
-                        what="the interventions under the rules table")
+            await until(
+                pilot,
+                lambda: "mask overruled the decoder" in str(app.query_one("#rules").border_subtitle),
+                what="the interventions under the rules table",
+            )
             await pilot.press("m")
-            await until(pilot, lambda: session.current() is not None and session.current().index > base.index,
-                        what="the mutated phrase")
+            await until(
+                pilot,
+                lambda: session.current() is not None and session.current().index > base.index,
+                what="the mutated phrase",
+            )
             mutated = session.current()
             walk = session.settings.variation * (2 * base.info["z"].numel()) ** 0.5  # a usual step of the walk
             assert float((mutated.info["z"] - base.info["z"]).norm()) < 0.6 * walk
@@ -109,7 +125,10 @@ def test_keys_change_tempo_key_hold_and_capture_and_quit_panics(make_session, re
             heard = [m for m in mido.MidiFile(path).tracks[0] if not m.is_meta]
             want = [m for m in phrases_to_midi([r.tokens for r in recs]).tracks[0] if not m.is_meta]
             assert heard == want and sum(m.type == "note_on" for m in heard) > 40
-            assert sorted(p.name for p in session.captures.iterdir()) == ["take-001.mid", "take-002.mid"]  # no temp files left
+            assert sorted(p.name for p in session.captures.iterdir()) == [
+                "take-001.mid",
+                "take-002.mid",
+            ]  # no temp files left
             await pilot.press("q")
         return session
 
@@ -174,8 +193,9 @@ def test_a_rules_file_without_a_fit_is_fitted_in_a_worker_with_a_progress_bar(ma
 
     session = make_session("c_major_busy.rules")
     windows = MelodyDataset(misc_folk_dataset[0]).windows("train")
-    config = FitConfig(rounds=2, initial_samples=256, samples_per_round=128, initial_critic_steps=30,
-                       critic_steps=20, actor_steps=20)
+    config = FitConfig(
+        rounds=2, initial_samples=256, samples_per_round=128, initial_critic_steps=30, critic_steps=20, actor_steps=20
+    )
     rounds_seen = []
 
     def fit(rules, progress):
@@ -222,14 +242,25 @@ def test_help_lists_every_key_and_the_palette_offers_the_same_actions(make_sessi
                 assert b.description in described
             assert any(r[0] == "space" for r in rows) and any(r[0] == "?" for r in rows)
             await pilot.press("escape")
-            readme = (REPO / "README.md").read_text()
-            keymap = readme[readme.index("| key | what it does |"):]
-            for keys, _ in rows:  # the README's key map has every key
+            readme = (REPO / "docs" / "live.md").read_text()
+            keymap = readme[readme.index("| key | what it does |") :]
+            for keys, _ in rows:  # the documented key map has every key
                 for key in keys.split(" / "):
                     assert f"`{key}`" in keymap, key
             commands = {c.title for c in app.get_system_commands(app.screen)}
-            for needed in ("Play/stop", "Hold", "Mutate", "Capture", "Capture last N", "Panic", "Key up",
-                           "Output port", "Input port (call and response)", "Clock mode", "Reload rules"):
+            for needed in (
+                "Play/stop",
+                "Hold",
+                "Mutate",
+                "Capture",
+                "Capture last N",
+                "Panic",
+                "Key up",
+                "Output port",
+                "Input port (call and response)",
+                "Clock mode",
+                "Reload rules",
+            ):
                 assert needed in commands
             # the clock key cycles internal -> send -> follow (stopped: nothing to restart)
             await pilot.press("c")
@@ -272,12 +303,16 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
             await pilot.press("space")
             await until(pilot, lambda: session.current() is not None, what="the first phrase")
             step = 60 / 600 / 4
-            for k, pitch in enumerate([60, 62, 64, 65, 67, 65, 64, 62]):
+            for pitch in [60, 62, 64, 65, 67, 65, 64, 62]:
                 player.send(mido.Message("note_on", note=pitch, velocity=90))
                 await asyncio.sleep(2 * step)
                 player.send(mido.Message("note_off", note=pitch, velocity=0))
-            await until(pilot, lambda: any(r.info.get("source") == "response" for r in session.played()),
-                        timeout=60, what="the answer")
+            await until(
+                pilot,
+                lambda: any(r.info.get("source") == "response" for r in session.played()),
+                timeout=60,
+                what="the answer",
+            )
             answer = next(r for r in session.played() if r.info["source"] == "response")
             assert len(Melody(np.array(answer.info["called"])).notes()) == 8
             # the panic key: everything stops at once, every note ends, then CC 123 and CC 120
@@ -296,7 +331,47 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
     assert no_hanging_notes(daw.stop())
 
 
-@pytest.mark.parametrize("size", [(120, 40)])
+def test_piano_roll_rows_name_the_pitches_they_hold():
+    from melody_lc.tui.app import roll_rows, row_label
+
+    scale = np.array([60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79])  # C major, C4 .. G5
+    assert [row_label(r) for r in roll_rows(scale, 24)][:3] == ["G5", "F#5", "F5"]  # it fits: every semitone
+    for height in (4, 7, 10):  # it does not: the phrase's own pitches, shared only where needed
+        rows = roll_rows(scale, height)
+        assert len(rows) == height and sorted(np.concatenate(rows)) == sorted(scale)
+        for row in rows:
+            names = row_label(row).split("-")
+            assert all(n in {pitch_name(int(p)) for p in row} for n in names)
+    assert [row_label(r) for r in roll_rows(scale, 12)] == [pitch_name(int(p)) for p in scale[::-1]]
+
+
+def test_main_screen_at_80_by_24_labels_each_row_by_what_it_holds(make_session):
+    """A common default terminal: the roll folds a C major phrase by its own pitches, no Ab or Bb."""
+    from melody_lc.midi.live import PhraseRecord
+    from melody_lc.tui.app import roll_rows, row_label
+    from tests.conftest import scale_notes
+
+    session = make_session("c_major_busy.rules")
+    tokens = Melody.from_notes([(p, s, e) for p, s, e, _ in scale_notes(16)]).tokens
+    session.history.append(PhraseRecord(0, tokens, {"source": "generated"}))
+    app = LiveApp(session, autoplay=False)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            roll = app.query_one("#now", PianoRoll)
+            lines = str(roll.render()).split("\n")
+            sounding = Melody(tokens).notes()
+            rows = roll_rows(np.array([p for p, _, _ in sounding]), roll.size.height)
+            assert [line.split()[0] for line in lines] == [row_label(r) for r in rows]
+            played = {pitch_name(p) for p, _, _ in sounding}
+            assert all(name in played for line in lines for name in line.split()[0].split("-"))
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 def test_main_screen_snapshot(make_session, snap_compare, size):
     """The main screen, stopped, showing a phrase (a C major scale walk) and its rules."""
     from melody_lc.midi.live import PhraseRecord

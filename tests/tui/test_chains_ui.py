@@ -25,16 +25,19 @@ def test_the_chains_table_bypasses_moves_edits_and_saves(shipped_model, tmp_path
     rules = tmp_path / "c_major_busy.rules"
     shutil.copy(REPO / "rules" / "c_major_busy.rules", rules)
     path = tmp_path / "live.chain"
-    path.write_text("# the lead, an octave up\ntempo: 600\n"
-                    "chain lead: generator(rules=c_major_busy.rules, seed=1) -> transpose(12) -> velocity(fixed=100)"
-                    " -> out(port=chain-tui)\n")
+    path.write_text(
+        "# the lead, an octave up\ntempo: 600\n"
+        "chain lead: generator(rules=c_major_busy.rules, seed=1) -> transpose(12) -> velocity(fixed=100)"
+        " -> out(port=chain-tui)\n"
+    )
     chains = load_chains(path)
 
     def find_fit(r):
         return cached_fit(r, shipped_model, [], search=(shipped_fits_dir(),))
 
-    session = LiveSession(shipped_model, rules, LiveSettings(bpm=600.0), find_fit=find_fit,
-                          captures=tmp_path / "captures", chains=chains)
+    session = LiveSession(
+        shipped_model, rules, LiveSettings(bpm=600.0), find_fit=find_fit, captures=tmp_path / "captures", chains=chains
+    )
     app = LiveApp(session)
     marks = {}
 
@@ -60,7 +63,8 @@ def test_the_chains_table_bypasses_moves_edits_and_saves(shipped_model, tmp_path
             box.value = "99"
             await pilot.press("enter")
             assert "semitones: expected a whole number from -48 to 48, found 99" in str(
-                app.screen.query_one("#param-status").render())
+                app.screen.query_one("#param-status").render()
+            )
             box.value = "7"
             await pilot.press("enter")
             assert session.rack.runner("lead").slots[1].link.values["semitones"] == 7
@@ -73,9 +77,11 @@ def test_the_chains_table_bypasses_moves_edits_and_saves(shipped_model, tmp_path
     asyncio.run(scenario())
     time.sleep(0.3)
     got = daw.stop()
-    assert path.read_text() == ("# the lead, an octave up\ntempo: 600\nchain lead: generator(rules=c_major_busy.rules, "
-                                "seed=1)\n    -> velocity(fixed=100)\n    -> transpose(semitones=7, bypass=yes)\n"
-                                "    -> out(port=chain-tui)\n")
+    assert path.read_text() == (
+        "# the lead, an octave up\ntempo: 600\nchain lead: generator(rules=c_major_busy.rules, "
+        "seed=1)\n    -> velocity(fixed=100)\n    -> transpose(semitones=7, bypass=yes)\n"
+        "    -> out(port=chain-tui)\n"
+    )
     assert load_chains(path).chains[0].links[2].bypass  # it reads back
     ons = [(t, m) for t, m in got if m.type == "note_on" and m.velocity]
     assert ons and {m.velocity for _, m in ons} == {100}
@@ -91,12 +97,23 @@ def test_the_chains_table_bypasses_moves_edits_and_saves(shipped_model, tmp_path
 def test_live_takes_its_rules_from_the_chain_and_checks_the_file_first(tmp_path):
     bad = tmp_path / "bad.chain"
     bad.write_text("chain: generator(rules=x.rules) -> echo(repeats=0) -> out()\n")
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "live", "--chain", str(bad)], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "live", "--chain", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert res.returncode == 2 and res.stderr.strip() == (
-        f"melody-lc: error: {bad}:1:49: repeats: expected a whole number from 1 to 16, found 0")
+        f"melody-lc: error: {bad}:1:49: repeats: expected a whole number from 1 to 16, found 0"
+    )
     none = tmp_path / "input.chain"
     none.write_text("chain: input() -> out()\n")
-    res = subprocess.run([sys.executable, "-m", "melody_lc", "live", "--chain", str(none)], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "live", "--chain", str(none)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert res.returncode == 2 and "give --rules, or --chain with a chain whose source is generator" in res.stderr

@@ -50,9 +50,27 @@ def test_in_a_terminal_it_plays_and_every_way_out_ends_with_panic(receiver, tmp_
     daw = receiver(f"daw-pty-{how.lower()}")
     master, slave = pty.openpty()
     env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="40")
-    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "live", "--rules", str(REPO / "rules" / "c_major_busy.rules"),
-                             "--port", daw.name, "--bpm", "600", "--captures", str(tmp_path / "caps")],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "melody_lc",
+            "live",
+            "--rules",
+            str(REPO / "rules" / "c_major_busy.rules"),
+            "--port",
+            daw.name,
+            "--bpm",
+            "600",
+            "--captures",
+            str(tmp_path / "caps"),
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         t0 = time.monotonic()
@@ -87,13 +105,20 @@ def test_live_with_a_chain_file_in_a_terminal(receiver, tmp_path):
     file; q ends with panic."""
     daw = receiver("daw-pty-chain")
     chain = tmp_path / "lead.chain"
-    chain.write_text(f"tempo: 600\nchain lead: generator(rules={REPO / 'rules' / 'any_key_major.rules'}, tonic=D, "
-                     "channel=3)\n    -> transpose(12) -> out(port=daw-pty-chain)\n")
+    chain.write_text(
+        f"tempo: 600\nchain lead: generator(rules={REPO / 'rules' / 'any_key_major.rules'}, tonic=D, "
+        "channel=3)\n    -> transpose(12) -> out(port=daw-pty-chain)\n"
+    )
     master, slave = pty.openpty()
     env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="40")
-    proc = subprocess.Popen([sys.executable, "-m", "melody_lc", "live", "--chain", str(chain), "--captures",
-                             str(tmp_path / "caps")], stdin=slave, stdout=slave, stderr=slave, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "melody_lc", "live", "--chain", str(chain), "--captures", str(tmp_path / "caps")],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         t0 = time.monotonic()

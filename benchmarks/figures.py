@@ -1,0 +1,100 @@
+"""Write docs/figures.md from the benchmarks themselves: each section is a benchmark's own output.
+
+    python benchmarks/figures.py                   # every benchmark below (hours on 2 cores)
+    python benchmarks/figures.py midi_reading      # rerun some; the other sections stay as they are
+
+Each section holds the command, the machine it ran on (CPU model and SIMD flags, cores), the date,
+and the benchmark's output verbatim, between markers that this script finds again on the next run.
+Nothing in a section is typed by hand. Sections of benchmarks not rerun keep their earlier output
+(and their machine and date), so figures from different machines stay apart and labelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "figures.md"
+
+# name -> (arguments, what it measures, rough time on 2 cores)
+BENCHMARKS = {
+    "enforce_table": ([], "rules as requirements: every layer on every shipped example and ten more files", "40 min"),
+    "paper_table": ([], "the paper's melody table: prior, actor, gradient search, rejection, masked rows", "20 min"),
+    "midi_reading": ([], "real MIDI files to windows: symusic against note_seq's pretty_midi path", "1 min"),
+    "install_footprint": ([], "the README's install commands: time, disk, distributions", "8 min"),
+    "extraction_throughput": (["--limit", "2000"], "music21 corpus to windows at 1 and 2 workers", "10 min"),
+    "build_memory": ([], "peak memory of a MIDI-directory build", "2 min"),
+    "model_speed": ([], "training and sampling speed of the default preset, per GFLOP/s", "3 min"),
+    "rules_speed": ([], "scoring speed of the rules", "1 min"),
+    "chain_latency": ([], "note-in to note-out latency of chains on real ports", "2 min"),
+    "live_timing": ([], "clock and phrase timing of the live engine", "3 min"),
+    "latent_scale": ([], "the distance penalty's scale", "5 min"),
+    "image_table": ([], "the paper's image table (needs image data)", "30 min"),
+    "learning_curve": ([], "accuracy against training time", "long"),
+}
+HEADER = """# Figures
+
+[melody-lc](../README.md) · [all docs](README.md)
+
+Written by `python benchmarks/figures.py`: each section below is one benchmark's output, verbatim,
+with the machine and date it ran on. Rerun one with `python benchmarks/figures.py NAME`. Figures
+not yet regenerated this way, from earlier runs, are in [figures-earlier.md](figures-earlier.md),
+each with the machine it ran on.
+"""
+
+
+def machine() -> str:
+    from melody_lc.melody.train import describe_hardware
+
+    return f"{describe_hardware()}, {os.cpu_count()} cores"
+
+
+def section(name: str, args: list[str], what: str, out: str) -> str:
+    cmd = " ".join(["python", f"benchmarks/{name}.py", *args])
+    return (
+        f"<!-- figures:{name} -->\n## {name}: {what}\n\n`{cmd}` on {machine()}, "
+        f"{datetime.date.today().isoformat()}:\n\n```\n{out.rstrip()}\n```\n<!-- /figures:{name} -->\n"
+    )
+
+
+def existing() -> dict[str, str]:
+    text = PAGE.read_text() if PAGE.exists() else ""
+    return {m[1]: m[0] for m in re.finditer(r"<!-- figures:(\w+) -->.*?<!-- /figures:\1 -->\n", text, re.S)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help=f"benchmarks to rerun (default: all): {', '.join(BENCHMARKS)}")
+    args = ap.parse_args()
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    sections = existing()
+    for name in args.names or list(BENCHMARKS):
+        extra, what, cost = BENCHMARKS[name]
+        print(f"running {name} (about {cost})", file=sys.stderr, flush=True)
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *extra], cwd=ROOT, capture_output=True, text=True
+        )
+        if run.returncode != 0:
+            print(
+                f"{name} failed (exit {run.returncode}); its section is kept as it was:\n{run.stderr[-2000:]}",
+                file=sys.stderr,
+            )
+            continue
+        sections[name] = section(name, extra, what, run.stdout)
+        body = HEADER + "".join(f"\n{sections[n]}" for n in BENCHMARKS if n in sections)
+        tmp = PAGE.with_suffix(".md.tmp")
+        tmp.write_text(body)
+        os.replace(tmp, PAGE)  # after each benchmark: an interrupted run loses nothing
+    print(f"wrote {PAGE.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

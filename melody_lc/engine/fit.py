@@ -9,18 +9,15 @@ No labels: rounds of
 The true reward is cheap to measure, so each round measures the actor's real satisfaction on fresh
 latents; the best actor is kept, and fitting stops once it has not improved for a few rounds.
 
-What the melody VAE taught us (C major + >= 3 notes per bar, decoded at temperature 0.5; the
-numbers are the actor's true satisfaction on fresh samples):
-  - feeding the actor's own outputs back to the critics, and to the realism critic as fakes (a GAN),
-    made the loop oscillate (best rounds 50-66%, then 5-20%): the critics chase the actor. Critics
-    that learn from the prior alone, never from the actor, do not move under it (95.6% at round 1);
-  - one critic is exploited: the longer the actor trains against it, the worse the true result.
-    An ensemble answering mean - 2 std holds up far better (see nets.CriticEnsemble);
-  - an actor free to leave the prior's shell finds regions where the critics extrapolate (see
-    nets.Actor);
-  - the paper's gated actor, free to replace z, sent every latent to nearly one place (97.6%
-    satisfied, but its outputs 0.16 times as far apart as its inputs): the default bounded step
-    keeps the variety (92.9%, 0.54). Each round logs that ratio as ``spread``.
+Why it is built so (the measurements are in docs/figures-earlier.md, "Why the fit is built as it is"):
+  - feeding the actor's own outputs back to the critics (or to the realism critic as fakes, a GAN)
+    made the loop oscillate: the critics chase the actor. Critics that learn from the prior alone
+    do not move under it;
+  - one critic is exploited: the longer the actor trains against it, the worse the true result;
+    an ensemble answering mean - 2 std holds up far better (see nets.CriticEnsemble);
+  - an actor free to leave the prior's shell finds regions where the critics extrapolate, and the
+    paper's gated actor sent every latent to nearly one place (see nets.Actor). Each round logs
+    how far apart the actor's outputs stay as ``spread``.
 
 The engine knows only tensors in latent space; :class:`LatentProblem` is what the caller supplies.
 """

@@ -10,17 +10,12 @@ attributes), K constraints.
             (|dz| <= 3, by a scaled tanh). The default here is a bounded step instead:
             z' = z + sigmoid(gates) * max_step * tanh(dz), at most ``max_step`` per dimension.
             Either way z' is given the norm of z: a Gaussian prior's samples lie on a thin shell
-            (|z| ~ sqrt(Z)), and off that shell the critics have seen no data and extrapolate
-            (measured on the melody VAE: one round of fitting reached 34% satisfaction without
-            the projection, 62% with it).
+            (|z| ~ sqrt(Z)), and off that shell the critics have seen no data and extrapolate.
 
-            Why the bounded step: the gated actor can open every gate and replace z, and it did.
-            On the melody VAE (C major + >= 3 notes per bar) it satisfied 97.6% of samples by
-            sending every latent to nearly one place (its outputs lay 0.15 times as far apart as
-            its inputs, and 21.5 from them, about as far as a fresh draw); on digits, every '7' it
-            drew was the same '7'. With max_step 2 the same fit satisfied 92.9% at a shift of
-            15.5 with outputs 0.54 times as far apart; on digits, 96.6% against 96.8%, shift 4.9
-            against 7.1, and 2.5 times the variety (benchmarks/paper_table.py, image_table.py).
+            Why the bounded step: the gated actor can open every gate and replace z, and it did,
+            sending every latent to nearly one place (the same melody, the same '7'); the bounded
+            step keeps the prior's variety at almost the same satisfaction. The measurements behind
+            these choices are in docs/figures-earlier.md ("Why the fit is built as it is").
 """
 
 from __future__ import annotations
@@ -60,12 +55,8 @@ class Critic(nn.Module):
 class CriticEnsemble(nn.Module):
     """E critics trained alike from different initialisations; as a critic it answers pessimistically,
     mean - k * std of the members' logits per constraint, so that the actor and the gradient search
-    are steered away from where the members disagree, i.e. where the reward is a guess.
-
-    Measured on the melody VAE (critics trained on 8,192 scored prior samples, actor trained 100
-    steps against them): one critic 70% of actor outputs satisfied C major + density, an ensemble
-    of 4 with k = 2 97%; against one critic the actor's satisfaction fell as it trained longer
-    (19% after 1,000 steps), exploiting the critic's errors."""
+    are steered away from where the members disagree, i.e. where the reward is a guess: an actor
+    trained against a single critic learns to exploit its errors (docs/figures-earlier.md)."""
 
     def __init__(
         self,

@@ -11,205 +11,23 @@ on its own threads; fits run in a Textual worker thread; the screen is refreshed
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.reactive import reactive
-from textual.screen import ModalScreen
-from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, RichLog, Select, Static
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, RichLog, Static
 
-from melody_lc.melody import metrics
-from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES, STEPS
-from melody_lc.melody.pitches import pitch_name
+from melody_lc.melody.encoding import BAR_STEPS
 from melody_lc.midi.ports import PortError, list_ports
+from melody_lc.tui.pianoroll import PianoRoll
+from melody_lc.tui.screens import ChoiceScreen, HelpScreen, ParamsScreen, ValuesScreen
 from melody_lc.tui.session import LiveSession, value_text
-
-
-def pitch_per_step(tokens) -> tuple[np.ndarray, np.ndarray]:
-    """(pitch (256,) with -1 where silent, onset (256,) bool) of a token string."""
-    t = np.asarray(tokens, dtype=np.int64)
-    return metrics.sounding_pitch(t).astype(np.int64), t < NUM_PITCHES
-
-
-def roll_rows(pitches: np.ndarray, height: int) -> list[np.ndarray]:
-    """The pitches of each piano-roll row, top row first, for a phrase sounding ``pitches``.
-
-    A row per semitone from the lowest to the highest pitch when they fit in ``height`` rows;
-    otherwise a row per pitch the phrase uses (so no row stands for a pitch it never plays), and
-    when even those do not fit, neighbouring used pitches share a row."""
-    lo, hi = int(pitches.min()), int(pitches.max())
-    if hi - lo + 1 <= height:
-        return [np.array([p]) for p in range(hi, lo - 1, -1)]
-    used = np.unique(pitches)[::-1]
-    return np.array_split(used, min(len(used), max(1, height)))
-
-
-def row_label(row: np.ndarray) -> str:
-    """``G4`` for a row of one pitch, ``F4-G4`` for a row of several (lowest-highest)."""
-    return pitch_name(int(row[0])) if len(row) == 1 else f"{pitch_name(int(row[-1]))}-{pitch_name(int(row[0]))}"
-
-
-class PianoRoll(Widget):
-    """A phrase as a piano roll: a row per pitch (see :func:`roll_rows`; each row is labelled with
-    the pitches it holds), a column per one or more sixteenths, bar lines, and the playhead."""
-
-    tokens: reactive[tuple | None] = reactive(None)
-    playhead: reactive[int | None] = reactive(None)  # the step now playing, or None
-
-    def __init__(self, empty: str = "", **kw) -> None:
-        super().__init__(**kw)
-        self.empty = empty
-
-    def render(self) -> Text:
-        if self.tokens is None:
-            return Text(self.empty, style="dim italic")
-        pitch, onset = pitch_per_step(self.tokens)
-        sounding = pitch[pitch >= 0]
-        if not len(sounding):
-            return Text("(a silent phrase)", style="dim italic")
-        rows = roll_rows(sounding, max(1, self.size.height))
-        labels = [row_label(r) for r in rows]
-        label_w = max(len(x) for x in labels) + 1
-        ncols = int(np.clip(self.size.width - label_w, 16, STEPS))
-        col = np.arange(STEPS) * ncols // STEPS  # the column of each step
-        starts = np.flatnonzero(np.diff(col, prepend=-1))  # each column's first step
-        bar_cols = set((np.arange(0, STEPS, BAR_STEPS) * ncols // STEPS).tolist())
-        head = None if self.playhead is None else int(col[min(STEPS - 1, int(self.playhead))])
-        text = Text(no_wrap=True, overflow="crop")
-        for row, label in zip(rows, labels):
-            inside = np.isin(pitch, row)
-            on = np.logical_or.reduceat(inside & onset, starts)
-            held = np.logical_or.reduceat(inside, starts)
-            text.append(f"{label:>{label_w - 1}} ", style="dim")
-            for c in range(ncols):
-                bar_line = c in bar_cols
-                if on[c]:
-                    ch, style = "█", "bold green"
-                elif held[c]:
-                    ch, style = "▬", "green"
-                else:
-                    ch, style = ("┊" if bar_line else " "), "grey37"
-                if c == head:
-                    style += " on grey30"
-                text.append(ch, style=style)
-            text.append("\n")
-        text.rstrip()
-        return text
-
-
-# --------------------------------------------------------------------------------------------------
-class HelpScreen(ModalScreen):
-    """Every key of the main screen, from its bindings (so the list is never out of date)."""
-
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
-
-    def compose(self) -> ComposeResult:
-        table = DataTable(id="keys", cursor_type="none", zebra_stripes=True)
-        table.add_columns("key", "what it does")
-        for b in self.app.key_map():
-            table.add_row(*b)
-        with Vertical(id="help"):
-            yield Label("melody-lc live: keys (ctrl+p: the same actions by name; escape closes)", id="help-title")
-            yield table
-
-
-class ChoiceScreen(ModalScreen):
-    """Pick one of a list (ports); dismisses with the chosen value, or nothing on escape."""
-
-    BINDINGS = [Binding("escape", "dismiss", "Cancel")]
-
-    def __init__(self, title: str, choices: list[tuple[str, object]]) -> None:
-        super().__init__()
-        self.title_text, self.choices = title, choices
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="choice"):
-            yield Label(self.title_text)
-            yield OptionList(*[label for label, _ in self.choices], id="choices")
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.choices[event.option_index][1])
-
-
-class ValuesScreen(ModalScreen):
-    """A selector for each open parameter of the rules (a tonic, a density...)."""
-
-    BINDINGS = [Binding("escape", "dismiss", "Close")]
-
-    def __init__(self, session: LiveSession) -> None:
-        super().__init__()
-        self.session = session
-
-    def compose(self) -> ComposeResult:
-        rules = self.session.rules
-        with Vertical(id="values"):
-            yield Label("open parameters (from the next phrase; escape closes)")
-            for name, spec in rules.open.items():
-                choices = (
-                    range(spec[1]) if spec[0] == "category" else range(math.ceil(spec[1]), math.floor(spec[2]) + 1)
-                )
-                options = [(value_text(rules, name, v), v) for v in choices]
-                now = self.session.values[name]
-                yield Label(name)
-                yield Select(
-                    options,
-                    value=int(now) if spec[0] == "category" else round(now),
-                    allow_blank=False,
-                    id=f"value-{name}",
-                )
-
-    def on_select_changed(self, event: Select.Changed) -> None:
-        name = event.select.id.removeprefix("value-")
-        if event.value != self.session.values.get(name):
-            self.app.set_value(name, event.value)
-
-
-class ParamsScreen(ModalScreen):
-    """The parameters of one processor in a chain: each one an input, applied on Enter and checked
-    against the processor's declaration."""
-
-    BINDINGS = [Binding("escape", "dismiss", "Close")]
-
-    def __init__(self, session: LiveSession, chain: str, index: int, link) -> None:
-        super().__init__()
-        self.session, self.chain, self.index, self.link = session, chain, index, link
-
-    def compose(self) -> ComposeResult:
-        from melody_lc.chain.api import format_value
-
-        with Vertical(id="params"):
-            yield Label(f"{self.link.name} in chain {self.chain} (Enter applies a value; escape closes)")
-            if not self.link.cls.params:
-                yield Label("(no parameters)")
-            for p in self.link.cls.params:
-                now = self.link.written.get(p.name)
-                if now is None:
-                    now = "" if p.required else format_value(p, p.default_value())
-                yield Label(f"{p.name}: {p.expected()}" + (f" ({p.help})" if p.help else ""))
-                yield Input(value=str(now), id=f"param-{p.name}", disabled=p.type == "path")
-            yield Static(id="param-status")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        from melody_lc.chain.api import ParamError
-
-        name = event.input.id.removeprefix("param-")
-        status = self.query_one("#param-status", Static)
-        try:
-            self.session.chain_set(self.chain, self.index, name, event.value)
-        except ParamError as e:
-            status.update(Text(str(e), style="bold red"))
-            return
-        status.update(Text(f"{name} = {self.link.written[name]}", style="green"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from melody_lc.melody import Melody
 from melody_lc.melody.pitches import pitch_name
 from melody_lc.midi.files import phrases_to_midi
 from melody_lc.midi.ports import open_output
-from melody_lc.tui.app import LiveApp, PianoRoll
+from melody_lc.tui.app import LiveApp
+from melody_lc.tui.pianoroll import PianoRoll
 from tests.tui.conftest import REPO
 
 
@@ -332,7 +333,7 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
 
 
 def test_piano_roll_rows_name_the_pitches_they_hold():
-    from melody_lc.tui.app import roll_rows, row_label
+    from melody_lc.tui.pianoroll import roll_rows, row_label
 
     scale = np.array([60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79])  # C major, C4 .. G5
     assert [row_label(r) for r in roll_rows(scale, 24)][:3] == ["G5", "F#5", "F5"]  # it fits: every semitone
@@ -348,7 +349,7 @@ def test_piano_roll_rows_name_the_pitches_they_hold():
 def test_main_screen_at_80_by_24_labels_each_row_by_what_it_holds(make_session):
     """A common default terminal: the roll folds a C major phrase by its own pitches, no Ab or Bb."""
     from melody_lc.midi.live import PhraseRecord
-    from melody_lc.tui.app import roll_rows, row_label
+    from melody_lc.tui.pianoroll import roll_rows, row_label
     from tests.conftest import scale_notes
 
     session = make_session("c_major_busy.rules")

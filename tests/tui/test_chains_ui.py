@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 from melody_lc.chain.syntax import load_chains
-from melody_lc.tui.app import LiveApp, ParamsScreen
+from melody_lc.tui.app import LiveApp
+from melody_lc.tui.screens import ParamsScreen
 from tests.tui.conftest import REPO
 from tests.tui.test_app import no_hanging_notes, until
 

@@ -1,0 +1,258 @@
+"""Fitting a rules file to the VAE, zero-shot: the paper's critics and actor, scored by decoding
+melodies under the rules' constraints; fits cached and shipped by the key of what they depend on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from melody_lc import checkpoint
+from melody_lc.constrain.enforce import FIT_TEMPERATURE, Checked, decode_checked
+from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit
+from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.rules import RuleSet
+
+FIT_KIND = "melody-lc-actor"
+
+
+def model_fingerprint(model: HierarchicalMelodyVAE) -> str:
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for k, v in sorted(model.state_dict().items()):  # every weight's exact bytes: the same whatever the
+        h.update(k.encode())  # thread count (a float sum was not)
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def posterior_stats(model: HierarchicalMelodyVAE, windows: np.ndarray, limit: int = 2048, seed: int = 0):
+    """(sigma_bar (Z,), encodings (M, Z)): the mean posterior scale per dimension, and posterior
+    means of real data for the realism critic."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(windows))[:limit]
+    mus, sigmas = [], []
+    for i in range(0, len(idx), 256):
+        mu, sigma = model.encode(torch.from_numpy(windows[idx[i : i + 256]].astype(np.int64)))
+        mus.append(mu)
+        sigmas.append(sigma)
+    return torch.cat(sigmas).mean(0), torch.cat(mus)
+
+
+FIT_STATS = "fit-stats"  # beside a model's weights: what a fit takes from the training data
+
+
+def save_fit_stats(model_dir: str | os.PathLike, model: HierarchicalMelodyVAE, windows: np.ndarray, data: str) -> None:
+    """Store what a fit takes from the training data (the mean posterior scale per dimension and
+    posterior means of real melodies) beside the model, so that a new rules file fits without
+    the dataset."""
+    from melody_lc.fileio import write_json
+
+    sigma_bar, real = posterior_stats(model, windows)
+    d = Path(model_dir)
+    checkpoint.save_tensors(d / f"{FIT_STATS}.safetensors", {"sigma_bar": sigma_bar, "real": real})
+    write_json(d / f"{FIT_STATS}.json", {"model": model_fingerprint(model), "encodings": len(real), "data": data})
+
+
+def load_fit_stats(
+    model_dir: str | os.PathLike, model: HierarchicalMelodyVAE
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(sigma_bar, real encodings) stored beside ``model``, or None (none there, or made for other weights)."""
+    from safetensors.torch import load_file
+
+    d = Path(model_dir)
+    try:
+        info = json.loads((d / f"{FIT_STATS}.json").read_text())
+        if info.get("model") != model_fingerprint(model):
+            return None
+        t = load_file(str(d / f"{FIT_STATS}.safetensors"))
+        return t["sigma_bar"].float(), t["real"].float()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@dataclass
+class Fitted:
+    actor: Actor
+    critic: CriticEnsemble
+    sigma_bar: torch.Tensor
+    meta: dict
+
+
+RELABELS = 8  # rules with open parameters: each scored prior melody is scored under this many values
+
+
+MASK_SCALE = 2.0  # fitting: the interventions at which a rule's reward has fallen to 1/e
+FIT_SCORING = "interventions-1"  # what fits learn from (see fit_scores); part of every fit's key
+
+
+def fit_scores(rules: RuleSet, checked: Checked, cond) -> tuple[np.ndarray, np.ndarray]:
+    """What a fit learns from melodies decoded under the rules' constraints: per rule, how little
+    the mask had to overrule the decoder, exp(-interventions / MASK_SCALE) (a graded signal for any
+    rule, also one that prior samples almost never satisfy by themselves), times the rule's own
+    reward where the melody still fails it (a dead end); a rule kept by verification alone gives
+    its own reward. Satisfied: the decoder wrote the rule by itself (no intervention) and the exact
+    test passes, which is what the actor alone would deliver. (Rules without open parameters only:
+    see ``fit_rules``.)"""
+    rewards = rules.rewards(checked.tokens, cond)
+    masked = np.array([name not in rules.verified_only for name in rules.names], bool)
+    mask_reward = np.exp(-checked.by_rule / MASK_SCALE) * np.where(checked.failed, rewards, 1.0)
+    rewards = np.where(masked[None, :], mask_reward, rewards)
+    return rewards, ~checked.failed & ~((checked.by_rule > 0) & masked[None, :])
+
+
+def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:
+    """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
+    parts = [rules.digest(), model_fingerprint(model), asdict(config), temperature, FIT_SCORING]
+    if rules.open:
+        parts.append({"relabels": RELABELS})
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def shipped_fits_dir() -> Path:
+    from melody_lc.paths import shipped_dir
+
+    return shipped_dir("models") / "fits"
+
+
+def fit_rules(
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    windows,
+    config: FitConfig = FitConfig(),
+    temperature: float = FIT_TEMPERATURE,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[dict], None] | None = None,
+    search: tuple = (),
+) -> Fitted:
+    """Zero-shot fit of a reward critic, a realism critic and an actor for ``rules``.
+
+    ``windows``: training windows (N, 256) for the encoder statistics, or a function returning
+    them (called only when a fit is needed), or the statistics themselves, (sigma_bar, encodings)
+    as from :func:`load_fit_stats`. With ``cache_dir``, the result is stored under a key
+    of (rules meaning, model, config, temperature); a later call loads it from there or from one of
+    the ``search`` folders (the fits shipped in ``models/fits``) at once.
+    """
+    found = cached_fit(rules, model, [cache_dir] if cache_dir is not None else [], config, temperature, search)
+    if found is not None:
+        return found
+    path = Path(cache_dir) / f"fit-{fit_key(rules, model, config, temperature)}" if cache_dir is not None else None
+    if callable(windows):
+        windows = windows()
+    sigma_bar, real = windows if isinstance(windows, tuple) else posterior_stats(model, windows)
+
+    def sample_condition(n, g):
+        values = rules.sample_conditions(n, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g))))
+        return torch.from_numpy(rules.condition_vector(values)) if rules.open else torch.zeros(n, 0)
+
+    def score(z, c, extra=()):
+        cond = rules.conditions_from_vector(c.numpy()) if rules.open else None
+        # Rules with open parameters score the decoder's own melodies: relabelled under other values,
+        # a melody masked into one key would say nothing about which key the decoder writes by itself.
+        checked = decode_checked(rules, model, z, cond, temperature, score_gen, mask=not rules.open)
+        scored = (
+            fit_scores(rules, checked, cond)
+            if not rules.open
+            else (rules.rewards(checked.tokens, cond), ~checked.failed)
+        )
+        tokens = checked.tokens
+        if not extra:
+            return scored
+        more = []
+        for e in extra:  # the same melodies under other values of the open parameters, by the rules' own rewards
+            t, ce = tokens[: len(e)], rules.conditions_from_vector(e.numpy())
+            more.append((rules.rewards(t, ce), rules.satisfied(t, ce)))
+        return (*scored, more)
+
+    score_gen = torch.Generator().manual_seed(config.seed + 7)
+    problem = LatentProblem(
+        sample_prior=lambda n, g: torch.randn(n, model.config.z_size, generator=g),
+        sample_condition=sample_condition,
+        score=score,
+        sigma_bar=sigma_bar,
+        num_constraints=len(rules),
+        cond_size=rules.condition_size,
+        real_latents=real,
+        weights=torch.tensor(rules.weights, dtype=torch.float32),
+        relabels=RELABELS if rules.open else 1,
+    )
+    t0 = time.perf_counter()
+    result = fit(problem, config, progress)
+    meta = {
+        "rules": rules.source,
+        "rules_digest": rules.digest(),
+        "model": model_fingerprint(model),
+        "fit_config": asdict(config),
+        "temperature": temperature,
+        "best_round": result.best_round,
+        "satisfaction": result.best_satisfaction,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "history": result.history,
+        "z_size": model.config.z_size,
+        "cond_size": rules.condition_size,
+        "num_constraints": len(rules),
+    }
+    fitted = Fitted(result.actor, result.critic, sigma_bar, meta)
+    if path is not None:
+        save_fitted(fitted, path)
+    return fitted
+
+
+def cached_fit(
+    rules: RuleSet,
+    model: HierarchicalMelodyVAE,
+    folders=(),
+    config: FitConfig = FitConfig(),
+    temperature: float = FIT_TEMPERATURE,
+    search: tuple = (),
+) -> Fitted | None:
+    """The fit of ``rules`` already stored in one of ``folders`` (then ``search``), or None: tells
+    at once whether ``fit_rules`` would have to fit."""
+    key = fit_key(rules, model, config, temperature)
+    for folder in [*folders, *search]:
+        if checkpoint.exists(Path(folder) / f"fit-{key}"):
+            return load_fitted(Path(folder) / f"fit-{key}")
+    return None
+
+
+def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
+    weights = {f"actor.{k}": v for k, v in f.actor.state_dict().items()}
+    weights.update({f"critic.{k}": v for k, v in f.critic.state_dict().items()})
+    weights["sigma_bar"] = f.sigma_bar
+    cfg = f.meta["fit_config"]
+    checkpoint.save(
+        path,
+        FIT_KIND,
+        {
+            "hidden": cfg["hidden"],
+            "layers": cfg["layers"],
+            "z_size": f.meta["z_size"],
+            "cond_size": f.meta["cond_size"],
+            "num_constraints": f.meta["num_constraints"],
+            "ensemble": cfg["ensemble"],
+            "pessimism": cfg["pessimism"],
+            "actor_hidden": cfg["actor_hidden"],
+            "actor_max_step": cfg.get("actor_max_step"),
+        },
+        weights,
+        meta=f.meta,
+        dtype=torch.float16,
+    )  # half the size; the nets run in float32
+
+
+def load_fitted(path: str | os.PathLike) -> Fitted:
+    ck = checkpoint.load(path, FIT_KIND)
+    c, w = ck["config"], ck["weights"]
+    actor = Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"], c.get("actor_max_step"))
+    critic = CriticEnsemble(
+        c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"], c["ensemble"], c["pessimism"]
+    )
+    actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
+    critic.load_state_dict({k[7:]: v for k, v in w.items() if k.startswith("critic.")})
+    return Fitted(actor.eval(), critic.eval(), w["sigma_bar"].float(), ck["meta"])

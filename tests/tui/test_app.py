@@ -16,6 +16,7 @@ from melody_lc.melody import Melody
 from melody_lc.melody.pitches import pitch_name
 from melody_lc.midi.files import phrases_to_midi
 from melody_lc.midi.ports import open_output
+from melody_lc.midi.schedule import PULSES_PER_PHRASE, PULSES_PER_STEP
 from melody_lc.tui.app import LiveApp
 from melody_lc.tui.pianoroll import PianoRoll
 from tests.tui.conftest import REPO
@@ -303,10 +304,21 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
             assert session.settings.input and "player-tui" in session.settings.input
             await pilot.press("space")
             await until(pilot, lambda: session.current() is not None, what="the first phrase")
-            step = 60 / 600 / 4
-            for pitch in [60, 62, 64, 65, 67, 65, 64, 62]:
+            # The call is played on the stream's own clock, not on wall time: it starts early in a
+            # phrase (a capture ends at the next phrase boundary), and each note is held until the
+            # capture has heard it and two sixteenths have passed on the stream.
+            engine, capture = session.engine, session.engine.capture
+            per_step, per_phrase = PULSES_PER_STEP, PULSES_PER_PHRASE
+
+            async def wait_steps(n):
+                target = engine.position() + n * per_step
+                await until(pilot, lambda: engine.position() >= target, what=f"{n} steps of the stream")
+
+            await until(pilot, lambda: engine.position() % per_phrase < per_phrase / 8, what="a phrase's start")
+            for k, pitch in enumerate([60, 62, 64, 65, 67, 65, 64, 62]):
                 player.send(mido.Message("note_on", note=pitch, velocity=90))
-                await asyncio.sleep(2 * step)
+                await until(pilot, lambda k=k: len(capture.notes) == k + 1, what=f"note {k + 1} heard")
+                await wait_steps(2)
                 player.send(mido.Message("note_off", note=pitch, velocity=0))
             await until(
                 pilot,

@@ -23,7 +23,7 @@ import numpy as np
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from melody_lc.melody.dataset import BuildPlan, build_dataset, midi_tasks
+from melody_lc.melody.build import BuildPlan, build_dataset, midi_tasks
 from melody_lc.melody.extract import ExtractionConfig
 from melody_lc.melody.sources import list_midi_files
 src, out = Path(sys.argv[1]), Path(sys.argv[2])

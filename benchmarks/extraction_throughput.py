@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from melody_lc.melody.dataset import BuildPlan, build_dataset, music21_tasks
+from melody_lc.melody.build import BuildPlan, build_dataset, music21_tasks
 from melody_lc.melody.extract import ExtractionConfig
 from melody_lc.melody.sources import DEFAULT_COLLECTIONS
 

@@ -80,7 +80,7 @@ def scale_notes(n_bars: int, step_len: int = 2, base: int = 60) -> list[tuple[in
 @pytest.fixture(scope="session")
 def misc_folk_dataset(tmp_path_factory):
     """A real dataset built from music21's miscFolk collection (185 tunes), shared by tests."""
-    from melody_lc.melody.dataset import BuildPlan, build_dataset, music21_tasks
+    from melody_lc.melody.build import BuildPlan, build_dataset, music21_tasks
     from melody_lc.melody.extract import ExtractionConfig
 
     out = tmp_path_factory.mktemp("ds") / "miscfolk"

@@ -65,14 +65,8 @@ def default_corpus_out(collections: list[str]) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from melody_lc.cli import CLIError
-    from melody_lc.melody.dataset import (
-        BuildPlan,
-        build_dataset,
-        format_summary,
-        midi_tasks,
-        music21_tasks,
-        reusable_build,
-    )
+    from melody_lc.melody.build import BuildPlan, build_dataset, midi_tasks, music21_tasks, reusable_build
+    from melody_lc.melody.dataset import format_summary
     from melody_lc.melody.extract import ExtractionConfig
     from melody_lc.melody.sources import DEFAULT_COLLECTIONS, list_midi_files, read_midi_file
     from melody_lc.paths import cache_dir

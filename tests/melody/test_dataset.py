@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from melody_lc.melody import BadMidiFileError, Melody
-from melody_lc.melody.dataset import SPLITS, BuildPlan, MelodyDataset, build_dataset, midi_tasks, split_of
+from melody_lc.melody.build import BuildPlan, build_dataset, midi_tasks, split_of
+from melody_lc.melody.dataset import SPLITS, MelodyDataset
 from melody_lc.melody.extract import ExtractionConfig
 from melody_lc.melody.sources import list_midi_files, read_midi_file
 from tests.conftest import scale_notes, write_midi
@@ -79,7 +80,7 @@ def test_second_build_reuses_the_cache(misc_folk_dataset):
 
 
 def test_corpus_build_leaves_no_music21_scratch_files(tmp_path):
-    from melody_lc.melody.dataset import music21_tasks
+    from melody_lc.melody.build import music21_tasks
 
     scratch = Path(tempfile.gettempdir()) / "music21"
     before = set(scratch.glob("*")) if scratch.exists() else set()
@@ -231,7 +232,7 @@ def test_broken_symlink_in_a_directory_is_ignored(tmp_path):
 
 
 def test_corpus_resume_counts_files_like_a_clean_build(tmp_path):
-    from melody_lc.melody.dataset import music21_tasks
+    from melody_lc.melody.build import music21_tasks
 
     tasks = music21_tasks(["miscFolk"])[:40]  # tunes of one multi-tune ABC file
     plan = BuildPlan({"kind": "music21", "collections": ["miscFolk"]}, tasks, ExtractionConfig(), 0)

@@ -308,6 +308,9 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
             # phrase (a capture ends at the next phrase boundary), and each note is held until the
             # capture has heard it and two sixteenths have passed on the stream.
             engine, capture = session.engine, session.engine.capture
+            # a bar at 600 bpm (0.4 s) is shorter than a JACK server starved of CPU may hold a note
+            # back: four bars of silence end this capture
+            engine.config.pause_bars = 4
             per_step, per_phrase = PULSES_PER_STEP, PULSES_PER_PHRASE
 
             async def wait_steps(n):
@@ -317,7 +320,9 @@ def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receive
             await until(pilot, lambda: engine.position() % per_phrase < per_phrase / 8, what="a phrase's start")
             for k, pitch in enumerate([60, 62, 64, 65, 67, 65, 64, 62]):
                 player.send(mido.Message("note_on", note=pitch, velocity=90))
-                await until(pilot, lambda k=k: len(capture.notes) == k + 1, what=f"note {k + 1} heard")
+                await until(
+                    pilot, lambda k=k: len(capture.notes) == k + 1, what=f"note {k + 1} heard ({capture.notes})"
+                )
                 await wait_steps(2)
                 player.send(mido.Message("note_off", note=pitch, velocity=0))
             await until(

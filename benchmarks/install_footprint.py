@@ -61,7 +61,12 @@ def main() -> None:
     args = ap.parse_args()
     package = Path(args.package).resolve()
     extras = [e for e in args.extras if e != "[note-seq]" or "note-seq =" in (package / "pyproject.toml").read_text()]
-    print(f"{args.label}: {package.name}; python {sys.version.split()[0]}; pip cache off")
+    from melody_lc.melody.train import describe_hardware
+
+    print(
+        f"{args.label}: {package.name}; {describe_hardware()}, {os.cpu_count()} cores; "
+        f"python {sys.version.split()[0]}; pip cache off"
+    )
     print(
         "| install | torch s | package s | site-packages MB | without torch MB | distributions | largest besides torch |"
     )

@@ -13,7 +13,7 @@ from melody_lc.chain.api import Param, Processor
 from melody_lc.chain.registry import Entry, registry
 from melody_lc.chain.runner import ChainRunner, Sink, Slot, make_processor
 from melody_lc.chain.syntax import parse_chains, resolve
-from melody_lc.midi.schedule import Tempo
+from melody_lc.midi.schedule import Tempo, quiet_gc
 from tests.chain.conftest import hanging, stream
 
 FAST_BPM = 960.0  # a sixteenth every 15.6 ms
@@ -84,7 +84,9 @@ def runner(text: str, bpm: float = FAST_BPM, log=None):
 
 
 def play(r: ChainRunner, events, until: float | None = None) -> None:
-    """Feed ``events`` (times from 0) in real time, from another thread as a source would."""
+    """Feed ``events`` (times from 0) in real time, from another thread as a source would; the
+    collector leaves what is loaded alone while it plays, as the rack has it (quiet_gc)."""
+    quiet_gc()
     t0 = time.monotonic()
     r.tempo.t_anchor = t0
     r.start()
@@ -102,6 +104,7 @@ def play(r: ChainRunner, events, until: float | None = None) -> None:
     th.start()
     th.join()
     time.sleep(0.1)
+    quiet_gc(False)
 
 
 def test_processors_run_in_order_on_a_real_stream(phrases):

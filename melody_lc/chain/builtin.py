@@ -405,9 +405,9 @@ class Constrain(Processor):
         self.notes, self.phrase = [], None
         if notes:
             tokens = Melody.from_notes(notes).tokens.astype(np.int64)
-            # not a daemon: a process that stops while a search runs lets it finish (a second at
-            # most) rather than tear torch down under it (which aborts the process)
-            threading.Thread(target=self._search, args=(k + 1, tokens, channel), name="melody-lc-constrain").start()
+            threading.Thread(
+                target=self._search, args=(k + 1, tokens, channel), daemon=True, name="melody-lc-constrain"
+            ).start()
 
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform

@@ -286,6 +286,10 @@ class Processor:
     def reset(self) -> None:
         """The stream stopped: forget notes in flight."""
 
+    def close(self) -> None:
+        """The processor is done for good (its chain was closed): end work of its own, such as a
+        thread, before the host exits. Called once; ``process`` is not called after it."""
+
     @classmethod
     def check_values(cls, values: dict) -> str | None:
         """What is wrong with these values taken together (each one is already checked against its

@@ -363,6 +363,8 @@ class Constrain(Processor):
         self.pending: list[Event] = []
         self.lock = threading.Lock()
         self.results: list[tuple[int, np.ndarray, int]] = []  # (phrase to play in, tokens, channel)
+        self.searches: list[threading.Thread] = []
+        self.closed = False
 
     PHRASE_BEATS = 64
 
@@ -403,11 +405,16 @@ class Constrain(Processor):
                 notes.append((pitch, s0, e0))
                 channel = ch
         self.notes, self.phrase = [], None
-        if notes:
-            tokens = Melody.from_notes(notes).tokens.astype(np.int64)
-            threading.Thread(
-                target=self._search, args=(k + 1, tokens, channel), daemon=True, name="melody-lc-constrain"
-            ).start()
+        if not notes:
+            return
+        tokens = Melody.from_notes(notes).tokens.astype(np.int64)
+        # not a daemon: torch must never be cut off mid-call at exit (that aborts the process)
+        search = threading.Thread(target=self._search, args=(k + 1, tokens, channel), name="melody-lc-constrain")
+        with self.lock:
+            if self.closed:
+                return
+            self.searches = [s for s in self.searches if s.is_alive()] + [search]
+            search.start()
 
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform
@@ -439,6 +446,15 @@ class Constrain(Processor):
     def reset(self) -> None:
         """Notes in flight are forgotten; an answer still being searched for plays when it is ready."""
         self.notes, self.phrase, self.pending = [], None, []
+
+    def close(self) -> None:
+        """No search starts after this; the ones under way are waited for (a search is bounded by
+        its steps and redraws: seconds)."""
+        with self.lock:
+            self.closed = True
+            searches = list(self.searches)
+        for search in searches:
+            search.join()
 
 
 TRANSFORMS: tuple[type[Processor], ...] = (

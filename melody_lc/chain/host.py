@@ -133,6 +133,9 @@ class Rack:
                 self.log(f"chain {r.name}: {why}")
 
     def close(self) -> None:
+        """After ``stop``: the processors end their own work, then the ports close."""
+        for r in self.runners:
+            r.close()
         for src in self.sources.values():
             if getattr(src, "port", None) is not None:  # an input port, open since the rack was built
                 src.stop()

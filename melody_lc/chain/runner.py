@@ -290,6 +290,16 @@ class ChainRunner:
         except Exception as e:  # noqa: BLE001 - a plugin's reset is not allowed to break the host
             self.log(f"chain {self.name}: {slot.link.name}: reset raised {type(e).__name__}: {e}")
 
+    def close(self) -> None:
+        """After ``stop``: each processor ends work of its own (``Processor.close``)."""
+        for slot in self.slots:
+            if slot.failed and "did not return" in slot.failed:
+                continue
+            try:
+                slot.proc.close()
+            except Exception as e:  # noqa: BLE001 - a plugin's close is not allowed to break the host
+                self.log(f"chain {self.name}: {slot.link.name}: close raised {type(e).__name__}: {e}")
+
     def _fail(self, slot: Slot, problem: str, by_loop: bool = False) -> None:
         slot.failed = problem
         self.log(f"chain {self.name}: {slot.link.name} bypassed: {problem}")

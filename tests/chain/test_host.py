@@ -72,7 +72,16 @@ class Hanger(Processor):
         return events
 
 
-TABLE = {**registry()[0], **{c.name: Entry(c, "test") for c in (Raiser, Hog, Hanger)}}
+class Closer(Processor):
+    name = "closer"
+    closed = 0
+
+    def close(self):
+        self.closed += 1
+        raise RuntimeError("cannot close")
+
+
+TABLE = {**registry()[0], **{c.name: Entry(c, "test") for c in (Raiser, Hog, Hanger, Closer)}}
 
 
 def runner(text: str, bpm: float = FAST_BPM, log=None):
@@ -354,6 +363,14 @@ def test_a_hung_processor_whose_reset_blocks_does_not_silence_the_chain():
     ons = [m.note for _, m in port.notes() if m.type == "note_on" and m.velocity]
     assert ons == [60, 61, 62, 63] and any("did not return" in line for line in log)
     assert not hanging([m for _, m in port.got])
+
+
+def test_closing_a_chain_closes_each_processor_once_and_a_failing_close_is_only_logged():
+    said = []
+    r, _ = runner("chain: input() -> closer() -> transpose(2) -> closer() -> out()", log=said.append)
+    r.close()
+    assert [getattr(s.proc, "closed", None) for s in r.slots] == [1, None, 1]
+    assert len(said) == 2 and all("close raised RuntimeError: cannot close" in s for s in said)
 
 
 def test_what_was_queued_first_goes_out_first():

@@ -216,6 +216,34 @@ def test_constrain_plays_the_phrase_moved_toward_the_rules_one_phrase_later(ship
     assert not hanging(out)
 
 
+def test_constrain_close_waits_for_the_search_under_way_and_starts_no_other(shipped_model):
+    """A search is never cut off at exit (torch aborts the process when a thread dies inside it)."""
+    from melody_lc.constrain import cached_fit, shipped_fits_dir
+    from melody_lc.rules import load_rules
+    from tests.chain.conftest import REPO
+
+    rules = load_rules(REPO / "rules" / "c_major_busy.rules")
+    proc = make(Constrain, rules=str(REPO / "rules" / "c_major_busy.rules"))
+    proc.model, proc.rules = shipped_model, rules
+    proc.fitted = cached_fit(rules, shipped_model, [], search=(shipped_fits_dir(),))
+    bpm = 960.0
+    step = 60 / bpm / 4
+    phrase = stream(np.tile(np.array([60, 128, 62, 128], dtype=np.int64), 64), bpm=bpm)
+
+    def play_phrase(k: int) -> None:
+        for e in phrase:
+            e = Event(e.time + k * 256 * step, e.msg)
+            proc.process([e], Context(e.time, bpm, 0.0))
+        proc.process([], Context((k + 1) * 256 * step, bpm, 0.0))  # the phrase is over: its search starts
+
+    play_phrase(0)
+    assert len(proc.searches) == 1 and proc.searches[0].is_alive() and not proc.searches[0].daemon
+    proc.close()
+    assert not proc.searches[0].is_alive() and len(proc.results) == 1  # it ran to its end
+    play_phrase(2)
+    assert len(proc.searches) == 1  # none started after close
+
+
 def _ev(t, kind, note=60):
     return Event(t, mido.Message(kind, note=note, velocity=90 if kind == "note_on" else 0))
 

@@ -35,7 +35,8 @@ import torch
 from melody_lc.constrain import FIT_TEMPERATURE, decode_checked, fit_rules, generate, load_fit_stats, shipped_fits_dir
 from melody_lc.engine import FitConfig, latent_spread
 from melody_lc.melody.evaluate import FEATURE_BINS, features, histogram_overlap
-from melody_lc.melody.train import describe_hardware, load_model, matmul_gflops
+from melody_lc.melody.hardware import describe_hardware, matmul_gflops
+from melody_lc.melody.train import load_model
 from melody_lc.paths import cache_dir
 from melody_lc.rules import load_rules
 

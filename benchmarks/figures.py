@@ -50,7 +50,7 @@ each with the machine it ran on.
 
 
 def machine() -> str:
-    from melody_lc.melody.train import describe_hardware
+    from melody_lc.melody.hardware import describe_hardware
 
     return f"{describe_hardware()}, {os.cpu_count()} cores"
 

@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     package = Path(args.package).resolve()
     extras = [e for e in args.extras if e != "[note-seq]" or "note-seq =" in (package / "pyproject.toml").read_text()]
-    from melody_lc.melody.train import describe_hardware
+    from melody_lc.melody.hardware import describe_hardware
 
     print(
         f"{args.label}: {package.name}; {describe_hardware()}, {os.cpu_count()} cores; "

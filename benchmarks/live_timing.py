@@ -41,7 +41,8 @@ def main() -> None:
     import torch
 
     from melody_lc.cli.constrain import _prepare
-    from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker
+    from melody_lc.midi.live import LiveConfig, LiveEngine
+    from melody_lc.midi.maker import PhraseMaker
     from melody_lc.midi.ports import open_output
 
     out_file = Path("/tmp") / f"melody-lc-live-timing-{os.getpid()}.jsonl"

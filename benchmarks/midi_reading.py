@@ -33,8 +33,8 @@ import numpy as np
 
 from melody_lc.melody.build import BuildPlan, build_dataset, midi_tasks
 from melody_lc.melody.extract import ExtractionConfig, extract_windows
+from melody_lc.melody.hardware import describe_hardware
 from melody_lc.melody.sources import list_midi_files, parse_midi_bytes
-from melody_lc.melody.train import describe_hardware
 from melody_lc.paths import cache_dir
 
 

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
+from melody_lc.melody.hardware import bf16_lstm_works, describe_hardware, matmul_gflops
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, VAEConfig, vae_loss
-from melody_lc.melody.train import bf16_lstm_works, describe_hardware, matmul_gflops
 
 
 def time_train(model: HierarchicalMelodyVAE, batch: int, steps: int, bf16: bool) -> float:

@@ -28,7 +28,8 @@ import torch
 from melody_lc.constrain import FIT_TEMPERATURE, fit_rules, generate, shipped_fits_dir
 from melody_lc.engine import FitConfig
 from melody_lc.melody.dataset import MelodyDataset
-from melody_lc.melody.train import load_model, use_bf16
+from melody_lc.melody.hardware import use_bf16
+from melody_lc.melody.train import load_model
 from melody_lc.paths import cache_dir
 from melody_lc.rules import parse_rules
 

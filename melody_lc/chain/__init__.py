@@ -16,7 +16,8 @@ from melody_lc.chain.api import (
     ParamError,
     Processor,
 )
-from melody_lc.chain.syntax import ChainError, ChainFile, load_chains, parse_chains
+from melody_lc.chain.spec import ChainError, ChainFile
+from melody_lc.chain.syntax import load_chains, parse_chains
 
 __all__ = [
     "API_VERSION",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from melody_lc.chain.builtin import Constrain
+from melody_lc.chain.constrain import Constrain
 from melody_lc.chain.registry import FileLoop
 from melody_lc.chain.sources import read_loop
-from melody_lc.chain.syntax import ChainError, ChainFile, Link
+from melody_lc.chain.spec import ChainError, ChainFile, Link
 
 
 def open_values(cf: ChainFile, link: Link, rules) -> dict | None:

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from melody_lc.chain.api import Processor
-from melody_lc.chain.builtin import Constrain
 from melody_lc.chain.checks import check_files
+from melody_lc.chain.constrain import Constrain
 from melody_lc.chain.runner import ChainRunner, Slot, make_processor
-from melody_lc.chain.syntax import ChainError, ChainFile, ChainSpec, Link
+from melody_lc.chain.spec import ChainError, ChainFile, ChainSpec, Link
 from melody_lc.midi.schedule import Clock, Tempo, quiet_gc
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import mido
 
 from melody_lc.chain.api import Context, Event, ParamError, Processor
-from melody_lc.chain.builtin import Constrain
-from melody_lc.chain.syntax import ChainSpec, Link
+from melody_lc.chain.constrain import Constrain
+from melody_lc.chain.spec import ChainSpec, Link
 from melody_lc.midi.schedule import PULSES_PER_QUARTER, Clock, Tempo, set_thread_priority
 
 SYSTEM = ("clock", "start", "stop", "continue", "songpos", "song_select", "reset", "active_sensing")

@@ -14,7 +14,7 @@ import threading
 import mido
 
 from melody_lc.chain.runner import ChainRunner
-from melody_lc.chain.syntax import Link
+from melody_lc.chain.spec import Link
 from melody_lc.midi.schedule import PULSES_PER_QUARTER, Tempo
 
 
@@ -37,7 +37,8 @@ class EngineSource:
 
 
 def generator_source(link: Link, prepared, runner: ChainRunner, log=None) -> EngineSource:
-    from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker
+    from melody_lc.midi.live import LiveConfig, LiveEngine
+    from melody_lc.midi.maker import PhraseMaker
 
     v = link.values
     rules, model, fitted = prepared

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from melody_lc.choices import METHODS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fit", help="fit critics and an actor for rules files (zero-shot, cached)")
@@ -52,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--program", type=int, default=0)
     g.add_argument(
         "--method",
-        choices=["actor", "gd", "reject"],
+        choices=METHODS,
         default="actor",
         help="actor (default): prior latents moved by the fitted actor; gd: by gradient search on the "
         "critic; reject: the prior's own latents (rejection sampling)",

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from melody_lc.choices import CLOCKS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ports", help="list MIDI input and output ports")
@@ -77,7 +79,7 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     s.add_argument("--velocity", type=int, default=90)
     s.add_argument(
         "--clock",
-        choices=["internal", "send", "follow"],
+        choices=CLOCKS,
         default="internal",
         help="internal: our own tempo; send: also send MIDI clock, start and stop (we are the master); "
         "follow: play to the clock, start, stop and song position of --clock-input",
@@ -158,7 +160,8 @@ def cmd_stream(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.constrain import _parse_values, _prepare
     from melody_lc.fileio import atomic_path
-    from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, wait_for_follow_start
+    from melody_lc.midi.live import LiveConfig, LiveEngine, wait_for_follow_start
+    from melody_lc.midi.maker import PhraseMaker
     from melody_lc.midi.ports import PortWatch, open_input, open_output
     from melody_lc.rules import load_rules
 

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from melody_lc.choices import PRECISIONS
+
 DEFAULT_MODEL_NAME = "melody-16bar-folk"
 
 
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, help="initial learning rate (default 0.001)")
     t.add_argument(
         "--precision",
-        choices=["auto", "bf16", "fp32"],
+        choices=PRECISIONS,
         default="auto",
         help="bf16 autocast (auto: on CUDA and on CPUs with AMX or AVX-512 BF16)",
     )
@@ -201,8 +203,9 @@ def cmd_train(args) -> int:
 
     from melody_lc import checkpoint
     from melody_lc.cli import CLIError
+    from melody_lc.melody.hardware import describe_hardware, matmul_gflops
     from melody_lc.melody.model import PRESETS, VAEConfig
-    from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer, describe_hardware, matmul_gflops
+    from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer
 
     out = Path(args.out)
     if checkpoint.exists(out) and not args.resume:
@@ -345,7 +348,7 @@ def cmd_sample(args) -> int:
         raise CLIError(f"-n must be at least 1, got {args.n}")
     if args.temperature < 0:
         raise CLIError("--temperature must be >= 0")
-    from melody_lc.melody.train import use_bf16
+    from melody_lc.melody.hardware import use_bf16
 
     model, _ = _load(args)
     gen = torch.Generator().manual_seed(args.seed)

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from melody_lc.choices import METHODS
 from melody_lc.engine import gradient_search, latent_spread
 from melody_lc.errors import UserError
+from melody_lc.melody.hardware import use_bf16
 from melody_lc.melody.model import HierarchicalMelodyVAE
-from melody_lc.melody.train import use_bf16
 from melody_lc.rules import RuleSet
 
 if TYPE_CHECKING:
@@ -175,9 +176,6 @@ def _propose(method: str, z: torch.Tensor, cvec: torch.Tensor, fitted: Fitted | 
     if method == "gd":
         return gradient_search(z, fitted.critic, fitted.sigma_bar, cvec)[0]
     return z  # "reject": the prior's own latents
-
-
-METHODS = ("actor", "gd", "reject")
 
 
 def generate(

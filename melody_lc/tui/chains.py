@@ -68,7 +68,7 @@ class ChainControls:
     def chain_set(self, chain: str, index: int, name: str, text: str) -> None:
         """Change a parameter, checked against its declaration (raises ParamError)."""
         from melody_lc.chain.api import ParamError
-        from melody_lc.chain.builtin import Constrain
+        from melody_lc.chain.constrain import Constrain
         from melody_lc.chain.runner import make_processor
 
         link = self._spec(chain).links[index + 1]

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_lc.choices import CLOCKS
 from melody_lc.melody.pitches import format_open_value
 from melody_lc.midi.files import next_take, write_phrases
-from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker, PhraseRecord
+from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseRecord
+from melody_lc.midi.maker import PhraseMaker
 from melody_lc.midi.ports import DEFAULT_PORT, PortError, PortWatch, open_input, open_output
 from melody_lc.rules import RulesError, RuleSet, load_rules
 from melody_lc.tui.chains import ChainControls
-
-CLOCKS = ("internal", "send", "follow")
 
 
 @dataclass

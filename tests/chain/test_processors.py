@@ -12,7 +12,6 @@ import pytest
 from melody_lc.chain.api import Context, Event, Param, ParamError, parse_duration
 from melody_lc.chain.builtin import (
     ChannelMap,
-    Constrain,
     Echo,
     Humanize,
     NoteLength,
@@ -21,6 +20,7 @@ from melody_lc.chain.builtin import (
     Transpose,
     VelocityCurve,
 )
+from melody_lc.chain.constrain import Constrain
 from melody_lc.melody.pitches import MODES
 from tests.chain.conftest import BPM, STEP_S, drive, hanging, notes, stream
 

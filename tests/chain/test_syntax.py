@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from melody_lc.chain.registry import registry
-from melody_lc.chain.syntax import ChainError, load_chains, parse_chains, resolve
+from melody_lc.chain.spec import ChainError
+from melody_lc.chain.syntax import load_chains, parse_chains, resolve
 
 TABLE = registry()[0]
 

@@ -216,7 +216,7 @@ def test_learning_rate_decays_to_its_floor_and_gradients_are_clipped(tmp_path):
 
 def test_precision_choice(tmp_path):
     from melody_lc.melody.errors import PrecisionError
-    from melody_lc.melody.train import bf16_lstm_works, cpu_has_fast_bf16, use_bf16
+    from melody_lc.melody.hardware import bf16_lstm_works, cpu_has_fast_bf16, use_bf16
 
     cpu = torch.device("cpu")
     assert use_bf16("auto", cpu) == (cpu_has_fast_bf16() and bf16_lstm_works()) and not use_bf16("fp32", cpu)

@@ -83,7 +83,17 @@ class Receiver:
             out.append((d["t"], mido.Message.from_bytes(d["msg"])))
         return out
 
-    def stop(self):
+    def stop(self, settle: float = 0.5, limit: float = 10.0):
+        """What arrived, once nothing new has come for ``settle`` seconds (what is still in flight
+        through the MIDI system is waited for, up to ``limit``)."""
+        count, quiet_since, t0 = -1, time.monotonic(), time.monotonic()
+        while self.proc.poll() is None and time.monotonic() - t0 < limit:
+            n = len(self.path.read_text().splitlines()) if self.path.exists() else 0
+            if n != count:
+                count, quiet_since = n, time.monotonic()
+            elif time.monotonic() - quiet_since >= settle:
+                break
+            time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)

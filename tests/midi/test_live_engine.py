@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE
-from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseMaker
+from melody_lc.midi.live import LiveConfig, LiveEngine
+from melody_lc.midi.maker import PhraseMaker
 from melody_lc.midi.schedule import Phrase
 from melody_lc.rules import parse_rules
 

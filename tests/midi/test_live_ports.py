@@ -237,7 +237,7 @@ def test_call_and_response_answers_the_phrase_played_in(setup, receiver, tmp_pat
         "--input",
         "lc-test-player",
         "--phrases",
-        "3",
+        "4",
         "--status",
         str(status),
         "--quiet",
@@ -260,7 +260,7 @@ def test_call_and_response_answers_the_phrase_played_in(setup, receiver, tmp_pat
     msgs = rec.stop()
     phrases = _phrases(status)
     answers = [p for p in phrases if p["source"] == "response"]
-    assert len(answers) == 1 and answers[0]["phrase"] in (1, 2)
+    assert len(answers) == 1 and answers[0]["phrase"] in (1, 2, 3)  # one that misses its phrase plays later
     logs = [json.loads(line)["log"] for line in status.read_text().splitlines() if "log" in json.loads(line)]
     assert any("captured 8 notes" in s for s in logs)
     want = _expected(phrases)

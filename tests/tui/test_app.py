@@ -146,7 +146,7 @@ def test_keys_change_tempo_key_hold_and_capture_and_quit_panics(make_session, re
 
 def test_a_broken_rules_file_shows_where_and_the_old_rules_keep_playing(make_session, receiver):
     receiver("daw-rules")
-    session = make_session("any_key_major.rules", bpm=900.0, output="daw-rules")
+    session = make_session("any_key_major.rules", bpm=600.0, output="daw-rules")
     app = LiveApp(session, watch_interval=0.1)
     path = session.rules_path
 

@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the checkpoint in --out exactly (with its model, batch size, learning rate and seed)",
     )
+    t.add_argument(
+        "--compact",
+        action="store_true",
+        help="train nothing: rewrite the checkpoint in --out to be committed (Adam's moments in bf16, "
+        "2/3 of the size; resuming it continues closely, not bit for bit)",
+    )
     t.add_argument("--batch-size", type=int, help="global batch (default 64)")
     t.add_argument("--lr", type=float, help="initial learning rate (default 0.001)")
     t.add_argument(
@@ -208,6 +214,14 @@ def cmd_train(args) -> int:
     from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer
 
     out = Path(args.out)
+    if args.compact:
+        from melody_lc.melody.train import compact_checkpoint
+
+        if not checkpoint.exists(out):
+            raise CLIError(f"{out}: no checkpoint to compact")
+        before, after = compact_checkpoint(out)
+        print(f"{out}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB (Adam's moments in bf16)")
+        return 0
     if checkpoint.exists(out) and not args.resume:
         raise CLIError(f"{out}: holds a checkpoint already; add --resume to continue it, or choose another --out")
     if args.resume and not checkpoint.exists(out):
@@ -289,6 +303,12 @@ def cmd_train(args) -> int:
             f"{'bf16' if trainer.bf16 else 'fp32'}, {trainer.dist.world} process(es); from step {trainer.step}{speed}",
             file=sys.stderr,
         )
+        if trainer.resumed_compact:
+            print(
+                "melody-lc: note: this checkpoint was compacted (Adam's moments in bf16): the run continues "
+                "closely, not bit for bit; its next checkpoint is exact again",
+                file=sys.stderr,
+            )
         if not args.quiet:
             from tqdm import tqdm
 

@@ -165,6 +165,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written by this process
         self._stop_agreed = False
         self._window = {"acc": {}, "n": 0}  # the log entry being gathered (kept in checkpoints)
+        self.resumed_compact = False
         if resume:
             self._load()
         self.bf16 = use_bf16(config.precision, self.device)
@@ -402,9 +403,42 @@ class Trainer:
         self.aug_rng.bit_generator.state = state["aug_rng"]
         self.step, self.epoch, self.pos, self.elapsed = state["step"], state["epoch"], state["pos"], state["elapsed_s"]
         self._window = state.get("log_window") or {"acc": {}, "n": 0}
+        self.resumed_compact = state.get("moments") == "bf16"  # Adam's moments were stored rounded
         log_path = checkpoint.resolve(self.out) / "log.jsonl"
         self.log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
         self.meta = {**ck["meta"], **self.meta}
+
+
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-weight state (its "step" stays exact)
+
+
+def compact_checkpoint(out: str | os.PathLike) -> tuple[int, int]:
+    """Rewrite a training checkpoint to be committed: Adam's moments in bf16 (the weights, the step,
+    the data position and every RNG stay exact), about two thirds of the size. A run resumed from
+    it continues closely but not bit for bit; its next checkpoint is exact again. Returns the
+    checkpoint's size in bytes before and after."""
+    ck = checkpoint.load(out, KIND, with_state=True)
+    if ck["state"] is None:
+        raise checkpoint.CheckpointError(f"{out}: has no training state to compact")
+    d = checkpoint.resolve(out)
+    before = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+    tensors = {
+        k: v.to(torch.bfloat16) if k.startswith("opt.") and k.rsplit(".", 1)[-1] in MOMENTS else v
+        for k, v in ck["state_tensors"].items()
+    }
+    log = d / "log.jsonl"
+    checkpoint.save(
+        out,
+        KIND,
+        ck["config"],
+        ck["weights"],
+        meta=ck["meta"],
+        state={**ck["state"], "moments": "bf16"},
+        state_tensors=tensors,
+        extra_files={"log.jsonl": log.read_text()} if log.exists() else None,
+    )
+    d = checkpoint.resolve(out)
+    return before, sum(f.stat().st_size for f in d.iterdir() if f.is_file())
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[HierarchicalMelodyVAE, dict]:

@@ -42,6 +42,28 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.step == 7 and (tmp_path / "b" / "log.jsonl").read_text().count("\n") == 7
 
 
+def test_a_compacted_checkpoint_is_two_thirds_the_size_and_resumes_close_to_the_exact_run(tmp_path):
+    from melody_lc.cli import main
+    from safetensors.torch import load_file as read_tensors
+
+    straight = _train(tmp_path / "a", 7)
+    _train(tmp_path / "b", 3)
+    size = (tmp_path / "b" / "state.safetensors").stat().st_size
+    assert main(["train", "--out", str(tmp_path / "b"), "--compact"]) == 0
+    moments = read_tensors(tmp_path / "b" / "state.safetensors")
+    assert {v.dtype for k, v in moments.items() if k.endswith("exp_avg_sq")} == {torch.bfloat16}
+    assert {v.dtype for k, v in moments.items() if k.endswith(".step")} == {torch.float32}
+    assert (tmp_path / "b" / "state.safetensors").stat().st_size < 0.55 * size  # the moments halved
+    assert (tmp_path / "b" / "log.jsonl").read_text().count("\n") == 3
+    resumed = _train(tmp_path / "b", 7, resume=True)
+    assert resumed.resumed_compact and resumed.step == 7
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # not bit for bit ...
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # ... but close
+    again = _train(tmp_path / "b", 8, resume=True)  # the next checkpoint is exact again
+    assert not again.resumed_compact
+
+
 def test_transposition_stays_in_range():
     rng = np.random.default_rng(0)
     t = np.full((3, 256), 128)

@@ -138,11 +138,37 @@ def test_transform_obeys_and_leaves_an_obeying_melody_alone(tmp_path):
     out, report = transform(windows[:3], rules, model, fitted, steps=5)
     assert out.shape == (3, 256) and "before" in report and 0 <= report["steps_changed"] <= 1
     assert rules.satisfied(out).all() and report["all_rules"] == 1.0
-    assert [len(c) for c in report["changed"]] == [int((a != b).sum()) for a, b in zip(windows[:3], out)]
+    for a, b, changes, kept in zip(windows[:3], out, report["changed"], report["notes_kept"]):
+        onset = [lambda s, m=m: int(m[s]) if m[s] < 128 else None for m in (a, b)]
+        assert [(c["step"], c["before"], c["after"]) for c in changes] == [
+            (s, onset[0](s), onset[1](s)) for s in range(256) if onset[0](s) != onset[1](s)
+        ]
+        assert all(c["bar"] == c["step"] // 16 + 1 and c["beat"] == c["step"] % 16 / 4 + 1 for c in changes)
+        a_notes = [s for s in range(256) if a[s] < 128]
+        assert kept == pytest.approx(np.mean([b[s] == a[s] for s in a_notes]))
     assert load_fitted(next(tmp_path.glob("fit-*"))).meta["rules_digest"] == rules.digest()
     obeying = out[:1]
     again, report = transform(obeying, rules, model, fitted, steps=5)
     assert np.array_equal(again, obeying) and report["changed"] == [[]] and report["unchanged_because_obeyed"] == [True]
+
+
+def test_transform_remembers_the_input_and_changes_only_what_the_rules_require(tmp_path):
+    """With ``keep`` large the decode writes the input wherever the rules allow: only the F#s of a
+    C major tune move; without it (an untrained decoder) most of the tune is lost."""
+    from melody_lc.melody import Melody
+
+    model, windows = _setup()
+    rules = parse_rules("key: C major")
+    fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
+    pitches = [60, 62, 64, 66, 67, 69, 71, 72, 66, 64] * 6
+    tune = Melody.from_notes([(p, 4 * i, 4 * i + 3) for i, p in enumerate(pitches)]).tokens.astype(np.int64)
+    out, report = transform(tune, rules, model, fitted, steps=5, keep=1e4)
+    sharp = tune == 66
+    assert rules.satisfied(out).all() and np.array_equal(out[0][~sharp], tune[~sharp]) and (out[0][sharp] != 66).all()
+    assert report["notes_kept"][0] == pytest.approx(1 - sharp.sum() / len(pitches))
+    assert {c["before"] for c in report["changed"][0]} == {66} and len(report["changed"][0]) == sharp.sum()
+    _, forgetful = transform(tune, rules, model, fitted, steps=5, keep=0.0)
+    assert forgetful["notes_kept"][0] < 0.5
 
 
 def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count():

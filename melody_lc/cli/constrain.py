@@ -406,17 +406,34 @@ def cmd_transform(args) -> int:
     for name, r in report["rules"].items():
         before = report["before"][name]["satisfied"]
         print(f"{name:<14} {'holds' if before else 'broken':>7} -> {'holds' if r['satisfied'] else 'broken'}")
-    changed = report["changed"][0]
     if report["unchanged_because_obeyed"][0]:
         print(f"wrote {args.out}: the melody already obeys every rule, so it is unchanged")
     else:
         print(
-            f"wrote {args.out}: {report['steps_changed']:.0%} of steps changed, latent shift {report['mean_latent_shift']:.2f}"
+            f"wrote {args.out}: {report['notes_kept'][0]:.0%} of its notes kept (onset and pitch), "
+            f"latent shift {report['mean_latent_shift']:.2f}"
         )
-        bars = sorted({c["bar"] for c in changed})
-        if bars:
-            print(f"changed: {len(changed)} steps, in bar{'s' if len(bars) > 1 else ''} {', '.join(map(str, bars))}")
+        for line in describe_changes(report["changed"][0]):
+            print(line)
     if not obeys:
         print("note: --no-enforce: the result breaks a rule", file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("all_rules", "mean_reward", "steps_changed", "interventions_per_melody")}))
     return 0
+
+
+def describe_changes(changes: list[dict], most: int = 32) -> list[str]:
+    """A transformation's changes note by note: 'bar 3 beat 2.5: F#4 -> G4' (or 'added' / 'removed')."""
+    from melody_lc.melody.pitches import pitch_name
+
+    lines = [f"changed {len(changes)} note{'s' if len(changes) != 1 else ''}:" if changes else "no note changed"]
+    for c in changes[:most]:
+        where = f"  bar {c['bar']} beat {c['beat']:g}: "
+        if c["before"] is None:
+            lines.append(where + f"{pitch_name(c['after'])} added")
+        elif c["after"] is None:
+            lines.append(where + f"{pitch_name(c['before'])} removed")
+        else:
+            lines.append(where + f"{pitch_name(c['before'])} -> {pitch_name(c['after'])}")
+    if len(changes) > most:
+        lines.append(f"  ... and {len(changes) - most} more")
+    return lines

@@ -14,8 +14,10 @@ import torch
 from melody_lc.choices import METHODS
 from melody_lc.engine import gradient_search, latent_spread
 from melody_lc.errors import UserError
+from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES
 from melody_lc.melody.hardware import use_bf16
 from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.melody.steer import Steer
 from melody_lc.rules import RuleSet
 
 if TYPE_CHECKING:
@@ -68,14 +70,19 @@ def decode_checked(
     temperature: float,
     generator: torch.Generator | None,
     mask: bool = True,
+    prefer: np.ndarray | None = None,
+    keep: float = 0.0,
 ) -> Checked:
     """Decode z (N, Z) under the rules' decode-time constraints (``mask``) and check every melody
-    by the exact tests. Without ``mask``: the decoder's own output, checked."""
+    by the exact tests. Without ``mask``: the decoder's own output, checked. ``prefer`` (N, 256):
+    tokens the decode keeps wherever the rules allow, ``keep`` logits in their favour (transform)."""
     bf16 = use_bf16("auto", z.device)
     parts = []
     for a in range(0, len(z), DECODE_BATCH):
         b = min(a + DECODE_BATCH, len(z))
-        steer = rules.steer(_slice(cond, a, b), b - a) if mask else None
+        steer = rules.steer(_slice(cond, a, b), b - a) if mask else Steer([])
+        if prefer is not None and keep > 0:
+            steer.prefer, steer.keep = torch.from_numpy(np.asarray(prefer[a:b], dtype=np.int64)), keep
         tokens = model.decode(z[a:b], temperature, generator, bf16, steer=steer or None).numpy()
         st = steer.stats if steer else None
         zeros = np.zeros(b - a)
@@ -259,14 +266,29 @@ def report_conditions(report: dict):
 
 
 def changed_notes(before: np.ndarray, after: np.ndarray) -> list[dict]:
-    """The steps where two melodies differ: [{"step", "bar", "before", "after"}] (token classes)."""
+    """The notes that differ, by onset: [{"step", "bar", "beat", "before", "after"}], each pitch a
+    MIDI number or None (no note starts there); bar and beat count from 1, beat 2.5 is the "and"
+    of beat 2. A note kept is one with the same onset and pitch (its length may differ)."""
+    b, a = _onsets(before), _onsets(after)
     return [
-        {"step": int(i), "bar": int(i) // 16 + 1, "before": int(before[i]), "after": int(after[i])}
-        for i in np.flatnonzero(np.asarray(before) != np.asarray(after))
+        {"step": s, "bar": s // BAR_STEPS + 1, "beat": s % BAR_STEPS / 4 + 1, "before": b.get(s), "after": a.get(s)}
+        for s in sorted(set(b) | set(a))
+        if b.get(s) != a.get(s)
     ]
 
 
+def notes_kept(before: np.ndarray, after: np.ndarray) -> float:
+    """The share of ``before``'s notes that ``after`` has too, same onset and pitch (1.0 without notes)."""
+    b, a = _onsets(before), _onsets(after)
+    return sum(a.get(s) == p for s, p in b.items()) / len(b) if b else 1.0
+
+
+def _onsets(tokens: np.ndarray) -> dict[int, int]:
+    return {int(s): int(tokens[s]) for s in np.flatnonzero(np.asarray(tokens) < NUM_PITCHES)}
+
+
 TRANSFORM_REDRAWS = 16  # transform: sampled decodes near the searched latent when the greedy one fails
+KEEP = 8.0  # transform: logits in favour of the input's own token at each step (benchmarks/transform_identity.py)
 
 
 def transform(
@@ -279,13 +301,16 @@ def transform(
     steps: int = 300,
     enforce: bool = True,
     seed: int = 0,
+    keep: float = KEEP,
 ) -> tuple[np.ndarray, dict]:
     """The identity-preserving transformation: encode, gradient search on the critic with the
     distance penalty, decode (greedy, so the result stays close to the input) under the rules'
-    constraints, and verify. A melody that already obeys every rule comes back as it is. One whose
-    greedy decode fails is decoded again, sampled at the fit temperature near the searched latent,
-    until a decode passes (at most ``TRANSFORM_REDRAWS`` times); ``report["all_rules"]`` is below 1
-    when a melody none of whose decodes passed is handed back (then marked by the exact tests)."""
+    constraints, and verify. The decode remembers the input: its token at each step gets ``keep``
+    logits in its favour, so what the rules allow stays as it was (0: the decoder alone). A melody
+    that already obeys every rule comes back as it is. One whose decode fails is decoded greedily
+    by the decoder alone, then sampled at the fit temperature near the searched latent, until a
+    decode passes (at most ``TRANSFORM_REDRAWS`` times); ``report["all_rules"]`` is below 1 when a
+    melody none of whose decodes passed is handed back (then marked by the exact tests)."""
     t = np.atleast_2d(tokens).astype(np.int64)
     n = len(t)
     cond = rules.fixed_conditions(n, **values) if rules.open else None
@@ -295,19 +320,24 @@ def transform(
     with torch.no_grad():
         mu, _ = model.encode(torch.from_numpy(t))
     z2, done, _ = gradient_search(mu, fitted.critic, fitted.sigma_bar, cvec, lambda_dist=lambda_dist, steps=steps)
-    checked = decode_checked(rules, model, z2, cond, 0.0, None, enforce)
+    checked = decode_checked(rules, model, z2, cond, 0.0, None, enforce, prefer=t, keep=keep)
     out, interventions = checked.tokens.copy(), checked.interventions.copy()
     if enforce:
         out[before], interventions[before], z2[torch.from_numpy(before)] = t[before], 0, mu[torch.from_numpy(before)]
         ok = checked.ok | before
         g = torch.Generator().manual_seed(seed)
-        for _ in range(TRANSFORM_REDRAWS if not ok.all() else 0):
+        for attempt in range(1 + TRANSFORM_REDRAWS if not ok.all() else 0):
             rows = np.flatnonzero(~ok)
             if not len(rows):
                 break
             c = {k: v[rows] for k, v in cond.items()} if cond else None
-            zr = z2[torch.from_numpy(rows)] + 0.1 * fitted.sigma_bar * torch.randn(len(rows), z2.shape[1], generator=g)
-            again = decode_checked(rules, model, zr, c, FIT_TEMPERATURE, g, True)
+            if attempt == 0 and keep > 0:  # the decoder's own greedy line toward the rules
+                again = decode_checked(rules, model, z2[torch.from_numpy(rows)], c, 0.0, None, True)
+            else:
+                zr = z2[torch.from_numpy(rows)] + 0.1 * fitted.sigma_bar * torch.randn(
+                    len(rows), z2.shape[1], generator=g
+                )
+                again = decode_checked(rules, model, zr, c, FIT_TEMPERATURE, g, True)
             for j, row in enumerate(rows):
                 if again.ok[j]:
                     out[row], interventions[row], ok[row] = again.tokens[j], again.interventions[j], True
@@ -316,6 +346,7 @@ def transform(
     report["before"] = _summary(rules, t, cond, np.zeros(n), "input", 0.0)["rules"]
     report["steps_changed"] = float((out != t).mean())
     report["changed"] = [changed_notes(a, b) for a, b in zip(t, out)]
+    report["notes_kept"] = [notes_kept(a, b) for a, b in zip(t, out)]
     report["unchanged_because_obeyed"] = (before & enforce).tolist()
     report["critic_satisfied"] = float(done.float().mean())
     report["interventions_per_melody"] = float(interventions.mean())

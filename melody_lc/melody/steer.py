@@ -159,12 +159,17 @@ class SteerStats:
 class Steer:
     """The rules' constraints combined; draws each step of a decode under them."""
 
-    def __init__(self, constraints: list[tuple[str, Constraint]]) -> None:
+    def __init__(
+        self, constraints: list[tuple[str, Constraint]], prefer: torch.Tensor | None = None, keep: float = 0.0
+    ) -> None:
         self.constraints = constraints
+        # a transformation remembers its input: the tokens of ``prefer`` (N, 256) get ``keep`` added
+        # to their logits at each step, so the decode writes them wherever the rules allow
+        self.prefer, self.keep = prefer, keep
         self.stats: SteerStats | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.constraints)
+        return bool(self.constraints) or (self.prefer is not None and self.keep > 0)
 
     def start(self, n: int, device="cpu") -> DecodeState:
         z = torch.zeros(n, device=device)
@@ -178,6 +183,9 @@ class Steer:
     ) -> torch.Tensor:
         """The class (N,) of this step, drawn under the constraints; updates ``state`` and the stats."""
         logits = logits.float()
+        if self.prefer is not None and self.keep > 0:
+            logits = logits.clone()
+            logits[torch.arange(len(logits), device=logits.device), self.prefer[:, state.step]] += self.keep
         probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), -1)
         raw = logits.argmax(-1) if temperature <= 0 else torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         needed = [k for _, c in self.constraints if (k := c.notes_needed(state)) is not None]

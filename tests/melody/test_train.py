@@ -43,8 +43,9 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_a_compacted_checkpoint_is_two_thirds_the_size_and_resumes_close_to_the_exact_run(tmp_path):
-    from melody_lc.cli import main
     from safetensors.torch import load_file as read_tensors
+
+    from melody_lc.cli import main
 
     straight = _train(tmp_path / "a", 7)
     _train(tmp_path / "b", 3)

@@ -26,7 +26,11 @@ PAGE = ROOT / "docs" / "figures.md"
 BENCHMARKS = {
     "enforce_table": ([], "rules as requirements: every layer on every shipped example and ten more files", "40 min"),
     "paper_table": ([], "the paper's melody table: prior, actor, gradient search, rejection, masked rows", "20 min"),
-    "transform_identity": ([], "the composer's own tune kept: transform on held-out tunes, with and without keep", "8 min"),
+    "transform_identity": (
+        [],
+        "the composer's own tune kept: transform on held-out tunes, with and without keep",
+        "8 min",
+    ),
     "midi_reading": ([], "real MIDI files to windows: symusic against note_seq's pretty_midi path", "1 min"),
     "install_footprint": ([], "the README's install commands: time, disk, distributions", "8 min"),
     "extraction_throughput": (["--limit", "2000"], "music21 corpus to windows at 1 and 2 workers", "10 min"),

@@ -171,6 +171,19 @@ def test_transform_remembers_the_input_and_changes_only_what_the_rules_require(t
     assert forgetful["notes_kept"][0] < 0.5
 
 
+def test_transform_of_open_rules_without_values_says_which_are_missing(tmp_path):
+    from melody_lc.errors import UserError
+    from melody_lc.rules import OpenValuesError
+
+    model, windows = _setup()
+    rules = parse_rules("key: ? major")
+    fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
+    with pytest.raises(OpenValuesError) as e:
+        transform(windows[:1], rules, model, fitted, steps=2)
+    assert isinstance(e.value, UserError)
+    assert str(e.value) == "no value given for the open parameter tonic of these rules (e.g. values={'tonic': ...})"
+
+
 def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count():
     """The live engine's worker sets torch to 1 thread for the whole process; a fit found before must
     still be found after (a float sum of the weights differed between thread counts)."""

@@ -313,7 +313,7 @@ def transform(
     melody none of whose decodes passed is handed back (then marked by the exact tests)."""
     t = np.atleast_2d(tokens).astype(np.int64)
     n = len(t)
-    cond = rules.fixed_conditions(n, **values) if rules.open else None
+    cond = rules.fixed_conditions(n, **(values or {})) if rules.open else None
     cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
     t0 = time.perf_counter()
     before = rules.satisfied(t, cond).all(1)

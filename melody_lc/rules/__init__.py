@@ -5,13 +5,14 @@ kinds and the plugin API, and :mod:`melody_lc.rules.ruleset` for scoring.
 """
 
 from melody_lc.rules.kinds import PLUGIN_API_VERSION, PLUGIN_GROUP, RuleKind
-from melody_lc.rules.ruleset import Rule, RuleSet, load_rules, parse_rules
+from melody_lc.rules.ruleset import OpenValuesError, Rule, RuleSet, load_rules, parse_rules
 from melody_lc.rules.syntax import Cursor, RulesError
 
 __all__ = [
     "PLUGIN_API_VERSION",
     "PLUGIN_GROUP",
     "Cursor",
+    "OpenValuesError",
     "Rule",
     "RuleKind",
     "RuleSet",

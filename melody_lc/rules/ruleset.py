@@ -17,11 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_lc.errors import UserError
 from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES, STEPS
 from melody_lc.melody.pitches import NAMES, pitch_name
 from melody_lc.melody.steer import Steer
 from melody_lc.rules.kinds import Key, RuleKind, registry
 from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
+
+
+class OpenValuesError(UserError, KeyError):
+    """Rules with open parameters (``key: ? major``) used without a value for each of them."""
+
+    def __str__(self) -> str:  # a KeyError's own str() would quote the message
+        return str(self.args[0])
 
 
 @dataclass
@@ -74,9 +82,7 @@ class RuleSet:
 
     def fixed_conditions(self, n: int, **values) -> dict[str, np.ndarray]:
         """Conditions for n melodies with given values of the open parameters (e.g. tonic=7)."""
-        missing = set(self.open) - set(values)
-        if missing:
-            raise KeyError(f"no value given for the open parameter(s) {', '.join(sorted(missing))}")
+        self._check_values(values)
         return {k: np.full(n, values[k]) for k in self.open}
 
     @property
@@ -107,13 +113,19 @@ class RuleSet:
                 col += 1
         return out
 
+    def _check_values(self, values: dict) -> None:
+        missing = sorted(set(self.open) - set(values))
+        if missing:
+            raise OpenValuesError(
+                f"no value given for the open parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"of these rules (e.g. values={{'{missing[0]}': ...}})"
+            )
+
     # -- scoring ---------------------------------------------------------------------------------
     def _cond(self, tokens_or_n, cond: dict | None) -> dict:
         n = tokens_or_n if isinstance(tokens_or_n, int) else len(tokens_or_n)
         cond = dict(cond or {})
-        missing = set(self.open) - set(cond)
-        if missing:
-            raise KeyError(f"no value given for the open parameter(s) {', '.join(sorted(missing))}")
+        self._check_values(cond)
         if self._key is not None:
             cond["_tonic"] = Key.tonic(self._key.params, cond, n)
         return cond

@@ -95,6 +95,13 @@ class FitConfig:
     patience: int = 2  # stop after this many rounds without a better actor (0: run every round)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name, allowed in (("realism_fakes", ("prior", "prior+actor")), ("critic_data", ("prior", "all"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"FitConfig.{name} must be {' or '.join(map(repr, allowed))}, not {getattr(self, name)!r}"
+                )
+
     def rounds_for(self, cond_size: int) -> int:
         return self.conditional_rounds if cond_size else self.rounds
 

@@ -83,6 +83,33 @@ def test_zero_shot_fit_satisfies_conditional_constraints_with_a_small_shift():
         assert (z2[:, 2:] - z[:, 2:]).abs().mean() < 0.5 * (z2[:, :2] - z[:, :2]).abs().mean() + 0.1
 
 
+@pytest.mark.parametrize("switch", [{"realism_fakes": "prior+actor"}, {"critic_data": "all"}])
+def test_each_fit_switch_changes_the_fit_and_a_misspelt_value_is_refused(switch):
+    small = dict(
+        rounds=3,
+        conditional_rounds=3,
+        conditional_scale=1,
+        initial_samples=256,
+        samples_per_round=128,
+        initial_critic_steps=20,
+        critic_steps=10,
+        actor_steps=10,
+        hidden=16,
+        actor_hidden=16,
+        patience=0,
+    )
+
+    def learnt(config):  # what a fit learnt, round by round (its timings left out)
+        return [{k: v for k, v in e.items() if "seconds" not in k} for e in fit(toy_problem(), config).history]
+
+    base = learnt(FitConfig(**small))
+    assert learnt(FitConfig(**small, **switch)) != base
+    if "critic_data" in switch:  # a fit is deterministic, so the difference is the switch's
+        assert learnt(FitConfig(**small)) == base
+    with pytest.raises(ValueError, match=f"FitConfig.{next(iter(switch))} must be"):
+        FitConfig(**{k: "typo" for k in switch})
+
+
 def test_gradient_search_stops_each_example_when_satisfied():
     critic = lambda z, c: torch.stack([6 * (z[:, 0] - 1.2), 6 * (z[:, 1] - 0.0)], -1)  # noqa: E731
     z0 = torch.randn(200, Z, generator=torch.Generator().manual_seed(0))

@@ -7,6 +7,7 @@ melody, image, midi, tui or cli packages.
 from melody_lc.engine.fit import FitConfig, FitResult, LatentProblem, fit, latent_spread
 from melody_lc.engine.losses import actor_loss, critic_loss, distance_penalty, gradient_penalty
 from melody_lc.engine.nets import Actor, Critic, CriticEnsemble
+from melody_lc.engine.realism import RealismFit, fit_realism
 from melody_lc.engine.search import gradient_search
 
 __all__ = [
@@ -16,10 +17,12 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "LatentProblem",
+    "RealismFit",
     "actor_loss",
     "critic_loss",
     "distance_penalty",
     "fit",
+    "fit_realism",
     "gradient_penalty",
     "gradient_search",
     "latent_spread",

@@ -110,6 +110,25 @@ def test_each_fit_switch_changes_the_fit_and_a_misspelt_value_is_refused(switch)
         FitConfig(**{k: "typo" for k in switch})
 
 
+def test_the_realism_actor_moves_prior_samples_toward_the_data_with_a_small_move():
+    """Real latents sit in one corner (z0 near 1.5, the rest as the prior): the actor takes prior
+    samples there, mostly along z0, and the critic finds its outputs real."""
+    from melody_lc.engine import fit_realism
+
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(2000, Z, generator=g)
+    real[:, 0] = 1.5 + 0.3 * torch.randn(2000, generator=g)
+    small = FitConfig(hidden=32, actor_hidden=32, batch_size=128, actor_max_step=3.0)
+    res = fit_realism(real, torch.full((Z,), 0.5), small, steps=600)
+    z = torch.randn(1000, Z, generator=g)
+    with torch.no_grad():
+        z2 = res.actor(z)
+    assert abs(float(z2[:, 0].mean()) - 1.5) < 0.5 and abs(float(z[:, 0].mean()) - 1.5) > 1.3
+    assert (z2[:, 1:] - z[:, 1:]).abs().mean() < 0.5 * (z2[:, 0] - z[:, 0]).abs().mean()
+    last = res.history[-1]
+    assert last["actor_real"] > last["prior_real"] + 0.2
+
+
 def test_gradient_search_stops_each_example_when_satisfied():
     critic = lambda z, c: torch.stack([6 * (z[:, 0] - 1.2), 6 * (z[:, 1] - 0.0)], -1)  # noqa: E731
     z0 = torch.randn(200, Z, generator=torch.Generator().manual_seed(0))

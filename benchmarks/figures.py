@@ -31,6 +31,7 @@ BENCHMARKS = {
         "the composer's own tune kept: transform on held-out tunes, with and without keep",
         "8 min",
     ),
+    "realism_overlap": ([], "sample through the realism actor: feature overlap with held-out tunes", "5 min"),
     "midi_reading": ([], "real MIDI files to windows: symusic against note_seq's pretty_midi path", "1 min"),
     "install_footprint": ([], "the README's install commands: time, disk, distributions", "8 min"),
     "extraction_throughput": (["--limit", "2000"], "music21 corpus to windows at 1 and 2 workers", "10 min"),

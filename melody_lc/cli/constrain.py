@@ -32,11 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser(
         "fit-stats",
-        help="store beside a model what fitting takes from its training data, "
-        "so that new rules files fit without the dataset",
+        help="store beside a model what fitting takes from its training data (so that new rules files "
+        "fit without the dataset) and its realism actor (for `sample`)",
     )
     s.add_argument("--model", metavar="DIR", help="melody VAE checkpoint (default: the shipped one)")
     s.add_argument("--data", metavar="PATH", help="dataset (default: the corpus dataset)")
+    s.add_argument("--realism-steps", type=int, help="steps of the realism actor's fit (default: REALISM_STEPS)")
     s.set_defaults(func=cmd_fit_stats)
 
     g = sub.add_parser("generate", help="write melodies that follow a rules file (fits first if needed)")
@@ -232,13 +233,25 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
 
 
 def cmd_fit_stats(args) -> int:
+    from melody_lc.cli import CLIError
     from melody_lc.cli.model import _dataset, _load, model_dir
-    from melody_lc.constrain import FIT_STATS, save_fit_stats
+    from melody_lc.constrain import FIT_STATS, load_fit_stats, save_fit_stats
+    from melody_lc.constrain.realism import REALISM, REALISM_STEPS, fit_model_realism
 
+    steps = REALISM_STEPS if args.realism_steps is None else args.realism_steps
+    if steps < 1:
+        raise CLIError(f"--realism-steps must be at least 1, got {steps}")
     model, _ = _load(args)
-    data = _dataset(args.data)
-    save_fit_stats(model_dir(args), model, data.windows("train"), data.path.name)
-    print(f"wrote {model_dir(args) / FIT_STATS}.safetensors: fits of new rules for this model need no dataset now")
+    d = model_dir(args)
+    if args.data or load_fit_stats(d, model) is None:
+        data = _dataset(args.data)
+        save_fit_stats(d, model, data.windows("train"), data.path.name)
+        print(f"wrote {d / FIT_STATS}.safetensors: fits of new rules for this model need no dataset now")
+    last = fit_model_realism(d, model, steps=steps)
+    print(
+        f"wrote {d / REALISM}.safetensors: `sample` moves prior latents toward where real tunes encode "
+        f"(mean move {last['shift']:.1f})"
+    )
     return 0
 
 

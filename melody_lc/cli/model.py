@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", metavar="DIR", default="samples")
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--no-realism",
+        action="store_true",
+        help="decode the prior itself (default: through the model's realism actor, where it has one)",
+    )
     _add_model_and_midi_options(s)
     s.set_defaults(func=cmd_sample)
 
@@ -350,7 +355,10 @@ def cmd_evaluate(args) -> int:
     heldout = ds.windows(args.split)
     if args.limit:
         heldout = heldout[: args.limit]
-    result = evaluate(model, heldout, num_samples=args.samples, temperature=args.temperature)
+    from melody_lc.constrain.realism import load_realism
+
+    realism = load_realism(model_dir(args), model)
+    result = evaluate(model, heldout, num_samples=args.samples, temperature=args.temperature, realism=realism)
     result["split"] = args.split
     print(json.dumps(result, indent=1))
     if args.json:
@@ -368,11 +376,22 @@ def cmd_sample(args) -> int:
         raise CLIError(f"-n must be at least 1, got {args.n}")
     if args.temperature < 0:
         raise CLIError("--temperature must be >= 0")
+    from melody_lc.constrain.realism import load_realism
+    from melody_lc.melody.evaluate import sample_moved
     from melody_lc.melody.hardware import use_bf16
 
     model, _ = _load(args)
     gen = torch.Generator().manual_seed(args.seed)
-    tokens = model.sample(args.n, args.temperature, gen, bf16=use_bf16("auto", torch.device("cpu"))).numpy()
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    realism = None if args.no_realism else load_realism(model_dir(args), model)
+    if realism is None:
+        tokens = model.sample(args.n, args.temperature, gen, bf16=bf16).numpy()
+    else:
+        tokens = sample_moved(model, realism, args.n, args.temperature, gen, bf16=bf16)
+        print(
+            "note: through the model's realism actor, toward real tunes (--no-realism: the prior itself)",
+            file=sys.stderr,
+        )
     _write_all(tokens, "sample", args)
     return 0
 

@@ -113,8 +113,11 @@ def evaluate(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
+    realism=None,
 ) -> dict:
-    """Everything above in one dict (what the model card reports)."""
+    """Everything above in one dict (what the model card reports). ``realism``: the model's realism
+    actor (z -> z'); then ``feature_overlap_realism`` holds the overlap of the same prior samples
+    moved by it."""
     torch.manual_seed(seed)
     result = reconstruction_metrics(model, heldout, batch_size)
     gen = torch.Generator().manual_seed(seed)
@@ -122,4 +125,18 @@ def evaluate(
     result["prior_samples"] = num_samples
     result["temperature"] = temperature
     result["feature_overlap"] = feature_overlap(samples, heldout)
+    if realism is not None:
+        moved = sample_moved(model, realism, num_samples, temperature, torch.Generator().manual_seed(seed), batch_size)
+        result["feature_overlap_realism"] = feature_overlap(moved, heldout)
     return result
+
+
+@torch.inference_mode()
+def sample_moved(
+    model: HierarchicalMelodyVAE, move, n: int, temperature: float, generator, batch_size: int = 256, bf16=False
+):
+    """n melodies from prior latents moved by ``move`` (the realism actor), as ``model.sample`` draws them."""
+    z = torch.randn(n, model.config.z_size, generator=generator)
+    return torch.cat(
+        [model.decode(move(z[i : i + batch_size]), temperature, generator, bf16) for i in range(0, n, batch_size)]
+    ).numpy()

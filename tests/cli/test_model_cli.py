@@ -579,11 +579,25 @@ def test_a_new_rules_file_fits_with_nothing_but_the_model(tiny_run, tmp_path):
     common = ["--model", str(mine), "--rounds", "1", "--quick", "--quiet"]
     res = run_cli("generate", "--rules", str(rules), "-n", "2", "--out", str(tmp_path / "a"), *common, env_extra=env)
     assert res.returncode == 2 and "no dataset there" in res.stderr
-    res = run_cli("fit-stats", "--model", str(mine), "--data", str(data), env_extra=env)
+    res = run_cli("fit-stats", "--model", str(mine), "--data", str(data), "--realism-steps", "30", env_extra=env)
     assert res.returncode == 0, res.stderr
     assert (mine / "fit-stats.safetensors").is_file() and json.loads((mine / "fit-stats.json").read_text())[
         "encodings"
     ] > 0
+    # ... and its realism actor: `sample` goes through it unless told not to, `evaluate` reports both
+    assert json.loads((mine / "realism.json").read_text())["steps"] == 30
+    written = {}
+    for how in ("realism", "prior"):
+        extra = ["--no-realism"] if how == "prior" else []
+        res = run_cli("sample", "--model", str(mine), "-n", "4", "--out", str(tmp_path / how), *extra, env_extra=env)
+        assert res.returncode == 0, res.stderr
+        assert ("realism actor" in res.stderr) == (how == "realism")
+        written[how] = [Melody.from_midi_file(f).tokens for f in sorted((tmp_path / how).glob("*.mid"))]
+    assert len(written["realism"]) == 4 and any((a != b).any() for a, b in zip(*written.values()))
+    res = run_cli("evaluate", "--model", str(mine), "--data", str(data), "--limit", "8", "--samples", "16")
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    assert set(figures["feature_overlap_realism"]) == set(figures["feature_overlap"])
     res = run_cli("generate", "--rules", str(rules), "-n", "2", "--out", str(tmp_path / "a"), *common, env_extra=env)
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "a").glob("melody-*.mid"))) == 2

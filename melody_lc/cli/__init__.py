@@ -19,7 +19,7 @@ class CLIError(UserError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import chain, constrain, data, image, live, model, rules
+    from melody_lc.cli import chain, constrain, data, image, live, model, rules, train
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"melody-lc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data.register(sub)
+    train.register(sub)
     model.register(sub)
     rules.register(sub)
     constrain.register(sub)

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     e.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sample", help="write melodies sampled from the model's prior as .mid files")
+    s = sub.add_parser("sample", help="write melodies sampled from the model (through its realism actor) as .mid files")
     s.add_argument("-n", type=int, default=8, help="how many (default 8)")
     s.add_argument("--out", metavar="DIR", default="samples")
     s.add_argument("--temperature", type=float, default=1.0)

@@ -11,6 +11,8 @@ import numpy as np
 
 from melody_lc.chain.api import Context, Event, Param, Processor
 
+log = logging.getLogger(__name__)
+
 
 class Constrain(Processor):
     """Gathers the notes played into it, one 16-bar phrase at a time (phrases start on multiples of
@@ -32,18 +34,21 @@ class Constrain(Processor):
     )
     budget = 0.02
 
-    def __init__(self, resources=None, **values) -> None:
+    def __init__(self, resources=None, open_values: dict | None = None, **values) -> None:
         super().__init__(**values)
         # (rules, model, fitted), which the host loads (and fits, if need be) before it runs
         self.rules, self.model, self.fitted = resources or (None, None, None)
-        self.open_values: dict | None = None  # the rules' open parameters (the host sets them)
+        self.open_values = open_values  # the rules' open parameters, by name
         self.notes: list[list] = []  # [pitch, start_beat, end_beat or None, channel]
         self.phrase: int | None = None
         self.pending: list[Event] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.results: list[tuple[int, np.ndarray, int]] = []  # (phrase to play in, tokens, channel)
-        self.searches: list[threading.Thread] = []
+        self.waiting: tuple | None = None  # the latest phrase to search for (an older one left waiting is dropped)
+        self.worker: threading.Thread | None = None  # the one search thread (searches never compete for the CPU)
         self.closed = False
+        if self.model is not None:
+            self._start_worker()  # it warms up while the first phrase plays
 
     PHRASE_BEATS = 64
 
@@ -87,13 +92,49 @@ class Constrain(Processor):
         if not notes:
             return
         tokens = Melody.from_notes(notes).tokens.astype(np.int64)
-        # not a daemon: torch must never be cut off mid-call at exit (that aborts the process)
-        search = threading.Thread(target=self._search, args=(k + 1, tokens, channel), name="melody-lc-constrain")
         with self.lock:
             if self.closed:
                 return
-            self.searches = [s for s in self.searches if s.is_alive()] + [search]
-            search.start()
+            if self.waiting is not None:  # its answer would come too late to be heard: the newer phrase wins
+                dropped = self.waiting[0] - 1
+                log.warning(
+                    "constrain: phrase %d ended before phrase %d was searched; that one stays unanswered", k, dropped
+                )
+            self.waiting = (k + 1, tokens, channel)
+            self.lock.notify_all()
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        with self.lock:
+            if self.worker is None and not self.closed:
+                # not a daemon: torch must never be cut off mid-call at exit (that aborts the process)
+                self.worker = threading.Thread(target=self._work, name="melody-lc-constrain")
+                self.worker.start()
+
+    def _work(self) -> None:
+        """The search thread: a first search to warm up (the first call of torch's kernels, and
+        the imports, take seconds), then one phrase at a time until the processor closes."""
+        from melody_lc.constrain import transform
+        from melody_lc.melody.encoding import REST, STEPS
+
+        job = None  # None: the warm-up, on a silent phrase
+        while True:
+            try:
+                if job is None:
+                    silence = np.full(STEPS, REST, dtype=np.int64)
+                    transform(silence, self.rules, self.model, self.fitted, values=self.open_values, steps=2)
+                else:
+                    self._search(*job)
+            except Exception as e:  # a thread of its own: said, and the next phrase is searched for
+                log.warning(
+                    "constrain: the search for phrase %s failed: %s", "(warm-up)" if job is None else job[0] - 1, e
+                )
+            with self.lock:
+                while self.waiting is None and not self.closed:
+                    self.lock.wait()
+                if self.closed:
+                    return
+                job, self.waiting = self.waiting, None
 
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform
@@ -103,7 +144,7 @@ class Constrain(Processor):
         )
         if not report["all_rules"]:  # never played: an answer must obey every rule
             broken = [name for name, r in report["rules"].items() if not r["satisfied"]]
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "constrain: no answer to phrase %d obeys every rule (breaks %s); that phrase stays silent",
                 k - 1,
                 ", ".join(broken),
@@ -116,21 +157,32 @@ class Constrain(Processor):
         from melody_lc.midi.schedule import Phrase
 
         phrase = Phrase.from_tokens(tokens, channel, self.values["velocity"])
+        skipped = 0
         for step in sorted(phrase.events):
             t = ctx.time_at(k * self.PHRASE_BEATS + step / 4)
             if t >= ctx.now or step == 256:
                 self.pending += [Event(max(t, ctx.now), m) for m in phrase.events[step]]
-            # notes of a phrase that started before its search ended are skipped, not played late
+            else:  # notes of a phrase that started before its search ended are skipped, not played late
+                skipped += sum(m.type == "note_on" and m.velocity > 0 for m in phrase.events[step])
+        if skipped:
+            late = ctx.now - ctx.time_at(k * self.PHRASE_BEATS)
+            log.warning(
+                "constrain: the answer to phrase %d came %.1f s late; its first %d notes are skipped",
+                k - 1,
+                late,
+                skipped,
+            )
 
     def reset(self) -> None:
         """Notes in flight are forgotten; an answer still being searched for plays when it is ready."""
         self.notes, self.phrase, self.pending = [], None, []
 
     def close(self) -> None:
-        """No search starts after this; the ones under way are waited for (a search is bounded by
-        its steps and redraws: seconds)."""
+        """No search starts after this; the one under way is waited for (a search is bounded by its
+        steps and redraws: seconds)."""
         with self.lock:
-            self.closed = True
-            searches = list(self.searches)
-        for search in searches:
-            search.join()
+            self.closed, self.waiting = True, None
+            self.lock.notify_all()
+            worker = self.worker
+        if worker is not None:
+            worker.join()

@@ -418,7 +418,5 @@ def _check_events(out) -> str | None:
 
 def make_processor(link: Link, resources=None) -> Processor:
     if link.cls is Constrain:
-        proc = Constrain(resources=resources, **link.values)
-        proc.open_values = link.open_values
-        return proc
+        return Constrain(resources=resources, open_values=link.open_values, **link.values)
     return link.cls(**link.values)

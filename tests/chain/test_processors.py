@@ -237,12 +237,41 @@ def test_constrain_close_waits_for_the_search_under_way_and_starts_no_other(ship
         proc.process([], Context((k + 1) * 256 * step, bpm, 0.0))  # the phrase is over: its search starts
 
     play_phrase(0)
-    assert len(proc.searches) == 1 and proc.searches[0].is_alive() and not proc.searches[0].daemon
+    worker = proc.worker
+    assert worker.is_alive() and not worker.daemon and proc.waiting is not None  # warming up: phrase 0 waits
     proc.close()
-    assert not proc.searches[0].is_alive() and len(proc.results) == 1  # it ran to its end
+    assert not worker.is_alive() and proc.results == []  # the warm-up ran to its end; no search started after
     play_phrase(2)
-    assert len(proc.searches) == 1  # none started after close
+    assert proc.worker is worker and proc.waiting is None and proc.results == []  # none after close
 
+
+
+def test_constrain_searches_one_phrase_at_a_time_and_the_newest_wins(shipped_model, caplog):
+    """Searches never compete for the CPU: a phrase still waiting when the next one ends is dropped
+    (its answer could not be heard in time), and the drop is said."""
+    from melody_lc.constrain import cached_fit, shipped_fits_dir
+    from melody_lc.rules import load_rules
+    from tests.chain.conftest import REPO
+
+    rules = load_rules(REPO / "rules" / "c_major_busy.rules")
+    fitted = cached_fit(rules, shipped_model, [], search=(shipped_fits_dir(),))
+    proc = make(Constrain, rules=str(REPO / "rules" / "c_major_busy.rules"))
+    proc.model, proc.rules, proc.fitted = shipped_model, rules, fitted
+    bpm = 960.0
+    step = 60 / bpm / 4
+    phrase = stream(np.tile(np.array([60, 128, 62, 128], dtype=np.int64), 64), bpm=bpm)
+    for k in range(3):  # three phrases within microseconds: the search thread is still warming up
+        for e in phrase:
+            e = Event(e.time + k * 256 * step, e.msg)
+            proc.process([e], Context(e.time, bpm, 0.0))
+    proc.process([], Context(3 * 256 * step, bpm, 0.0))
+    deadline = time.monotonic() + 60
+    while not proc.results and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.close()
+    assert [k for k, *_ in proc.results] == [3]  # phrase 2's answer, to play in phrase 3
+    dropped = [r.getMessage() for r in caplog.records if "stays unanswered" in r.getMessage()]
+    assert len(dropped) == 2 and "phrase 0" in dropped[0] and "phrase 1" in dropped[1]
 
 def _ev(t, kind, note=60):
     return Event(t, mido.Message(kind, note=note, velocity=90 if kind == "note_on" else 0))

@@ -245,7 +245,6 @@ def test_constrain_close_waits_for_the_search_under_way_and_starts_no_other(ship
     assert proc.worker is worker and proc.waiting is None and proc.results == []  # none after close
 
 
-
 def test_constrain_searches_one_phrase_at_a_time_and_the_newest_wins(shipped_model, caplog):
     """Searches never compete for the CPU: a phrase still waiting when the next one ends is dropped
     (its answer could not be heard in time), and the drop is said."""
@@ -272,6 +271,7 @@ def test_constrain_searches_one_phrase_at_a_time_and_the_newest_wins(shipped_mod
     assert [k for k, *_ in proc.results] == [3]  # phrase 2's answer, to play in phrase 3
     dropped = [r.getMessage() for r in caplog.records if "stays unanswered" in r.getMessage()]
     assert len(dropped) == 2 and "phrase 0" in dropped[0] and "phrase 1" in dropped[1]
+
 
 def _ev(t, kind, note=60):
     return Event(t, mido.Message(kind, note=note, velocity=90 if kind == "note_on" else 0))

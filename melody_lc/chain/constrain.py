@@ -42,10 +42,13 @@ class Constrain(Processor):
         self.notes: list[list] = []  # [pitch, start_beat, end_beat or None, channel]
         self.phrase: int | None = None
         self.pending: list[Event] = []
-        self.lock = threading.Condition()
+        self.lock = threading.Lock()
         self.results: list[tuple[int, np.ndarray, int]] = []  # (phrase to play in, tokens, channel)
         self.waiting: tuple | None = None  # the latest phrase to search for (an older one left waiting is dropped)
-        self.worker: threading.Thread | None = None  # the one search thread (searches never compete for the CPU)
+        # the one search thread (searches never compete for the CPU); it lives only while there is
+        # work, so an idle processor never keeps the process from exiting
+        self.worker: threading.Thread | None = None
+        self.warmed = False
         self.closed = False
         if self.model is not None:
             self._start_worker()  # it warms up while the first phrase plays
@@ -101,7 +104,6 @@ class Constrain(Processor):
                     "constrain: phrase %d ended before phrase %d was searched; that one stays unanswered", k, dropped
                 )
             self.waiting = (k + 1, tokens, channel)
-            self.lock.notify_all()
         self._start_worker()
 
     def _start_worker(self) -> None:
@@ -112,29 +114,34 @@ class Constrain(Processor):
                 self.worker.start()
 
     def _work(self) -> None:
-        """The search thread: a first search to warm up (the first call of torch's kernels, and
-        the imports, take seconds), then one phrase at a time until the processor closes."""
+        """The search thread: first a search to warm up (the first calls of torch's kernels, and the
+        imports, take seconds), then the phrases waiting, one at a time; it ends when none waits."""
         from melody_lc.constrain import transform
         from melody_lc.melody.encoding import REST, STEPS
 
-        job = None  # None: the warm-up, on a silent phrase
-        while True:
+        job = None if not self.warmed else self._next_job()
+        while job is not False:
             try:
                 if job is None:
                     silence = np.full(STEPS, REST, dtype=np.int64)
                     transform(silence, self.rules, self.model, self.fitted, values=self.open_values, steps=2)
+                    self.warmed = True
                 else:
                     self._search(*job)
             except Exception as e:  # a thread of its own: said, and the next phrase is searched for
                 log.warning(
                     "constrain: the search for phrase %s failed: %s", "(warm-up)" if job is None else job[0] - 1, e
                 )
-            with self.lock:
-                while self.waiting is None and not self.closed:
-                    self.lock.wait()
-                if self.closed:
-                    return
-                job, self.waiting = self.waiting, None
+            job = self._next_job()
+
+    def _next_job(self):
+        """The phrase waiting, or False (then this thread ends: none waits, or the processor closed)."""
+        with self.lock:
+            if self.waiting is None or self.closed:
+                self.worker = None
+                return False
+            job, self.waiting = self.waiting, None
+            return job
 
     def _search(self, k: int, tokens: np.ndarray, channel: int) -> None:
         from melody_lc.constrain import transform
@@ -182,7 +189,6 @@ class Constrain(Processor):
         steps and redraws: seconds)."""
         with self.lock:
             self.closed, self.waiting = True, None
-            self.lock.notify_all()
             worker = self.worker
         if worker is not None:
             worker.join()

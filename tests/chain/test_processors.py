@@ -3,6 +3,7 @@ model made, called the way the host calls it."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import mido
@@ -242,7 +243,7 @@ def test_constrain_close_waits_for_the_search_under_way_and_starts_no_other(ship
     proc.close()
     assert not worker.is_alive() and proc.results == []  # the warm-up ran to its end; no search started after
     play_phrase(2)
-    assert proc.worker is worker and proc.waiting is None and proc.results == []  # none after close
+    assert proc.worker is None and proc.waiting is None and proc.results == []  # none after close
 
 
 def test_constrain_searches_one_phrase_at_a_time_and_the_newest_wins(shipped_model, caplog):
@@ -265,8 +266,10 @@ def test_constrain_searches_one_phrase_at_a_time_and_the_newest_wins(shipped_mod
             proc.process([e], Context(e.time, bpm, 0.0))
     proc.process([], Context(3 * 256 * step, bpm, 0.0))
     deadline = time.monotonic() + 60
-    while not proc.results and time.monotonic() < deadline:
+    while (not proc.results or proc.worker is not None) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # idle, the search thread has ended: nothing keeps the process from exiting
+    assert proc.worker is None and not any(t.name == "melody-lc-constrain" for t in threading.enumerate())
     proc.close()
     assert [k for k, *_ in proc.results] == [3]  # phrase 2's answer, to play in phrase 3
     dropped = [r.getMessage() for r in caplog.records if "stays unanswered" in r.getMessage()]

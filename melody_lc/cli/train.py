@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue the checkpoint in --out exactly (with its model, batch size, learning rate and seed)",
     )
     t.add_argument(
+        "--from",
+        dest="start_from",
+        metavar="DIR",
+        help="continue another run's checkpoint (weights, optimizer, step) into a new --out; --model-config "
+        "may change free_bits, beta, dropout and bar_carry",
+    )
+    t.add_argument(
         "--compact",
         action="store_true",
         help="train nothing: rewrite the checkpoint in --out to be committed (Adam's moments in bf16, "
@@ -62,7 +69,7 @@ def cmd_train(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _dataset
     from melody_lc.melody.hardware import describe_hardware, matmul_gflops
-    from melody_lc.melody.model import PRESETS, VAEConfig
+    from melody_lc.melody.model import PRESETS, WEIGHT_FREE, VAEConfig, same_weights
     from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer
 
     out = Path(args.out)
@@ -78,20 +85,27 @@ def cmd_train(args) -> int:
         raise CLIError(f"{out}: holds a checkpoint already; add --resume to continue it, or choose another --out")
     if args.resume and not checkpoint.exists(out):
         raise CLIError(f"{out}: no checkpoint to resume")
+    if args.start_from is not None and (args.resume or not checkpoint.exists(args.start_from)):
+        raise CLIError(
+            "--from: give a checkpoint directory, and leave out --resume"
+            if args.resume
+            else f"{args.start_from}: no checkpoint to continue"
+        )
     given = {
         k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None
     }
     checkpoint.check_target(out, KIND)
-    saved = checkpoint.load(out, KIND, with_state=True, tensors=False) if args.resume else None
+    source = out if args.resume else args.start_from
+    saved = checkpoint.load(source, KIND, with_state=True, tensors=False) if source is not None else None
     if saved is not None:  # the run's own settings; an option that says otherwise is a mistake
         if saved["state"] is None:
-            raise CLIError(f"{out}: has no training state to resume from")
+            raise CLIError(f"{source}: has no training state to resume from")
         run = TrainConfig.from_dict(saved["state"].get("train_config", {}))
         for k, v in given.items():
             if getattr(run, k) != v:
                 raise CLIError(
-                    f"{out}: was trained with --{k.replace('_', '-')} {getattr(run, k)}; resuming keeps it "
-                    "(leave the option out, or train into a new --out)"
+                    f"{source}: was trained with --{k.replace('_', '-')} {getattr(run, k)}; continuing keeps it "
+                    "(leave the option out, or train a new run)"
                 )
         given = {k: getattr(run, k) for k in RUN_DEFINING}
     preset = args.preset or (saved["meta"].get("preset", "?") if saved is not None else "default")
@@ -107,7 +121,9 @@ def cmd_train(args) -> int:
             asked = VAEConfig.from_dict({**asked.to_dict(), **json.loads(args.model_config)})
         except (ValueError, TypeError) as e:
             raise CLIError(f"--model-config: {e}") from None
-    if saved is not None and asked != model_config:
+    if args.start_from is not None and not same_weights(asked, model_config):
+        raise CLIError(f"--model-config: continuing {source} may change only {', '.join(WEIGHT_FREE)}")
+    if args.resume and asked != model_config:
         raise CLIError(
             f"{out}: holds a model of another configuration ({json.dumps(saved['config'])}); resuming keeps "
             "it (leave out --preset and --model-config, or train into a new --out)"
@@ -145,7 +161,16 @@ def cmd_train(args) -> int:
     main_cpu = os.environ.get("RANK", "0") == "0" and not torch.cuda.is_available()
     gflops = matmul_gflops(512) if main_cpu else 0.0  # the speed reference, before training starts (own RNG)
     try:
-        trainer = Trainer(windows, model_config, config, out, resume=args.resume, meta=meta, progress=progress)
+        trainer = Trainer(
+            windows,
+            model_config,
+            config,
+            out,
+            resume=args.resume,
+            meta=meta,
+            progress=progress,
+            start_from=args.start_from,
+        )
     except ValueError as e:
         raise CLIError(str(e)) from None
     if trainer.dist.main:

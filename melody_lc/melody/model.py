@@ -9,16 +9,18 @@ Shapes: B melodies, T = 256 steps = 16 bars x 16 steps, V = 130 classes, Z laten
              --16 steps, zero input--> bar embeddings (B, 16, C)
     each bar embedding --linear, tanh--> initial state of the 2-layer bar LSTM, which emits the
              bar's 16 steps autoregressively; its input at each step is the previous output
-             (one-hot; zeros at a bar's first step) concatenated with the bar embedding.
+             (one-hot; zeros at a bar's first step, or with ``bar_carry`` the previous bar's last
+             token) concatenated with the bar embedding.
 
 Bars restart from their embedding, so during training all 16 bars run as one batch of B*16
-sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 256 steps).
+sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 256 steps); with
+``bar_carry`` sampling runs the bars in sequence (256 steps over B rows), training still at once.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,9 @@ class VAEConfig:
     free_bits: float = 256.0  # KL allowance in bits (MusicVAE hierdec-mel_16bar: 256 bits)
     beta: float = 0.2  # weight of the KL beyond the free bits (MusicVAE: 0.2)
     dropout: float = 0.0
+    # each bar's first input is the previous bar's last token instead of zeros (then the bars of a
+    # free-running decode run in sequence, 256 steps over B rows, not 16 steps over B*16)
+    bar_carry: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEConfig:
@@ -55,7 +60,23 @@ class VAEConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, less those added after models were shipped while they keep the value that
+        means "as before": such a config is written (and fingerprinted, for the fit caches) as it was."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+# fields added after models were shipped -> the value that means "as before"
+LATER_FIELDS = {"bar_carry": False}
+
+
+# what a run may change when it continues another run's weights (``train --from``): no weight's shape
+# depends on these
+WEIGHT_FREE = ("free_bits", "beta", "dropout", "bar_carry")
+
+
+def same_weights(a: VAEConfig, b: VAEConfig) -> bool:
+    """Whether models of configs ``a`` and ``b`` have the same weights (names and shapes)."""
+    return replace(a, **{k: getattr(b, k) for k in WEIGHT_FREE}) == b
 
 
 PRESETS: dict[str, VAEConfig] = {
@@ -139,8 +160,12 @@ class HierarchicalMelodyVAE(nn.Module):
         bars = self.bar_embeddings(z)  # (B, 16, C)
         state = self.decoder_state(bars)
         target = tokens.long().reshape(B * NUM_BARS, BAR_STEPS)
-        prev = F.one_hot(target[:, :-1], NUM_CLASSES).to(bars.dtype)
-        prev = torch.cat([prev.new_zeros(B * NUM_BARS, 1, NUM_CLASSES), prev], 1)  # zeros start each bar
+        if self.config.bar_carry:  # the previous step's token throughout, across bar lines too
+            flat = F.one_hot(tokens.long()[:, :-1], NUM_CLASSES).to(bars.dtype)
+            prev = torch.cat([flat.new_zeros(B, 1, NUM_CLASSES), flat], 1).view(B * NUM_BARS, BAR_STEPS, -1)
+        else:
+            prev = F.one_hot(target[:, :-1], NUM_CLASSES).to(bars.dtype)
+            prev = torch.cat([prev.new_zeros(B * NUM_BARS, 1, NUM_CLASSES), prev], 1)  # zeros start each bar
         emb = bars.reshape(B * NUM_BARS, 1, -1).expand(-1, BAR_STEPS, -1)
         out, _ = self.decoder(torch.cat([prev, emb], -1), state)
         return self.output(out).view(B, STEPS, NUM_CLASSES)
@@ -195,18 +220,13 @@ class HierarchicalMelodyVAE(nn.Module):
             )
             for k in range(self.config.decoder_layers)
         ]
-        if steer:
+        if steer or self.config.bar_carry:
             return self._decode_in_sequence(h0, c0, emb_gates, token_gates, layers, temperature, generator, steer)
         hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
         out = torch.empty(B * NUM_BARS, BAR_STEPS, dtype=torch.long, device=z.device)
         gates_in = emb_gates
         for t in range(BAR_STEPS):
-            logits = self._step(gates_in, hs, cs, layers)
-            if temperature <= 0:
-                tok = logits.argmax(-1)
-            else:
-                probs = torch.softmax(logits.float() / temperature, -1)
-                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            tok = _draw(self._step(gates_in, hs, cs, layers), temperature, generator)
             out[:, t] = tok
             gates_in = emb_gates + token_gates[tok]
         return out.view(B, STEPS)
@@ -222,18 +242,25 @@ class HierarchicalMelodyVAE(nn.Module):
             x = hs[k]
         return self.output(x)
 
-    def _decode_in_sequence(self, h0, c0, emb_gates, token_gates, layers, temperature, generator, steer: Steer):
+    def _decode_in_sequence(self, h0, c0, emb_gates, token_gates, layers, temperature, generator, steer: Steer | None):
         layer_count, rows, size = h0.shape
         B = rows // NUM_BARS
         h0, c0 = h0.view(layer_count, B, NUM_BARS, size), c0.view(layer_count, B, NUM_BARS, size)
         emb_gates = emb_gates.view(B, NUM_BARS, -1)
-        state = steer.start(B, emb_gates.device)
+        state = steer.start(B, emb_gates.device) if steer else None
         out = torch.empty(B, STEPS, dtype=torch.long, device=emb_gates.device)
+        tok = None
         for bar in range(NUM_BARS):  # each bar restarts from its embedding, as in training
             hs, cs = list(h0[:, :, bar].unbind(0)), list(c0[:, :, bar].unbind(0))
-            gates_in = emb_gates[:, bar]
+            carried = self.config.bar_carry and tok is not None  # the previous bar's last token
+            gates_in = emb_gates[:, bar] + token_gates[tok] if carried else emb_gates[:, bar]
             for t in range(BAR_STEPS):
-                tok = steer.choose(self._step(gates_in, hs, cs, layers), state, temperature, generator)
+                logits = self._step(gates_in, hs, cs, layers)
+                tok = (
+                    steer.choose(logits, state, temperature, generator)
+                    if steer
+                    else _draw(logits, temperature, generator)
+                )
                 out[:, bar * BAR_STEPS + t] = tok
                 gates_in = emb_gates[:, bar] + token_gates[tok]
         return out
@@ -246,13 +273,24 @@ class HierarchicalMelodyVAE(nn.Module):
         generator: torch.Generator | None = None,
         batch_size: int = 256,
         bf16: bool = False,
+        move=None,
     ) -> torch.Tensor:
-        """n melodies from the prior, decoded ``batch_size`` at a time: tokens (n, 256), unsteered."""
+        """n melodies from the prior, decoded ``batch_size`` at a time: tokens (n, 256), unsteered.
+        ``move`` (z -> z', e.g. the realism actor) moves each batch of prior latents first."""
         device = self.output.weight.device
         z = torch.randn(n, self.config.z_size, generator=generator, device=device)
+        move = move or (lambda z: z)
         return torch.cat(
-            [self.decode(z[i : i + batch_size], temperature, generator, bf16) for i in range(0, n, batch_size)]
+            [self.decode(move(z[i : i + batch_size]), temperature, generator, bf16) for i in range(0, n, batch_size)]
         )
+
+
+def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The class (rows,) of a step: the argmax at temperature 0, else drawn at ``temperature``."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, -1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def kl_nats(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from melody_lc import checkpoint
 from melody_lc.melody.encoding import NUM_PITCHES
 from melody_lc.melody.hardware import use_bf16
-from melody_lc.melody.model import HierarchicalMelodyVAE, VAEConfig, kl_nats, vae_loss
+from melody_lc.melody.model import WEIGHT_FREE, HierarchicalMelodyVAE, VAEConfig, kl_nats, same_weights, vae_loss
 
 KIND = "melody-vae"
 
@@ -141,7 +141,10 @@ class Trainer:
         resume: bool = False,
         meta: dict | None = None,
         progress: Callable[[dict], None] | None = None,
+        start_from: str | os.PathLike | None = None,
     ) -> None:
+        """``start_from``: another run's checkpoint, continued (weights, optimizer, step, data order)
+        into ``out`` with ``model_config``, which may differ from its own only in ``WEIGHT_FREE``."""
         self.dist = _setup_distributed()
         if config.batch_size % self.dist.world:
             raise ValueError(f"batch size {config.batch_size} does not split over {self.dist.world} processes")
@@ -167,7 +170,9 @@ class Trainer:
         self._window = {"acc": {}, "n": 0}  # the log entry being gathered (kept in checkpoints)
         self.resumed_compact = False
         if resume:
-            self._load()
+            self._load(self.out)
+        elif start_from is not None:
+            self._load(Path(start_from), other_run=True)
         self.bf16 = use_bf16(config.precision, self.device)
         self.net = self.model
         if self.dist.world > 1:
@@ -368,26 +373,28 @@ class Trainer:
             extra_files={"log.jsonl": log_text},
         )
 
-    def _load(self) -> None:
-        ck = checkpoint.load(self.out, KIND, with_state=True)  # a damaged file is a CheckpointError
-        if VAEConfig.from_dict(ck["config"]) != self.model.config:
+    def _load(self, path: Path, other_run: bool = False) -> None:
+        ck = checkpoint.load(path, KIND, with_state=True)  # a damaged file is a CheckpointError
+        theirs = VAEConfig.from_dict(ck["config"])
+        if not (same_weights(theirs, self.model.config) if other_run else theirs == self.model.config):
             raise checkpoint.CheckpointError(
-                f"{self.out}: holds a model of another configuration; train into a new --out"
+                f"{path}: holds a model of another configuration; "
+                + (f"only {', '.join(WEIGHT_FREE)} may change" if other_run else "train into a new --out")
             )
         state, tensors = ck["state"], ck["state_tensors"]
         if state is None:
-            raise checkpoint.CheckpointError(f"{self.out}: has no training state to resume from")
+            raise checkpoint.CheckpointError(f"{path}: has no training state to resume from")
         saved = TrainConfig.from_dict(state.get("train_config", {}))
         changed = [k for k in RUN_DEFINING if getattr(saved, k) != getattr(self.config, k)]
         if changed:
             raise checkpoint.CheckpointError(
-                f"{self.out}: was trained with "
+                f"{path}: was trained with "
                 + ", ".join(f"{k} {getattr(saved, k)}" for k in changed)
                 + "; resuming with other values would start another run (keep them, or train into a new --out)"
             )
         if state.get("num_windows") != len(self.windows):
             raise checkpoint.CheckpointError(
-                f"{self.out}: was trained on {state.get('num_windows')} windows, this data has {len(self.windows)}"
+                f"{path}: was trained on {state.get('num_windows')} windows, this data has {len(self.windows)}"
             )
         self.model.load_state_dict(ck["weights"])
         opt_state = {"state": {}, "param_groups": state["param_groups"]}
@@ -404,9 +411,16 @@ class Trainer:
         self.step, self.epoch, self.pos, self.elapsed = state["step"], state["epoch"], state["pos"], state["elapsed_s"]
         self._window = state.get("log_window") or {"acc": {}, "n": 0}
         self.resumed_compact = state.get("moments") == "bf16"  # Adam's moments were stored rounded
-        log_path = checkpoint.resolve(self.out) / "log.jsonl"
+        log_path = checkpoint.resolve(path) / "log.jsonl"
         self.log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
         self.meta = {**ck["meta"], **self.meta}
+        if other_run:
+            changed = {
+                k: getattr(self.model.config, k)
+                for k in WEIGHT_FREE
+                if getattr(theirs, k) != getattr(self.model.config, k)
+            }
+            self.meta["continued_from"] = {"run": path.name, "step": self.step, "changed": changed}
 
 
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-weight state (its "step" stays exact)

@@ -291,3 +291,27 @@ def _fresh_params():
 def test_too_little_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(_windows(4), PRESETS["tiny"], TrainConfig(batch_size=8), tmp_path / "x")
+
+
+def test_a_run_continues_another_with_a_change_that_keeps_the_weights(tmp_path, capsys):
+    """``train --from``: the other run's weights, optimizer and step, with free bits, beta, dropout
+    or bar_carry changed; a change of any weight's shape is refused."""
+    from melody_lc.cli import main
+
+    a = _train(tmp_path / "a", 3)
+    carry = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "bar_carry": True, "free_bits": 16.0})
+    cfg = TrainConfig(steps=5, batch_size=8, precision="fp32", log_every=1)
+    b = Trainer(_windows(), carry, cfg, tmp_path / "b", start_from=tmp_path / "a")
+    assert b.step == 3 and all(torch.equal(v, a.model.state_dict()[k]) for k, v in b.model.state_dict().items())
+    b.run()
+    model, meta = load_model(tmp_path / "b")
+    assert model.config.bar_carry and meta["steps"] == 5
+    assert meta["continued_from"] == {"run": "a", "step": 3, "changed": {"free_bits": 16.0, "bar_carry": True}}
+    assert load_model(tmp_path / "a")[1]["steps"] == 3  # the run continued from is left as it was
+    wider = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "decoder_size": 64})
+    with pytest.raises(CheckpointError, match="only free_bits"):
+        Trainer(_windows(), wider, cfg, tmp_path / "c", start_from=tmp_path / "a")
+    args = ["train", "--from", str(tmp_path / "a"), "--out", str(tmp_path / "d"), "--model-config", '{"z_size": 8}']
+    assert main(args) == 2
+    assert "may change only free_bits, beta, dropout, bar_carry" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -19,7 +19,7 @@ import torch
 from melody_lc.constrain import load_fit_stats
 from melody_lc.constrain.realism import REALISM_STEPS, load_realism
 from melody_lc.engine import FitConfig, fit_realism
-from melody_lc.melody.evaluate import feature_overlap, sample_moved
+from melody_lc.melody.evaluate import feature_overlap
 from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
 
@@ -50,7 +50,7 @@ def main() -> None:
     print("|---:|---|---:|---:|---:|---:|---:|")
     for T in (1.0, 0.5):
         prior = model.sample(args.n, T, torch.Generator().manual_seed(1)).numpy()
-        moved = sample_moved(model, actor, args.n, T, torch.Generator().manual_seed(1))
+        moved = model.sample(args.n, T, torch.Generator().manual_seed(1), move=actor).numpy()
         for name, tokens in (("prior", prior), ("realism actor", moved)):
             o = feature_overlap(tokens, held)
             print(

@@ -202,17 +202,14 @@ def cmd_sample(args) -> int:
     if args.temperature < 0:
         raise CLIError("--temperature must be >= 0")
     from melody_lc.constrain.realism import load_realism
-    from melody_lc.melody.evaluate import sample_moved
     from melody_lc.melody.hardware import use_bf16
 
     model, _ = _load(args)
     gen = torch.Generator().manual_seed(args.seed)
     bf16 = use_bf16("auto", torch.device("cpu"))
     realism = None if args.no_realism else load_realism(model_dir(args), model)
-    if realism is None:
-        tokens = model.sample(args.n, args.temperature, gen, bf16=bf16).numpy()
-    else:
-        tokens = sample_moved(model, realism, args.n, args.temperature, gen, bf16=bf16)
+    tokens = model.sample(args.n, args.temperature, gen, bf16=bf16, move=realism).numpy()
+    if realism is not None:
         print(
             "note: through the model's realism actor, toward real tunes (--no-realism: the prior itself)",
             file=sys.stderr,

@@ -126,17 +126,7 @@ def evaluate(
     result["temperature"] = temperature
     result["feature_overlap"] = feature_overlap(samples, heldout)
     if realism is not None:
-        moved = sample_moved(model, realism, num_samples, temperature, torch.Generator().manual_seed(seed), batch_size)
+        gen = torch.Generator().manual_seed(seed)
+        moved = model.sample(num_samples, temperature, gen, batch_size, move=realism).numpy()
         result["feature_overlap_realism"] = feature_overlap(moved, heldout)
     return result
-
-
-@torch.inference_mode()
-def sample_moved(
-    model: HierarchicalMelodyVAE, move, n: int, temperature: float, generator, batch_size: int = 256, bf16=False
-):
-    """n melodies from prior latents moved by ``move`` (the realism actor), as ``model.sample`` draws them."""
-    z = torch.randn(n, model.config.z_size, generator=generator)
-    return torch.cat(
-        [model.decode(move(z[i : i + batch_size]), temperature, generator, bf16) for i in range(0, n, batch_size)]
-    ).numpy()

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,22 @@ BENCHMARKS = {
     "chain_latency": ([], "note-in to note-out latency of chains on real ports", "2 min"),
     "live_timing": ([], "clock and phrase timing of the live engine", "3 min"),
     "latent_scale": ([], "the distance penalty's scale", "5 min"),
-    "image_table": ([], "the paper's image table (needs image data)", "30 min"),
+    "fit_choices": ([], "why the fit is built as it is: each of its choices undone in turn", "10 min"),
+    "image_table": (["--digits"], "the paper's image table on real handwritten digits (not MNIST)", "40 min"),
     "learning_curve": ([], "accuracy against training time", "long"),
+    "capacity_table": (
+        [
+            "--minutes",
+            "12",
+            "default",
+            "previous bar's last token",
+            "shipped, continued",
+            "shipped + previous bar's last token",
+            "shipped + free bits 1024, beta 0.1",
+        ],
+        "which change to the VAE pays: candidates trained for equal CPU time, evaluated on held-out tunes",
+        "45 min",
+    ),
 }
 HEADER = """# Figures
 
@@ -62,7 +77,7 @@ def machine() -> str:
 
 
 def section(name: str, args: list[str], what: str, out: str) -> str:
-    cmd = " ".join(["python", f"benchmarks/{name}.py", *args])
+    cmd = shlex.join(["python", f"benchmarks/{name}.py", *args])
     return (
         f"<!-- figures:{name} -->\n## {name}: {what}\n\n`{cmd}` on {machine()}, "
         f"{datetime.date.today().isoformat()}:\n\n```\n{out.rstrip()}\n```\n<!-- /figures:{name} -->\n"

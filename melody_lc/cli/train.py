@@ -74,11 +74,9 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     if args.compact:
-        from melody_lc.melody.train import compact_checkpoint
-
         if not checkpoint.exists(out):
             raise CLIError(f"{out}: no checkpoint to compact")
-        before, after = compact_checkpoint(out)
+        before, after = checkpoint.compact(out, KIND)
         print(f"{out}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB (Adam's moments in bf16)")
         return 0
     if checkpoint.exists(out) and not args.resume:

@@ -423,38 +423,6 @@ class Trainer:
             self.meta["continued_from"] = {"run": path.name, "step": self.step, "changed": changed}
 
 
-MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-weight state (its "step" stays exact)
-
-
-def compact_checkpoint(out: str | os.PathLike) -> tuple[int, int]:
-    """Rewrite a training checkpoint to be committed: Adam's moments in bf16 (the weights, the step,
-    the data position and every RNG stay exact), about two thirds of the size. A run resumed from
-    it continues closely but not bit for bit; its next checkpoint is exact again. Returns the
-    checkpoint's size in bytes before and after."""
-    ck = checkpoint.load(out, KIND, with_state=True)
-    if ck["state"] is None:
-        raise checkpoint.CheckpointError(f"{out}: has no training state to compact")
-    d = checkpoint.resolve(out)
-    before = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
-    tensors = {
-        k: v.to(torch.bfloat16) if k.startswith("opt.") and k.rsplit(".", 1)[-1] in MOMENTS else v
-        for k, v in ck["state_tensors"].items()
-    }
-    log = d / "log.jsonl"
-    checkpoint.save(
-        out,
-        KIND,
-        ck["config"],
-        ck["weights"],
-        meta=ck["meta"],
-        state={**ck["state"], "moments": "bf16"},
-        state_tensors=tensors,
-        extra_files={"log.jsonl": log.read_text()} if log.exists() else None,
-    )
-    d = checkpoint.resolve(out)
-    return before, sum(f.stat().st_size for f in d.iterdir() if f.is_file())
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[HierarchicalMelodyVAE, dict]:
     """A trained VAE from a checkpoint directory (any of fp32/fp16 weights), in eval mode."""
     ck = checkpoint.load(path, KIND)

@@ -2,6 +2,7 @@
 
     python benchmarks/figures.py                   # every benchmark below (hours on 2 cores)
     python benchmarks/figures.py midi_reading      # rerun some; the other sections stay as they are
+    python benchmarks/figures.py --rewrite         # run nothing: the page again from its sections
 
 Each section holds the command, the machine it ran on (CPU model and SIMD flags, cores), the date,
 and the benchmark's output verbatim, between markers that this script finds again on the next run.
@@ -46,17 +47,9 @@ BENCHMARKS = {
     "image_table": (["--digits"], "the paper's image table on real handwritten digits (not MNIST)", "40 min"),
     "learning_curve": ([], "accuracy against training time", "long"),
     "capacity_table": (
-        [
-            "--minutes",
-            "12",
-            "default",
-            "previous bar's last token",
-            "shipped, continued",
-            "shipped + previous bar's last token",
-            "shipped + free bits 1024, beta 0.1",
-        ],
+        ["--minutes", "8", "shipped, continued", "shipped + previous bar's last token"],
         "which change to the VAE pays: candidates trained for equal CPU time, evaluated on held-out tunes",
-        "45 min",
+        "15 min",
     ),
 }
 HEADER = """# Figures
@@ -64,9 +57,7 @@ HEADER = """# Figures
 [melody-lc](../README.md) · [all docs](README.md)
 
 Written by `python benchmarks/figures.py`: each section below is one benchmark's output, verbatim,
-with the machine and date it ran on. Rerun one with `python benchmarks/figures.py NAME`. Figures
-not yet regenerated this way, from earlier runs, are in [figures-earlier.md](figures-earlier.md),
-each with the machine it ran on.
+with the machine and date it ran on. Rerun one with `python benchmarks/figures.py NAME`.
 """
 
 
@@ -79,24 +70,38 @@ def machine() -> str:
 def section(name: str, args: list[str], what: str, out: str) -> str:
     cmd = shlex.join(["python", f"benchmarks/{name}.py", *args])
     return (
-        f"<!-- figures:{name} -->\n## {name}: {what}\n\n`{cmd}` on {machine()}, "
+        f"<!-- figures:{name} -->\n{anchor(name)}\n## {name}: {what}\n\n`{cmd}` on {machine()}, "
         f"{datetime.date.today().isoformat()}:\n\n```\n{out.rstrip()}\n```\n<!-- /figures:{name} -->\n"
     )
 
 
+def anchor(name: str) -> str:
+    """What a link to figures.md#NAME finds (a heading's own anchor spells out its whole text)."""
+    return f'<a id="{name}"></a>'
+
+
 def existing() -> dict[str, str]:
+    """The sections on the page now, by name (each given its anchor, as section() writes it)."""
     text = PAGE.read_text() if PAGE.exists() else ""
-    return {m[1]: m[0] for m in re.finditer(r"<!-- figures:(\w+) -->.*?<!-- /figures:\1 -->\n", text, re.S)}
+    found = {m[1]: m[0] for m in re.finditer(r"<!-- figures:(\w+) -->.*?<!-- /figures:\1 -->\n", text, re.S)}
+    return {
+        name: sec if anchor(name) in sec else sec.replace(f"-->\n## {name}:", f"-->\n{anchor(name)}\n## {name}:", 1)
+        for name, sec in found.items()
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help=f"benchmarks to rerun (default: all): {', '.join(BENCHMARKS)}")
+    ap.add_argument("--rewrite", action="store_true", help="run nothing: rewrite the page from its sections")
     args = ap.parse_args()
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
     sections = existing()
+    if args.rewrite:
+        write(sections)
+        return
     for name in args.names or list(BENCHMARKS):
         extra, what, cost = BENCHMARKS[name]
         print(f"running {name} (about {cost})", file=sys.stderr, flush=True)
@@ -110,10 +115,14 @@ def main() -> None:
             )
             continue
         sections[name] = section(name, extra, what, run.stdout)
-        body = HEADER + "".join(f"\n{sections[n]}" for n in BENCHMARKS if n in sections)
-        tmp = PAGE.with_suffix(".md.tmp")
-        tmp.write_text(body)
-        os.replace(tmp, PAGE)  # after each benchmark: an interrupted run loses nothing
+        write(sections)  # after each benchmark: an interrupted run loses nothing
+
+
+def write(sections: dict[str, str]) -> None:
+    body = HEADER + "".join(f"\n{sections[n]}" for n in BENCHMARKS if n in sections)
+    tmp = PAGE.with_suffix(".md.tmp")
+    tmp.write_text(body)
+    os.replace(tmp, PAGE)
     print(f"wrote {PAGE.relative_to(ROOT)}", file=sys.stderr)
 
 

@@ -66,7 +66,7 @@ def build_digits(args: argparse.Namespace) -> None:
             if out == model and out.exists():
                 cmd.append("--resume")
         print("building:", " ".join(Path(c).name if c.startswith("/") else c for c in cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, stdout=sys.stderr)  # the figures alone go to stdout
         (out / ".done").touch()
     args.dataset, args.data, args.model, args.classifier = "mnist", str(data), str(model), str(work / "classifier")
     args.fit, args.fit_no_distance, args.fit_gated = (str(work / name) for name in fits)

@@ -9,14 +9,15 @@ No labels: rounds of
 The true reward is cheap to measure, so each round measures the actor's real satisfaction on fresh
 latents; the best actor is kept, and fitting stops once it has not improved for a few rounds.
 
-Why it is built so (the measurements are in docs/figures-earlier.md, "Why the fit is built as it is"):
+Why it is built so (``benchmarks/fit_choices.py`` undoes each choice in turn; docs/figures.md):
   - feeding the actor's own outputs back to the critics (or to the realism critic as fakes, a GAN)
-    made the loop oscillate: the critics chase the actor. Critics that learn from the prior alone
-    do not move under it;
-  - one critic is exploited: the longer the actor trains against it, the worse the true result;
-    an ensemble answering mean - 2 std holds up far better (see nets.CriticEnsemble);
+    lets the critics chase the actor, and the actor satisfies less. Critics that learn from the
+    prior alone do not move under it;
+  - one critic is exploited: an actor that follows it satisfies far less often than one that
+    follows an ensemble answering mean - 2 std (see nets.CriticEnsemble), and training the actor
+    longer against each round's critics does not help either;
   - an actor free to leave the prior's shell finds regions where the critics extrapolate, and the
-    paper's gated actor sent every latent to nearly one place (see nets.Actor). Each round logs
+    paper's gated actor sends every latent to nearly one place (see nets.Actor). Each round logs
     how far apart the actor's outputs stay as ``spread``.
 
 The engine knows only tensors in latent space; :class:`LatentProblem` is what the caller supplies.

@@ -14,8 +14,8 @@ attributes), K constraints.
 
             Why the bounded step: the gated actor can open every gate and replace z, and it did,
             sending every latent to nearly one place (the same melody, the same '7'); the bounded
-            step keeps the prior's variety at almost the same satisfaction. The measurements behind
-            these choices are in docs/figures-earlier.md ("Why the fit is built as it is").
+            step keeps the prior's variety at almost the same satisfaction (``benchmarks/fit_choices.py``
+            and ``paper_table.py`` measure both; docs/figures.md).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class CriticEnsemble(nn.Module):
     """E critics trained alike from different initialisations; as a critic it answers pessimistically,
     mean - k * std of the members' logits per constraint, so that the actor and the gradient search
     are steered away from where the members disagree, i.e. where the reward is a guess: an actor
-    trained against a single critic learns to exploit its errors (docs/figures-earlier.md)."""
+    trained against a single critic learns to exploit its errors (``benchmarks/fit_choices.py``)."""
 
     def __init__(
         self,

@@ -107,8 +107,10 @@ def main() -> None:
     todo = [n for n in names if not (work / slug(n) / "cpu.json").exists()]
     for i in range(0, len(todo), 2):
         train(todo[i : i + 2], args.minutes, work)
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the speed reference, on one thread as each candidate trained
     gflops = matmul_gflops()
+    torch.set_num_threads(threads)
     test = MelodyDataset(default_corpus_out(list(DEFAULT_COLLECTIONS))).windows("test")[: args.windows]
     print(f"{describe_hardware()}: float32 matmul {gflops:.0f} GFLOP/s on 1 thread")
     print(f"each candidate trained for {args.minutes:g} CPU minutes on one thread; {len(test)} test windows")

@@ -82,9 +82,9 @@ def same_weights(a: VAEConfig, b: VAEConfig) -> bool:
 PRESETS: dict[str, VAEConfig] = {
     # MusicVAE hierdec-mel_16bar: encoder 2 x 2048 bidirectional, conductor 2 x 1024, decoder 2 x 1024, z 512.
     "paper": VAEConfig(z_size=512, encoder_size=2048, encoder_layers=2, conductor_size=1024, decoder_size=1024),
-    # Chosen by measurement on 2 CPU cores (benchmarks/model_speed.py): 2 x 256 LSTMs train at ~0.5 s
-    # per batch of 64 in bf16 and sample ~550 melodies/s; 2 x 512 is 2.8x slower to train and samples
-    # under 200/s. The flat encoder costs no more than the hierarchical one at this size, so it stays.
+    # Chosen for 2 CPU cores: benchmarks/model_speed.py measures its speed (try --config for wider
+    # LSTMs), benchmarks/capacity_table.py what wider LSTMs, the hierarchical encoder or bar_carry
+    # give at equal CPU time (docs/figures.md).
     "default": VAEConfig(),
     # For tests and quick experiments.
     "tiny": VAEConfig(z_size=16, encoder_size=32, conductor_size=32, decoder_size=32, free_bits=8.0),

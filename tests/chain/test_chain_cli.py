@@ -109,6 +109,9 @@ def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
     )
     try:
         ports = [open_output(_wait_for_port(n, inputs=False)) for n in ("chain-in:", "chain-in2")]
+        # the ports open while the chain is built; what arrives before it runs is dropped
+        while (line := proc.stderr.readline()) and "running at" not in line:
+            pass
         played = [60, 62, 64, 65, 67]
         for note in played:
             for port in ports:

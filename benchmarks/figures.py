@@ -81,13 +81,9 @@ def anchor(name: str) -> str:
 
 
 def existing() -> dict[str, str]:
-    """The sections on the page now, by name (each given its anchor, as section() writes it)."""
+    """The sections on the page now, by name."""
     text = PAGE.read_text() if PAGE.exists() else ""
-    found = {m[1]: m[0] for m in re.finditer(r"<!-- figures:(\w+) -->.*?<!-- /figures:\1 -->\n", text, re.S)}
-    return {
-        name: sec if anchor(name) in sec else sec.replace(f"-->\n## {name}:", f"-->\n{anchor(name)}\n## {name}:", 1)
-        for name, sec in found.items()
-    }
+    return {m[1]: m[0] for m in re.finditer(r"<!-- figures:(\w+) -->.*?<!-- /figures:\1 -->\n", text, re.S)}
 
 
 def main() -> None:

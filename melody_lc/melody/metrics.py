@@ -2,7 +2,8 @@
 
 Every function takes tokens of shape ``(..., 256)`` (one melody or a batch, any integer dtype) in
 the encoding pinned down by :class:`melody_lc.melody.Melody` and returns numpy arrays with the same
-leading shape. Nothing here depends on torch: scoring tens of thousands of melodies is a few numpy
+leading shape. Whole bars of a melody (``(..., 16 * bars)``, as a rule scoped to bars sees them) are
+measured the same way: "256" below is then the steps given, "16 bars" the bars given. Nothing here depends on torch: scoring tens of thousands of melodies is a few numpy
 passes.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_BARS, NUM_PITCHES, STEPS
+from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_PITCHES, STEPS
 
 # Krumhansl-Kessler key profiles (Krumhansl 1990), index 0 = tonic.
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -22,8 +23,8 @@ NATURAL_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 
 def _tokens(tokens) -> np.ndarray:
     arr = np.asarray(tokens)
-    if arr.shape[-1] != STEPS:
-        raise ValueError(f"expected tokens of shape (..., {STEPS}), got {arr.shape}")
+    if arr.ndim == 0 or not 0 < arr.shape[-1] <= STEPS or arr.shape[-1] % BAR_STEPS:
+        raise ValueError(f"expected tokens of shape (..., {STEPS}) (or whole bars of it), got {arr.shape}")
     return arr.astype(np.int16, copy=False)
 
 
@@ -39,7 +40,7 @@ def sounding_pitch(tokens) -> np.ndarray:
     """
     t = _tokens(tokens)
     event = t != HOLD
-    idx = np.where(event, np.arange(STEPS), 0)
+    idx = np.where(event, np.arange(t.shape[-1]), 0)
     np.maximum.accumulate(idx, axis=-1, out=idx)  # index of the last event at or before each step
     last = np.take_along_axis(t, idx, axis=-1)
     pitch = np.where(last < NUM_PITCHES, last, -1)
@@ -51,7 +52,7 @@ def sounding_pitch(tokens) -> np.ndarray:
 def notes_per_bar(tokens) -> np.ndarray:
     """``(..., 16)`` int: number of note onsets in each bar."""
     on = onsets(tokens)
-    return on.reshape(*on.shape[:-1], NUM_BARS, BAR_STEPS).sum(-1)
+    return on.reshape(*on.shape[:-1], -1, BAR_STEPS).sum(-1)
 
 
 def note_count(tokens) -> np.ndarray:
@@ -73,7 +74,7 @@ def pitch_class_histogram(tokens, weight: str = "count") -> np.ndarray:
     else:
         raise ValueError(f"weight must be 'count' or 'duration', not {weight!r}")
     pc = np.where(mask, pitch % 12, 12)
-    flat = pc.reshape(-1, STEPS)
+    flat = pc.reshape(-1, t.shape[-1])
     hist = np.zeros((flat.shape[0], 13))
     np.add.at(hist, (np.arange(flat.shape[0])[:, None], flat), 1.0)
     hist = hist[:, :12].reshape(*t.shape[:-1], 12)
@@ -104,7 +105,7 @@ def intervals(tokens) -> tuple[np.ndarray, np.ndarray]:
     pitches = np.take_along_axis(t, order, axis=-1)
     count = is_note.sum(-1, keepdims=True)
     steps = np.diff(pitches, axis=-1)
-    mask = np.arange(STEPS - 1) < (count - 1)
+    mask = np.arange(t.shape[-1] - 1) < (count - 1)
     return np.where(mask, steps, 0), mask
 
 
@@ -119,7 +120,7 @@ def interval_histogram(tokens, max_interval: int = 12) -> np.ndarray:
     steps, mask = intervals(tokens)
     clipped = np.clip(steps, -max_interval, max_interval) + max_interval
     width = 2 * max_interval + 1
-    flat_steps = np.where(mask, clipped, width).reshape(-1, STEPS - 1)
+    flat_steps = np.where(mask, clipped, width).reshape(-1, steps.shape[-1])
     hist = np.zeros((flat_steps.shape[0], width + 1), dtype=np.int64)
     np.add.at(hist, (np.arange(flat_steps.shape[0])[:, None], flat_steps), 1)
     return hist[:, :width].reshape(*steps.shape[:-1], width)
@@ -133,7 +134,7 @@ def rest_fraction(tokens) -> np.ndarray:
 def distinct_pitches(tokens) -> np.ndarray:
     """``(...)`` int: number of different MIDI pitches used."""
     t = _tokens(tokens)
-    flat = np.where(t < NUM_PITCHES, t, HOLD).reshape(-1, STEPS)
+    flat = np.where(t < NUM_PITCHES, t, HOLD).reshape(-1, t.shape[-1])
     present = np.zeros((flat.shape[0], 129), dtype=bool)
     present[np.arange(flat.shape[0])[:, None], flat] = True
     return present[:, :128].sum(-1).reshape(t.shape[:-1])

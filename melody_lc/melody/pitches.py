@@ -53,6 +53,41 @@ MODES = {
     "minor pentatonic": (0, 3, 5, 7, 10),
     "blues": (0, 3, 5, 6, 7, 10),
 }
+# Chord symbols as lead sheets write them: root, quality, optional /bass (C, Am, G7, Fmaj7, Bdim,
+# Dm7b5, Csus4, C6, C/E). Qualities are case-sensitive (M7 is major seventh, m7 minor seventh).
+CHORD_QUALITIES = {
+    "": (0, 4, 7),
+    "maj": (0, 4, 7),
+    "M": (0, 4, 7),
+    "m": (0, 3, 7),
+    "min": (0, 3, 7),
+    "-": (0, 3, 7),
+    "7": (0, 4, 7, 10),
+    "maj7": (0, 4, 7, 11),
+    "M7": (0, 4, 7, 11),
+    "m7": (0, 3, 7, 10),
+    "min7": (0, 3, 7, 10),
+    "-7": (0, 3, 7, 10),
+    "mM7": (0, 3, 7, 11),
+    "dim": (0, 3, 6),
+    "o": (0, 3, 6),
+    "dim7": (0, 3, 6, 9),
+    "o7": (0, 3, 6, 9),
+    "m7b5": (0, 3, 6, 10),
+    "aug": (0, 4, 8),
+    "+": (0, 4, 8),
+    "sus2": (0, 2, 7),
+    "sus4": (0, 5, 7),
+    "sus": (0, 5, 7),
+    "7sus4": (0, 5, 7, 10),
+    "6": (0, 4, 7, 9),
+    "m6": (0, 3, 7, 9),
+    "9": (0, 4, 7, 10, 2),
+    "maj9": (0, 4, 7, 11, 2),
+    "m9": (0, 3, 7, 10, 2),
+    "add9": (0, 4, 7, 2),
+}
+CHORD_EXAMPLE = "a chord symbol such as C, Am, G7, Fmaj7, Bdim, Dm7b5, Csus4, C6 or C/E"
 PITCH_CLASS_EXAMPLE = "a pitch class such as C, F# or Bb"
 NOTE_EXAMPLE = "a note such as C4, F#3 or Bb5, or a MIDI number"
 
@@ -76,6 +111,22 @@ def note_number(text: str) -> int | None:
 def pitch_name(p: int) -> str:
     """60 -> ``C4``."""
     return f"{NAMES[p % 12]}{p // 12 - 1}"
+
+
+def chord(symbol: str) -> tuple[int, tuple[int, ...], int] | None:
+    """``Am7/G`` -> (root 9, pitch classes of the chord with its bass, bass 7); None when the root
+    or the bass is no pitch class; KeyError(quality) when the quality is unknown."""
+    body, _, bass_text = symbol.partition("/")
+    cut = 2 if len(body) > 1 and body[1] in "#b" and pitch_class(body[:2]) is not None else 1
+    root = pitch_class(body[:cut])
+    bass = pitch_class(bass_text) if bass_text else root
+    if root is None or bass is None:
+        return None
+    quality = body[cut:]
+    if quality not in CHORD_QUALITIES and quality.lower() not in ("maj", "min", "dim", "aug", "sus2", "sus4", "sus"):
+        raise KeyError(quality)
+    intervals = CHORD_QUALITIES.get(quality, CHORD_QUALITIES.get(quality.lower()))
+    return root, tuple(sorted({(root + i) % 12 for i in intervals} | {bass})), bass
 
 
 def pitch_class_name(pc: int) -> str:

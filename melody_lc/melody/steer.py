@@ -40,11 +40,14 @@ class DecodeState:
     All fields are tensors with N rows; pitches are MIDI numbers, -1 where there is none yet.
     """
 
-    def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, n: int, device: torch.device | str = "cpu", length: int = STEPS) -> None:
         self.n, self.step = n, 0  # step: the index (0..255) of the step about to be written
+        self.length = length  # steps in all: 256, or a scoped rule's bars (see rules.constraints.Scoped)
         long = dict(dtype=torch.long, device=device)
+        self.tokens = torch.full((n, length), REST, **long)  # what has been written, step by step
         self.last_pitch = torch.full((n,), -1, **long)  # the last note-on's pitch (rests do not reset it)
         self.highest = torch.full((n,), -1, **long)  # the highest pitch so far
+        self.lowest = torch.full((n,), 128, **long)  # the lowest pitch so far (128: none yet)
         self.sounding = torch.zeros(n, dtype=torch.bool, device=device)  # a note sounds into this step
         self.onsets = torch.zeros(n, **long)  # note-ons so far in the melody
         self.bar_onsets = torch.zeros(n, **long)  # note-ons so far in this bar
@@ -54,16 +57,20 @@ class DecodeState:
         self.distinct = torch.zeros(n, **long)
         self.notes_needed = torch.zeros(n, **long)  # note-ons the rules still need (set by the steer)
         self.note_needed_now = torch.zeros(n, dtype=torch.bool, device=device)  # a note-on now is one of them
-        self.notes_left = torch.full((n,), STEPS, **long)  # note-ons the rules still allow (set by the steer)
+        self.notes_left = torch.full((n,), length, **long)  # note-ons the rules still allow (set by the steer)
 
     @property
     def bar(self) -> int:
         return self.step // BAR_STEPS
 
     @property
+    def bars(self) -> int:
+        return self.length // BAR_STEPS
+
+    @property
     def steps_left(self) -> int:
         """Steps still to write in the melody, this one included."""
-        return STEPS - self.step
+        return self.length - self.step
 
     @property
     def bar_steps_left(self) -> int:
@@ -72,6 +79,7 @@ class DecodeState:
 
     def update(self, tok: torch.Tensor) -> None:
         """Record the classes (N,) just written at this step."""
+        self.tokens[:, self.step] = tok
         is_note, hold = tok < NUM_PITCHES, tok == HOLD
         silent = (tok == REST) | (hold & ~self.sounding)
         self.silent_steps += silent
@@ -80,6 +88,7 @@ class DecodeState:
         self.max_leap = torch.maximum(self.max_leap, leap)
         self.last_pitch = torch.where(is_note, pitch, self.last_pitch)
         self.highest = torch.where(is_note, torch.maximum(self.highest, pitch), self.highest)
+        self.lowest = torch.where(is_note, torch.minimum(self.lowest, pitch), self.lowest)
         rows = is_note.nonzero().squeeze(1)
         self.used[rows, pitch[rows]] = True
         self.distinct = self.used.sum(1)

@@ -4,7 +4,8 @@ See :mod:`melody_lc.rules.syntax` for the format, :mod:`melody_lc.rules.kinds` f
 kinds and the plugin API, and :mod:`melody_lc.rules.ruleset` for scoring.
 """
 
-from melody_lc.rules.kinds import PLUGIN_API_VERSION, PLUGIN_GROUP, RuleKind
+from melody_lc.rules.base import PLUGIN_API_VERSION, RuleKind
+from melody_lc.rules.kinds import PLUGIN_GROUP
 from melody_lc.rules.ruleset import OpenValuesError, Rule, RuleSet, load_rules, parse_rules
 from melody_lc.rules.syntax import Cursor, RulesError
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from melody_lc.melody.encoding import BAR_STEPS, HOLD, STEPS
+from melody_lc.melody.encoding import HOLD, NUM_CLASSES, STEPS
 from melody_lc.melody.steer import (
     Constraint,
     DecodeState,
@@ -84,7 +84,7 @@ class Onsets(Constraint):
         if not self.per_bar:
             short = (self.low - state.onsets).clamp(min=0)
             return short, short > 0
-        later_bars = STEPS // BAR_STEPS - 1 - state.bar
+        later_bars = state.bars - 1 - state.bar
         short = (self.low - state.bar_onsets).clamp(min=0)
         return short + self.low * later_bars, short > 0
 
@@ -93,7 +93,7 @@ class Onsets(Constraint):
             return None
         if not self.per_bar:
             return (self.high - state.onsets).clamp(min=0)
-        later_bars = STEPS // BAR_STEPS - 1 - state.bar
+        later_bars = state.bars - 1 - state.bar
         return (self.high - state.bar_onsets).clamp(min=0) + self.high * later_bars
 
     def allowed(self, state):
@@ -206,6 +206,124 @@ def whole_bounds(low, high) -> tuple[int | None, int | None]:
     return (None if low is None else int(at_least(low)), None if high is None else int(at_most(high)))
 
 
-def silent_step_bounds(low, high) -> tuple[int | None, int | None]:
-    """A share of the 256 steps (0..1) -> whole step counts."""
-    return (None if low is None else int(at_least(low * STEPS)), None if high is None else int(at_most(high * STEPS)))
+def silent_step_bounds(low, high, steps: int = STEPS) -> tuple[int | None, int | None]:
+    """A share of the steps (0..1; 256, or a scoped rule's) -> whole step counts."""
+    return (None if low is None else int(at_least(low * steps)), None if high is None else int(at_most(high * steps)))
+
+
+class Scoped(Constraint):
+    """A rule scoped to bars (steps ``start`` to ``end``): its constraint sees a state of its own
+    that holds only those steps, as its exact test sees only their tokens. A note held into the
+    span from before is silence there, for both."""
+
+    def __init__(self, inner: Constraint, start: int, end: int) -> None:
+        self.inner, self.start, self.end = inner, start, end
+        self.sub: DecodeState | None = None
+
+    def _sync(self, state: DecodeState) -> DecodeState:
+        if self.sub is None:
+            self.sub = DecodeState(state.n, state.tokens.device, self.end - self.start)
+        while self.sub.step < min(state.step, self.end) - self.start:  # what was written in the span
+            self.sub.update(state.tokens[:, self.start + self.sub.step])
+        if self.start <= state.step < self.end:
+            own = self.inner.notes_needed(self.sub)
+            zero = torch.zeros_like(self.sub.onsets)
+            self.sub.notes_needed, self.sub.note_needed_now = own if own is not None else (zero, zero.bool())
+            limit = self.inner.notes_left(self.sub)
+            self.sub.notes_left = state.notes_left if limit is None else torch.minimum(limit, state.notes_left)
+        return self.sub
+
+    def notes_needed(self, state):
+        if state.step >= self.end:
+            return None
+        need = self.inner.notes_needed(self._sync(state))
+        if need is None or state.step < self.start:  # needed later, in the span: none of them now
+            return None if need is None else (need[0], torch.zeros_like(need[1]))
+        return need
+
+    def notes_left(self, state):
+        if self.end < STEPS or state.step < self.start:  # the steps after (or before) it are free
+            return None
+        return self.inner.notes_left(self._sync(state))
+
+    def allowed(self, state):
+        if not self.start <= state.step < self.end:
+            return None
+        return self.inner.allowed(self._sync(state))
+
+
+class ChordTones(Constraint):
+    """chords: a note starting on beat 1 or 3 (every 8th step) is a tone of the chord sounding then;
+    ``tones`` (halves, 12) bool, one row per half bar of the steps the rule sees."""
+
+    def __init__(self, n: int, tones: np.ndarray) -> None:
+        pcs = torch.as_tensor(np.ascontiguousarray(tones), dtype=torch.bool)
+        self.masks = only_notes(pcs[:, PITCHES % 12])[:, None, :].expand(-1, n, -1)  # (halves, N, 130)
+
+    def allowed(self, state):
+        return self.masks[state.step // 8] if state.step % 8 == 0 else None
+
+
+class Climax(Constraint):
+    """climax: the highest note lies in steps ``start`` to ``end``: in the span, a note above every
+    note before it (forced at the span's last step if none came); after it, none that high."""
+
+    def __init__(self, n: int, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.before = torch.full((n,), -1)
+        self.peak: torch.Tensor | None = None
+
+    def _reached(self, state) -> torch.Tensor:
+        if state.step <= self.start:  # the highest so far, as the span begins
+            self.before = state.highest.clone()
+        return state.highest > self.before
+
+    def notes_needed(self, state):
+        if state.step >= self.end:
+            return None
+        short = ~self._reached(state)
+        return short.long(), short & (state.step >= self.start)
+
+    def allowed(self, state):
+        reached = self._reached(state)
+        if state.step < self.start:
+            return None
+        mask = everything(state.n)
+        if state.step < self.end:
+            if state.step == self.end - 1:  # the last chance: the climax comes now
+                force_note(mask, ~reached)
+                mask[:, :128] &= reached[:, None] | (PITCHES[None] > self.before[:, None])
+            return mask
+        if self.peak is None:
+            self.peak = state.highest.clone()
+        mask[:, :128] &= PITCHES[None] < self.peak[:, None]
+        return mask
+
+
+class Form(Constraint):
+    """form: phrases of ``length`` steps; a phrase copies the tokens of the first earlier phrase
+    with its label (``copy[j]``), or the onsets of the first with its letter (``rhythm[j]``); at its
+    last step it may not complete a copy of an earlier phrase of another letter (``differ[j]``)."""
+
+    def __init__(self, length: int, copy: list, rhythm: list, differ: list) -> None:
+        self.length, self.copy, self.rhythm, self.differ = length, copy, rhythm, differ
+
+    def allowed(self, state):
+        j, o = divmod(state.step, self.length)
+        src = self.copy[j]
+        if src is not None:
+            mask = torch.zeros(state.n, NUM_CLASSES, dtype=torch.bool)
+            mask[torch.arange(state.n), state.tokens[:, src * self.length + o]] = True
+            return mask
+        mask = everything(state.n)
+        if self.rhythm[j] is not None:
+            onset = state.tokens[:, self.rhythm[j] * self.length + o] < 128
+            force_note(mask, onset)
+            forbid_notes(mask, ~onset)
+        if o == self.length - 1:
+            now = state.tokens[:, j * self.length : state.step]
+            for k in self.differ[j]:
+                same = (now == state.tokens[:, k * self.length : k * self.length + o]).all(1)
+                rows = same.nonzero().squeeze(1)
+                mask[rows, state.tokens[rows, k * self.length + o]] = False
+        return mask

@@ -24,59 +24,19 @@ from __future__ import annotations
 import numpy as np
 
 from melody_lc.melody import metrics
-from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES
+from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES
 from melody_lc.melody.pitches import (
     MODES,
     NAMES,
     pitch_name,
 )
-from melody_lc.rules import constraints
+from melody_lc.rules import constraints, form
 from melody_lc.rules.args import bound_violation, bounds_words, parse_bounds, parse_pitch, parse_pitch_class
-from melody_lc.rules.syntax import Cursor, did_you_mean
+from melody_lc.rules.base import RuleKind
+from melody_lc.rules.syntax import did_you_mean
 
 PLUGIN_GROUP = "melody_lc.rules"
-PLUGIN_API_VERSION = 2
 SUPPORTED_API_VERSIONS = (1, 2)  # 2 added the optional decode-time ``constraint`` hook
-
-
-class RuleKind:
-    """Base class of a constraint kind (built in or from a plugin)."""
-
-    name = ""
-    aliases: tuple[str, ...] = ()
-    summary = ""
-    scale = 1.0  # violation at which the reward has fallen to 1/e
-    api_version = PLUGIN_API_VERSION
-
-    def parse(self, cur: Cursor) -> dict:
-        raise NotImplementedError
-
-    def describe(self, params: dict) -> str:
-        raise NotImplementedError
-
-    def violation(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
-        raise NotImplementedError
-
-    def reward(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
-        return np.exp(-self.violation(tokens, params, cond) / self.scale)
-
-    def satisfied(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
-        return self.violation(tokens, params, cond) <= 1e-9
-
-    def open_params(self, params: dict) -> dict[str, tuple]:
-        """Parameters left open with '?': name -> ("category", n) or ("range", low, high)."""
-        return {}
-
-    def offending_notes(self, tokens: np.ndarray, params: dict, cond: dict) -> np.ndarray:
-        """(N, 256) bool: the note-ons that break the rule, for marking in red (none by default: a
-        rule of the whole melody, such as the rest share, marks the melody, not its notes)."""
-        return np.zeros(tokens.shape, bool)
-
-    def constraint(self, params: dict, cond: dict, n: int):
-        """The rule as a decode-time constraint over n melodies (a :class:`~melody_lc.melody.steer.Constraint`),
-        or None: such a kind is enforced by verification alone. ``cond`` holds the open parameters'
-        values (n each) and ``_tonic``, the key rule's tonic per melody."""
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +173,7 @@ class Density(RuleKind):
         if params["open"]:
             target = np.asarray(cond["density"], dtype=float)
             low, high = (target, None) if params["op"] == ">=" else (None, target)
-        per = 1 if not params["average"] else NUM_BARS  # on average: a bound on the melody's note count
+        per = 1 if not params["average"] else cond["_steps"] // BAR_STEPS  # on average: a bound on the note count
 
         def whole(v, f):
             return None if v is None else f(np.broadcast_to(np.asarray(v, dtype=float) * per, (n,)))
@@ -331,7 +291,7 @@ class Rests(_Bounded):
         return metrics.rest_fraction(tokens)
 
     def constraint(self, params, cond, n):
-        return constraints.Silence(*constraints.silent_step_bounds(params["low"], params["high"]))
+        return constraints.Silence(*constraints.silent_step_bounds(params["low"], params["high"], cond["_steps"]))
 
     def phrase(self, bounds):
         return "silence " + bounds
@@ -370,7 +330,7 @@ class _Edge(RuleKind):
     def violation(self, tokens, params, cond):
         is_note = tokens < NUM_PITCHES
         n = len(tokens)
-        idx = is_note.argmax(1) if self.which == 0 else 255 - is_note[:, ::-1].argmax(1)
+        idx = is_note.argmax(1) if self.which == 0 else tokens.shape[1] - 1 - is_note[:, ::-1].argmax(1)
         pc = tokens[np.arange(n), idx] % 12
         target = np.asarray(cond["_tonic"], dtype=int) if params["pc"] is None else np.full(n, params["pc"])
         dist = np.abs(pc - target) % 12
@@ -385,7 +345,7 @@ class _Edge(RuleKind):
         out = np.zeros(tokens.shape, bool)
         is_note = tokens < NUM_PITCHES
         rows = np.flatnonzero(is_note.any(1) & (self.violation(tokens, params, cond) > 1e-9))
-        idx = is_note.argmax(1) if self.which == 0 else 255 - is_note[:, ::-1].argmax(1)
+        idx = is_note.argmax(1) if self.which == 0 else tokens.shape[1] - 1 - is_note[:, ::-1].argmax(1)
         out[rows, idx[rows]] = True
         return out
 
@@ -406,7 +366,17 @@ class End(_Edge):
     which = -1
 
 
-BUILTIN_KINDS: tuple[RuleKind, ...] = (Key(), Density(), Range(), Leap(), Rests(), Distinct(), Start(), End())
+BUILTIN_KINDS: tuple[RuleKind, ...] = (
+    Key(),
+    Density(),
+    Range(),
+    Leap(),
+    Rests(),
+    Distinct(),
+    Start(),
+    End(),
+    *form.KINDS,
+)
 
 
 def load_plugins() -> tuple[dict[str, RuleKind], list[tuple[str, str]]]:

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from melody_lc.errors import UserError
-from melody_lc.melody.encoding import NUM_BARS, NUM_PITCHES, STEPS
+from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_PITCHES
 from melody_lc.melody.pitches import NAMES, pitch_name
 from melody_lc.melody.steer import Steer
+from melody_lc.rules.constraints import Scoped
+from melody_lc.rules.form import Form
 from melody_lc.rules.kinds import Key, RuleKind, registry
 from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
 
@@ -40,10 +42,25 @@ class Rule:
     line: int
     column: int
     text: str
+    scope: tuple[int, int] | None = None  # 'bars 9-12:': first and last bar, 0-based
 
     def describe(self) -> str:
         w = f" (weight {self.weight:g})" if self.weight != 1 else ""
-        return self.kind.describe(self.params) + w
+        where = f", in {self.scope_words()}" if self.scope is not None else ""
+        return self.kind.describe(self.params) + where + w
+
+    def scope_words(self) -> str:
+        """'bars 9-12' (or 'bar 12') for a scoped rule, '' for one of the whole melody."""
+        if self.scope is None:
+            return ""
+        a, b = self.scope[0] + 1, self.scope[1] + 1
+        return f"bar {a}" if a == b else f"bars {a}-{b}"
+
+    @property
+    def steps(self) -> slice:
+        """The steps of the melody the rule sees."""
+        a, b = self.scope if self.scope is not None else (0, NUM_BARS - 1)
+        return slice(a * BAR_STEPS, (b + 1) * BAR_STEPS)
 
 
 class RuleSet:
@@ -52,7 +69,8 @@ class RuleSet:
         self.open: dict[str, tuple] = {}
         for r in rules:
             self.open.update(r.kind.open_params(r.params))
-        self._key = next((r for r in rules if isinstance(r.kind, Key)), None)
+        keys = [r for r in rules if isinstance(r.kind, Key)]
+        self._key = next((r for r in keys if r.scope is None), keys[0] if keys else None)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -67,7 +85,10 @@ class RuleSet:
 
     def digest(self) -> str:
         """Identifies the rules' meaning (not comments or spacing) for caches of fitted actors."""
-        canon = "\n".join(f"{r.kind.name}|{sorted(r.params.items())}|{r.weight}" for r in self.rules)
+        canon = "\n".join(
+            f"{r.kind.name}|{sorted(r.params.items())}|{r.weight}" + (f"|bars {r.scope}" if r.scope else "")
+            for r in self.rules
+        )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
     # -- open parameters -------------------------------------------------------------------------
@@ -130,10 +151,29 @@ class RuleSet:
             cond["_tonic"] = Key.tonic(self._key.params, cond, n)
         return cond
 
+    def _rule_cond(self, r: Rule, cond: dict, n: int) -> dict:
+        """What rule r's kind gets as ``cond``: the open values, the steps it sees, and the tonic of
+        the key rule of its own bars (else of the first key rule)."""
+        c = dict(cond, _steps=r.steps.stop - r.steps.start)
+        key = next((k for k in self.rules if isinstance(k.kind, Key) and k.scope == r.scope and r.scope), None)
+        if key is not None:
+            c["_tonic"] = Key.tonic(key.params, cond, n)
+        return c
+
+    def _each(self, tokens, cond: dict | None):
+        """(rule, the tokens it sees, its cond) for every rule."""
+        c = self._cond(tokens, cond)
+        return [(r, tokens[:, r.steps], self._rule_cond(r, c, len(tokens))) for r in self.rules]
+
     def steer(self, cond: dict | None, n: int) -> Steer:
         """The decode-time constraints of every rule whose kind has one, for n melodies."""
         c = self._cond(n, cond)
-        made = [(name, r.kind.constraint(r.params, c, n)) for name, r in zip(self.names, self.rules)]
+        made = []
+        for name, r in zip(self.names, self.rules):
+            k = r.kind.constraint(r.params, self._rule_cond(r, c, n), n)
+            if k is not None and r.scope is not None:
+                k = Scoped(k, r.steps.start, r.steps.stop)
+            made.append((name, k))
         return Steer([(name, k) for name, k in made if k is not None])
 
     @property
@@ -144,25 +184,24 @@ class RuleSet:
     def rewards(self, tokens, cond: dict | None = None) -> np.ndarray:
         """(N, R) rewards in [0, 1]."""
         t = _as_tokens(tokens)
-        c = self._cond(t, cond)
-        cols = [np.clip(np.asarray(r.kind.reward(t, r.params, c), dtype=float), 0.0, 1.0) for r in self.rules]
+        cols = [
+            np.clip(np.asarray(r.kind.reward(v, r.params, c), dtype=float), 0.0, 1.0) for r, v, c in self._each(t, cond)
+        ]
         return np.stack(cols, 1) if cols else np.zeros((len(t), 0))
 
     def satisfied(self, tokens, cond: dict | None = None) -> np.ndarray:
         """(N, R) exact tests."""
         t = _as_tokens(tokens)
-        c = self._cond(t, cond)
-        cols = [np.asarray(r.kind.satisfied(t, r.params, c), dtype=bool) for r in self.rules]
+        cols = [np.asarray(r.kind.satisfied(v, r.params, c), dtype=bool) for r, v, c in self._each(t, cond)]
         return np.stack(cols, 1) if cols else np.ones((len(t), 0), bool)
 
     def violations(self, tokens, cond: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(notes (N, 256) bool, melodies (N,) bool): the note-ons that break a rule, and the
         melodies that break any (some rules, such as the rest share, have no single note to blame)."""
         t = _as_tokens(tokens)
-        c = self._cond(t, cond)
         notes = np.zeros(t.shape, bool)
-        for r in self.rules:
-            notes |= np.asarray(r.kind.offending_notes(t, r.params, c), dtype=bool)
+        for r, v, c in self._each(t, cond):
+            notes[:, r.steps] |= np.asarray(r.kind.offending_notes(v, r.params, c), dtype=bool)
         return notes & (t < NUM_PITCHES), ~self.satisfied(t, cond).all(1)
 
     def reward(self, tokens, cond: dict | None = None) -> np.ndarray:
@@ -174,7 +213,8 @@ class RuleSet:
     def explain(self) -> str:
         lines = [f"{self.path}: {len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}"]
         for r in self.rules:
-            lines.append(f"  line {r.line}: {r.kind.name}: {r.describe()}")
+            where = f"{r.scope_words()}: " if r.scope is not None else ""
+            lines.append(f"  line {r.line}: {where}{r.kind.name}: {r.describe()}")
         if self.open:
             lines.append(
                 "  open parameters (chosen when generating; one fitted actor serves every value): "
@@ -207,10 +247,14 @@ def parse_rules(text: str, path: str = "<rules>") -> RuleSet:
                 + did_you_mean(rl.kind, kinds)
                 + f" (kinds: {', '.join(sorted({k.name for k in kinds.values()}))})",
             )
+        if rl.scope is not None and getattr(kind, "names_bars", False):
+            raise RulesError(
+                path, rl.line, rl.kind_column, f"'{kind.name}' names its own bars: it cannot be scoped to bars"
+            )
         cur = Cursor(path, rl.line, rl.args, rl.args_offset)
         params = kind.parse(cur)
         cur.done()
-        rules.append(Rule(kind, params, rl.weight, rl.line, rl.kind_column, rl.text))
+        rules.append(Rule(kind, params, rl.weight, rl.line, rl.kind_column, rl.text, rl.scope))
     if not rules:
         raise RulesError(path, 1, 1, "no rules in this file (expected lines such as 'key: C major')")
     check_contradictions(rules, path)
@@ -246,11 +290,43 @@ def _interval(rules: list[Rule], name: str) -> tuple[float, float, Rule | None]:
 
 
 def check_contradictions(rules: list[Rule], path: str) -> None:
-    """Rules that no melody can satisfy together, when that can be seen without sampling."""
-    keys = [r for r in rules if isinstance(r.kind, Key)]
+    """Rules that no melody can satisfy together, when that can be seen without sampling: the rules
+    of the whole melody together, and those of each scope with the whole melody's rules that hold
+    in every bar (key, range, notes per bar)."""
     for r in rules:
-        if r.kind.name in ("start", "end") and r.params["pc"] is None and not keys:
+        if (
+            r.kind.name in ("start", "end")
+            and r.params["pc"] is None
+            and not any(isinstance(k.kind, Key) for k in rules)
+        ):
             _fail(path, r, f"'{r.kind.name}: on tonic' needs a key rule to say which tonic")
+    whole = [r for r in rules if r.scope is None]
+    _check_group(whole, path, NUM_BARS)
+    _check_form(whole, path)
+    every_bar = [
+        r for r in whole if r.kind.name in ("key", "range") or (r.kind.name == "density" and not r.params["average"])
+    ]
+    for scope in sorted({r.scope for r in rules if r.scope is not None}):
+        _check_group(every_bar + [r for r in rules if r.scope == scope], path, scope[1] - scope[0] + 1)
+
+
+def _check_form(rules: list[Rule], path: str) -> None:
+    """A climax in bars that the form repeats elsewhere note for note: the copy's highest note
+    sounds outside the climax's bars too."""
+    for f in (r for r in rules if r.kind.name == "form"):
+        for c in (r for r in rules if r.kind.name == "climax"):
+            span = range(c.params["first"], c.params["last"] + 1)
+            if not any(all(b in span for b in Form.copies(f.params["labels"], bar)) for bar in span):
+                _fail(
+                    path,
+                    c,
+                    f"the climax's bars are repeated note for note elsewhere by the form of line {f.line}, "
+                    "so its highest note sounds outside them too",
+                )
+
+
+def _check_group(rules: list[Rule], path: str, bars: int) -> None:
+    keys = [r for r in rules if isinstance(r.kind, Key)]
     allowed = np.ones(12, bool)
     for k in keys:
         p = k.params
@@ -279,7 +355,7 @@ def check_contradictions(rules: list[Rule], path: str) -> None:
             ranges[-1],
             f"contradicts an earlier range rule: no pitch lies in both ({pitch_name(lo)} above {pitch_name(hi)})",
         )
-    _check_counts(rules, path, allowed, lo, hi, bool(keys))
+    _check_counts(rules, path, allowed, lo, hi, bool(keys), bars)
     d_low, _, d_rule = _interval(rules, "distinct")
     if d_rule is not None:
         fixed_key = all(k.params["tonic"] is not None for k in keys)
@@ -292,16 +368,19 @@ def check_contradictions(rules: list[Rule], path: str) -> None:
             )
 
 
-def _check_counts(rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi: int, has_key: bool) -> None:
+def _check_counts(
+    rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi: int, has_key: bool, bars: int
+) -> None:
     """Rules that together need more notes than others allow, more silence than the notes leave,
-    or a leap wider than the range."""
-    need, room = [(0, None)], [(STEPS, None)]  # (notes, the rule that says so)
+    or a leap wider than the range, in ``bars`` bars."""
+    steps = bars * BAR_STEPS
+    need, room = [(0, None)], [(steps, None)]  # (notes, the rule that says so)
     for r in rules:
         p, name = r.params, r.kind.name
-        if name in ("key", "start", "end"):
+        if name in ("key", "start", "end", "climax"):
             need.append((1, r))  # fails a melody without notes
         elif name == "density" and not p["open"]:
-            per = NUM_BARS
+            per = bars
             if p["low"] is not None:
                 need.append((int(np.ceil(p["low"] * per - 1e-7)), r))
             if p["high"] is not None:
@@ -323,12 +402,12 @@ def _check_counts(rules: list[Rule], path: str, allowed: np.ndarray, lo: int, hi
         if r.kind.name != "rests":
             continue
         low, high = r.params["low"], r.params["high"]
-        if low is not None and np.ceil(low * STEPS - 1e-7) > STEPS - most_needed:
+        if low is not None and np.ceil(low * steps - 1e-7) > steps - most_needed:
             _fail(
                 path,
                 r,
                 f"asks for at least {low:.0%} silence but line {needer.line} needs {most_needed} notes, "
-                f"which sound at least {most_needed} of the {STEPS} steps",
+                f"which sound at least {most_needed} of the {steps} steps",
             )
         if high is not None and high < 1 and least_room == 0:
             _fail(path, r, f"asks for at most {high:.0%} silence but line {limiter.line} allows no notes")

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from melody_lc.errors import LocatedError
+from melody_lc.melody.encoding import NUM_BARS
 
 _TOKEN = re.compile(r"\s*(\.\.|>=|<=|==|[<>=%?,(){}]|[^\s<>=%?,(){}.]+(?:\.\d+)?|\.)")
 
@@ -111,10 +112,28 @@ class RuleLine:
     weight: float
     line: int
     text: str
+    scope: tuple[int, int] | None = None  # 'bars 1-8:' before the kind: first and last bar, 0-based
 
 
 _COMMENT = re.compile(r"(^|\s)#.*$")  # '#' starts a comment at the line start or after a space (F# is a note)
 _WEIGHT = re.compile(r"\s+weight\s+(\S+)\s*$", re.IGNORECASE)
+
+
+_SCOPE = re.compile(r"^(\s*)bars?\s+([^:]+?)\s*:", re.IGNORECASE)  # 'bars 1-8:', 'bar 12:'
+_SPAN = re.compile(r"(\d+)(?:\s*(?:-|\.\.)\s*(\d+))?$")
+
+
+def parse_span(text: str, path: str, line: int, column: int, what: str = "bars") -> tuple[int, int]:
+    """'9-12', '9..12' or '12' -> (8, 11): first and last bar, 0-based, checked against bars 1-16."""
+    m = _SPAN.match(text.strip())
+    if not m:
+        raise RulesError(path, line, column, f"expected {what} such as '1-8' or '12', found '{text.strip()}'")
+    first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+    if not 1 <= first <= NUM_BARS or not 1 <= last <= NUM_BARS:
+        raise RulesError(path, line, column, f"bars are numbered 1 to {NUM_BARS}: '{text.strip()}' lies outside")
+    if last < first:
+        raise RulesError(path, line, column, f"the span '{text.strip()}' is empty: bar {last} comes before bar {first}")
+    return first - 1, last - 1
 
 
 _CHAIN_LINE = re.compile(r"^\s*(chain\b[^:]*:|tempo\s*:|->)")  # the file's own chain section (melody_lc.chain)
@@ -130,6 +149,15 @@ def split_lines(text: str, path: str) -> list[RuleLine]:
         if not line.strip() or _CHAIN_LINE.match(line):
             continue
         indent = len(line) - len(line.lstrip())
+        scope, scope_width = None, 0
+        m = _SCOPE.match(line)
+        if m:
+            span_text = line[m.start(2) : m.end(2)]
+            scope = parse_span(span_text, path, n, m.start(2) + 1)
+            scope_width = m.end()
+            rest = line[scope_width:]
+            indent = scope_width + len(rest) - len(rest.lstrip())
+            line = " " * scope_width + rest
         if ":" not in line:
             raise RulesError(path, n, indent + 1, "expected 'kind: ...' (for example 'key: C major')")
         kind, args = line.split(":", 1)
@@ -147,5 +175,5 @@ def split_lines(text: str, path: str) -> list[RuleLine]:
             if not weight > 0:
                 raise RulesError(path, n, wcol, f"a weight must be positive, found {m.group(1)}")
             args = args[: m.start()]
-        out.append(RuleLine(kind_name, indent + 1, args, len(kind) + 1, weight, n, raw))
+        out.append(RuleLine(kind_name, indent + 1, args, len(kind) + 1, weight, n, raw, scope))
     return out

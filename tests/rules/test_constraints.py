@@ -41,6 +41,20 @@ def random_rule(kind: str, rng: np.random.Generator) -> str:
         return f"rests: {bounds(0, 90, pct=True)}"
     if kind == "distinct":
         return f"distinct: {bounds(1, 12)} pitches"
+    if kind == "chords":
+        symbols = ["C", "Am", "F", "G7", "Dm7", "Em", "Bdim", "Fmaj7", "Esus4", "C/E", "Bb", "A7", "Dm7b5", "Eb+"]
+        bars = [" ".join(rng.choice(symbols, rng.integers(1, 3))) for _ in range(rng.choice([1, 2, 4, 8, 12, 16]))]
+        return "chords: " + " | ".join(bars)
+    if kind == "climax":
+        first = int(rng.integers(1, 16))
+        return f"climax: in bars {first}-{int(rng.integers(first, 16))}"
+    if kind == "form":
+        labels = ["A", "A", "B", "A'", "C", "B'"]
+        return "form: " + " ".join(rng.choice(labels, rng.choice([2, 4, 8])))
+    if kind.startswith("bars "):  # a kind of the whole melody, scoped to a random span
+        first = int(rng.integers(1, 17))
+        last = int(rng.integers(first, 17))
+        return f"bars {first}-{last}: " + random_rule(kind.split()[1], rng)
     return f"{kind}: on {'tonic' if rng.random() < 0.5 else NAMES[rng.integers(12)]}"
 
 
@@ -53,7 +67,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-KINDS = ["key", "range", "density", "leap", "rests", "distinct", "start", "end"]
+KINDS = ["key", "range", "density", "leap", "rests", "distinct", "start", "end", "chords", "climax", "form"]
+SCOPED = [f"bars {k}" for k in ("key", "range", "density", "leap", "rests", "distinct", "start", "end", "chords")]
 
 
 def steered_random_decode(rules, n: int, seed: int, temperature: float = 1.0):
@@ -89,31 +104,31 @@ def check(text: str, seed: int, n: int = 48, temperature: float = 1.0):
     return stats
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + SCOPED)
 def test_each_kind_alone_always_holds(kind):
-    rng = np.random.default_rng(KINDS.index(kind))
+    rng = np.random.default_rng((KINDS + SCOPED).index(kind))
     for i in range(25):
         text = random_rule(kind, rng)
-        if kind in ("start", "end") and "tonic" in text:
+        if kind.endswith(("start", "end")) and "tonic" in text:
             text = random_rule("key", rng) + "\n" + text
         stats = check(text, seed=i, temperature=[1.0, 0.5, 0.0][i % 3])
-        if stats is not None and kind not in ("start", "end"):
+        if stats is not None and not kind.endswith(("start", "end")):
             assert not stats.dead_end.any(), f"{text!r} alone reached a dead end"
 
 
 def test_combinations_hold_where_no_dead_end():
     rng = np.random.default_rng(1234)
     checked = dead = 0
-    for i in range(160):
-        kinds = rng.choice(KINDS, rng.integers(2, 5), replace=False)
+    for i in range(200):
+        kinds = rng.choice(KINDS + SCOPED, rng.integers(2, 5), replace=False)
         text = "\n".join(random_rule(k, rng) for k in kinds)
-        if any(k in kinds for k in ("start", "end")) and "key" not in kinds:
+        if any(k.endswith(("start", "end")) for k in kinds) and "key" not in kinds:
             text = "key: C major\n" + text
         stats = check(text, seed=i, n=32)
         if stats is not None:
             checked += 1
             dead += int(stats.dead_end.sum())
-    assert checked > 100  # most random combinations are satisfiable
+    assert checked > 120  # most random combinations are satisfiable
     print(f"dead ends: {dead} of {checked * 32} rows")
     assert dead < 0.2 * checked * 32  # random logits are harsher than a trained decoder
 
@@ -146,18 +161,18 @@ def test_the_readme_plugin_constraint_keeps_its_rule(tmp_path, monkeypatch):
     from pathlib import Path
 
     readme = (Path(__file__).parents[2] / "docs" / "rules.md").read_text()
-    code = readme[readme.index("# climax_plugin.py") :]
-    (tmp_path / "readme_climax.py").write_text(code[: code.index("```")])
-    dist = tmp_path / "readme_climax-1.0.dist-info"
+    code = readme[readme.index("# lowest_plugin.py") :]
+    (tmp_path / "readme_lowest.py").write_text(code[: code.index("```")])
+    dist = tmp_path / "readme_lowest-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: readme-climax\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[melody_lc.rules]\nclimax = readme_climax:Climax\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: readme-lowest\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[melody_lc.rules]\nlowest = readme_lowest:Lowest\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for bar in (1, 7, 16):
-        rules = parse_rules(f"key: C major\nclimax: in bar {bar}")
+        rules = parse_rules(f"key: C major\nlowest: in bar {bar}")
         assert rules.verified_only == []
         tokens, cond, stats = steered_random_decode(rules, 24, seed=bar)
         assert not stats.dead_end.any() and rules.satisfied(tokens).all()
-        assert stats.by_rule["climax:2"].sum() > 0  # random logits put the highest note anywhere: the mask acts
-        # With a ceiling, a high note before bar N leaves the climax no room: a dead end, named, and redrawn.
-        check(f"climax: in bar {bar}\nrange: C3 .. C6", seed=bar)
+        assert stats.by_rule["lowest:2"].sum() > 0  # random logits put the lowest note anywhere: the mask acts
+        # With a floor, a low note before bar N leaves the lowest no room: a dead end, named, and redrawn.
+        check(f"lowest: in bar {bar}\nrange: C3 .. C6", seed=bar)

@@ -155,10 +155,10 @@ import numpy as np
 from melody_lc.rules import RuleKind
 
 
-class Climax(RuleKind):
-    """The highest note falls in a given bar (a reward that is not differentiable in any sense)."""
-    name = "climax"
-    summary = "the highest note lies in bar N: 'in bar 12'"
+class Lowest(RuleKind):
+    """The lowest note falls in a given bar (a reward that is not differentiable in any sense)."""
+    name = "lowest"
+    summary = "the lowest note lies in bar N: 'in bar 12'"
 
     def parse(self, cur):
         cur.expect("in")
@@ -169,11 +169,11 @@ class Climax(RuleKind):
         return {"bar": bar}
 
     def describe(self, params):
-        return f"the highest note is in bar {params['bar']}"
+        return f"the lowest note is in bar {params['bar']}"
 
     def satisfied(self, tokens, params, cond):
-        pitch = np.where(tokens < 128, tokens, -1)
-        return pitch.argmax(1) // 16 == params["bar"] - 1
+        pitch = np.where(tokens < 128, tokens, 999)
+        return pitch.argmin(1) // 16 == params["bar"] - 1
 
     def reward(self, tokens, params, cond):
         return self.satisfied(tokens, params, cond).astype(float)
@@ -182,33 +182,33 @@ class Climax(RuleKind):
 
 @pytest.fixture
 def plugin_path(tmp_path, monkeypatch):
-    (tmp_path / "climax_plugin.py").write_text(PLUGIN)
-    dist = tmp_path / "climax_plugin-1.0.dist-info"
+    (tmp_path / "lowest_plugin.py").write_text(PLUGIN)
+    dist = tmp_path / "lowest_plugin-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: climax-plugin\nVersion: 1.0\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lowest-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[melody_lc.rules]\nclimax = climax_plugin:Climax\nbroken = climax_plugin_missing:Nothing\n"
+        "[melody_lc.rules]\nlowest = lowest_plugin:Lowest\nbroken = lowest_plugin_missing:Nothing\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
 
 def test_plugin_kind_is_discovered_and_scores(plugin_path):
-    rs = parse_rules("key: C major\nclimax: in bar 3")
-    peak = scale_melody(4).notes()
-    tokens = Melody.from_notes(peak).tokens[None]  # C4..C5: the first C5 is in bar 2
+    rs = parse_rules("key: C major\nlowest: in bar 3")
+    rising = scale_melody(4).notes()
+    tokens = Melody.from_notes(rising).tokens[None]  # C4..C5: the C4 is in bar 1
     assert rs.satisfied(tokens).tolist() == [[True, False]] and rs.rewards(tokens)[0, 1] == 0.0
-    assert parse_rules("climax: in bar 2").satisfied(tokens)[0, 0]
+    assert parse_rules("lowest: in bar 1").satisfied(tokens)[0, 0]
     with pytest.raises(RulesError, match="numbered 1 to 16"):
-        parse_rules("climax: in bar 40")
+        parse_rules("lowest: in bar 40")
     env = {"PYTHONPATH": str(plugin_path)}
     import os
 
     res = subprocess.run(
         [sys.executable, "-m", "melody_lc", "rules", "kinds"], capture_output=True, text=True, env={**os.environ, **env}
     )
-    assert "climax [plugin climax_plugin]" in res.stdout
-    assert "plugin failed to load: broken = climax_plugin_missing:Nothing: ModuleNotFoundError" in res.stdout
+    assert "lowest [plugin lowest_plugin]" in res.stdout
+    assert "plugin failed to load: broken = lowest_plugin_missing:Nothing: ModuleNotFoundError" in res.stdout
 
 
 def test_condition_vector_round_trips():

@@ -332,6 +332,7 @@ def cmd_generate(args) -> int:
     from melody_lc.fileio import atomic_path, write_json
     from melody_lc.melody.render import pianoroll_sheet
     from melody_lc.rules import load_rules
+    from melody_lc.rules.form import chord_halves
 
     _check_midi_options(args)
     if args.n < 1:
@@ -354,7 +355,7 @@ def cmd_generate(args) -> int:
     )
     out = Path(args.out)
     if len(tokens):
-        _write_all(tokens, "melody", args)
+        _write_all(tokens, "melody", args, chord_halves(rules))
     write_json(out / "report.json", report)
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -415,7 +416,9 @@ def cmd_transform(args) -> int:
             f"found no melody near {args.input} that obeys every rule of {args.rules} "
             f"(still broken: {', '.join(broken)}); nothing written"
         )
-    Melody(out_tokens[0]).to_midi_file(args.out, qpm=args.bpm, program=args.program)
+    from melody_lc.rules.form import chord_halves
+
+    Melody(out_tokens[0]).to_midi_file(args.out, qpm=args.bpm, program=args.program, chords=chord_halves(rules))
     for name, r in report["rules"].items():
         before = report["before"][name]["satisfied"]
         print(f"{name:<14} {'holds' if before else 'broken':>7} -> {'holds' if r['satisfied'] else 'broken'}")

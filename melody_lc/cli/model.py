@@ -150,16 +150,17 @@ def read_user_melody(path: str):
     return Melody.from_piece(seq), note
 
 
-def _write(melody, path: Path, args) -> None:
+def _write(melody, path: Path, args, chords=None) -> None:
     from melody_lc.melody import Melody
 
-    Melody(melody).to_midi_file(path, qpm=args.bpm, program=args.program)
+    Melody(melody).to_midi_file(path, qpm=args.bpm, program=args.program, chords=chords)
 
 
-def _write_all(tokens, prefix: str, args) -> None:
+def _write_all(tokens, prefix: str, args, chords=None) -> None:
+    """Each melody to OUT/PREFIX-0000.mid ...; with ``chords`` (per half bar), a chord track too."""
     out = Path(args.out)
     for k, t in enumerate(tokens):
-        _write(t, out / f"{prefix}-{k:04d}.mid", args)
+        _write(t, out / f"{prefix}-{k:04d}.mid", args, chords)
     print(f"wrote {len(tokens)} melodies to {out}/")
 
 

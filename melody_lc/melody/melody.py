@@ -10,6 +10,7 @@ import numpy as np
 
 from melody_lc.melody import metrics
 from melody_lc.melody.encoding import (
+    BAR_STEPS,
     HOLD,
     NUM_BARS,
     NUM_CLASSES,
@@ -140,8 +141,12 @@ class Melody:
         return cls.from_piece(sequence, start_step)
 
     # -- MIDI files ------------------------------------------------------------------------------
-    def to_pretty_midi(self, qpm: float = 120.0, program: int = 0, velocity: int = 80) -> pretty_midi.PrettyMIDI:
-        """A ``pretty_midi.PrettyMIDI`` with one instrument (GM ``program``, 0-127) at ``qpm``."""
+    def to_pretty_midi(
+        self, qpm: float = 120.0, program: int = 0, velocity: int = 80, chords: list[str | None] | None = None
+    ) -> pretty_midi.PrettyMIDI:
+        """A ``pretty_midi.PrettyMIDI`` with one instrument (GM ``program``, 0-127) at ``qpm``, and
+        with ``chords`` (a chord symbol or None per half bar, as the rules' chords say) a second
+        instrument, on its own channel, that plays them as block chords below the melody."""
         import pretty_midi
 
         if not 0 <= program <= 127:
@@ -153,14 +158,23 @@ class Melody:
         for pitch, start, end in self.notes():
             inst.notes.append(pretty_midi.Note(velocity, pitch, start * step_seconds, end * step_seconds))
         pm.instruments.append(inst)
+        if chords and any(chords):
+            pm.instruments.append(_chord_track(chords, step_seconds, max(velocity - 25, 1)))
         return pm
 
-    def to_midi_file(self, path: str | os.PathLike, qpm: float = 120.0, program: int = 0, velocity: int = 80) -> None:
+    def to_midi_file(
+        self,
+        path: str | os.PathLike,
+        qpm: float = 120.0,
+        program: int = 0,
+        velocity: int = 80,
+        chords: list[str | None] | None = None,
+    ) -> None:
         """Write a .mid file atomically (temp file in the same directory, then rename)."""
         from melody_lc.fileio import atomic_path
 
         with atomic_path(path) as tmp:
-            self.to_pretty_midi(qpm=qpm, program=program, velocity=velocity).write(str(tmp))
+            self.to_pretty_midi(qpm=qpm, program=program, velocity=velocity, chords=chords).write(str(tmp))
 
     @classmethod
     def from_midi_file(cls, path: str | os.PathLike, start_step: int = 0) -> Melody:
@@ -240,3 +254,31 @@ class Melody:
     def bars(self) -> np.ndarray:
         """``(16, 16)`` view of the tokens, one row per bar."""
         return self.tokens.reshape(NUM_BARS, -1)
+
+
+def chord_voicing(symbol: str) -> list[int]:
+    """MIDI pitches of a chord symbol as block chords below a melody: the chord tones close above
+    the root (G2 .. F#3 as the lowest), and a slash chord's bass an octave lower."""
+    from melody_lc.melody.pitches import chord
+
+    root, pcs, bass = chord(symbol)
+    low = 43 + (root - 7) % 12  # G2 .. F#3
+    tones = sorted(low + (pc - root) % 12 for pc in pcs if pc != bass or bass == root)
+    return ([low - 12 + (bass - root) % 12] if bass != root else []) + tones
+
+
+def _chord_track(chords: list[str | None], step_seconds: float, velocity: int):
+    import pretty_midi
+
+    inst = pretty_midi.Instrument(program=0, name="chords")
+    half = BAR_STEPS // 2
+    k = 0
+    while k < len(chords):
+        end = k + 1
+        while end < len(chords) and chords[end] == chords[k]:  # the same chord goes on sounding
+            end += 1
+        if chords[k] is not None:
+            for pitch in chord_voicing(chords[k]):
+                inst.notes.append(pretty_midi.Note(velocity, pitch, k * half * step_seconds, end * half * step_seconds))
+        k = end
+    return inst

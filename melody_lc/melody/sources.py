@@ -49,6 +49,15 @@ _SYMUSIC_ERRORS = (
 )
 
 
+# Tracks with these names are accompaniment, left out of the melody as drums are: melody-lc's own
+# chord track (a rules file's chords), and a DAW's track so named.
+ACCOMPANIMENT_TRACKS = ("chords",)
+
+
+def _accompaniment(name: str) -> bool:
+    return name.strip().lower() in ACCOMPANIMENT_TRACKS
+
+
 def parse_midi_bytes(data: bytes) -> Piece:
     """A Piece from the bytes of a MIDI file (see :func:`read_midi_file`): one instrument per
     symusic track (a MIDI track's notes on one channel), times in quarter notes (ticks / ticks per
@@ -80,7 +89,7 @@ def parse_midi_bytes(data: bytes) -> Piece:
         part["pitch"] = cols["pitch"][sounding]
         part["start"] = cols["time"][sounding] / tpq
         part["end"] = (cols["time"] + cols["duration"])[sounding] / tpq
-        part["instrument"], part["is_drum"] = i, track.is_drum
+        part["instrument"], part["is_drum"] = i, track.is_drum or _accompaniment(track.name)
         if _overlapping_repeats(part):
             return _piece_from_pretty_midi(data)
         parts.append(part)
@@ -112,7 +121,11 @@ def _piece_from_pretty_midi(data: bytes) -> Piece:
         warnings.simplefilter("ignore")  # pretty_midi warns about odd but readable files
         pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
     quarter = np.vectorize(lambda t: pm.time_to_tick(t) / pm.resolution, otypes=[np.float64])
-    notes = [(n.pitch, n.start, n.end, i, inst.is_drum) for i, inst in enumerate(pm.instruments) for n in inst.notes]
+    notes = [
+        (n.pitch, n.start, n.end, i, inst.is_drum or _accompaniment(inst.name))
+        for i, inst in enumerate(pm.instruments)
+        for n in inst.notes
+    ]
     pitch, start, end, inst, drum = zip(*notes) if notes else ((), (), (), (), ())
     return Piece.from_notes(
         list(pitch),

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, RichL
 
 from melody_lc.melody.encoding import BAR_STEPS
 from melody_lc.midi.ports import PortError, list_ports
+from melody_lc.rules.form import chord_halves
 from melody_lc.tui.chains_panel import ChainsPanel
 from melody_lc.tui.pianoroll import PianoRoll
 from melody_lc.tui.screens import ChoiceScreen, HelpScreen, ValuesScreen
@@ -193,6 +194,8 @@ class LiveApp(ChainsPanel, App):
         self.query_one("#now-title", Label).update(
             "now playing" if cur is not None or shown is None else "last played (stopped)"
         )
+        chords = tuple(chord_halves(s.rules))
+        now.chords = nxt.chords = chords if any(chords) else None
         if shown is not self._shown:
             self._shown = shown
             now.tokens = None if shown is None else tuple(int(x) for x in shown.tokens)

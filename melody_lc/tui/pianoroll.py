@@ -36,12 +36,31 @@ def row_label(row: np.ndarray) -> str:
     return pitch_name(int(row[0])) if len(row) == 1 else f"{pitch_name(int(row[-1]))}-{pitch_name(int(row[0]))}"
 
 
+def chord_line(chords, ncols: int) -> str:
+    """The chord symbols over ``ncols`` columns, each where its half bar begins, written when the
+    chord changes (a symbol that would run into the next one is cut short)."""
+    line = [" "] * ncols
+    half = STEPS // len(chords)
+    previous = None
+    for k, symbol in enumerate(chords):
+        if symbol is not None and symbol != previous:
+            start = k * half * ncols // STEPS
+            nxt = next((j for j in range(k + 1, len(chords)) if chords[j] != symbol), len(chords))
+            room = max(1, nxt * half * ncols // STEPS - start - 1)
+            for i, ch in enumerate(symbol[:room]):
+                if start + i < ncols:
+                    line[start + i] = ch
+        previous = symbol
+    return "".join(line)
+
+
 class PianoRoll(Widget):
     """A phrase as a piano roll: a row per pitch (see :func:`roll_rows`; each row is labelled with
     the pitches it holds), a column per one or more sixteenths, bar lines, and the playhead."""
 
     tokens: reactive[tuple | None] = reactive(None)
     playhead: reactive[int | None] = reactive(None)  # the step now playing, or None
+    chords: reactive[tuple | None] = reactive(None)  # the rules' chord per half bar: a line of symbols on top
 
     def __init__(self, empty: str = "", **kw) -> None:
         super().__init__(**kw)
@@ -54,7 +73,8 @@ class PianoRoll(Widget):
         sounding = pitch[pitch >= 0]
         if not len(sounding):
             return Text("(a silent phrase)", style="dim italic")
-        rows = roll_rows(sounding, max(1, self.size.height))
+        chords = self.chords if self.chords and any(self.chords) else None
+        rows = roll_rows(sounding, max(1, self.size.height - (chords is not None)))
         labels = [row_label(r) for r in rows]
         label_w = max(len(x) for x in labels) + 1
         ncols = int(np.clip(self.size.width - label_w, 16, STEPS))
@@ -63,6 +83,8 @@ class PianoRoll(Widget):
         bar_cols = set((np.arange(0, STEPS, BAR_STEPS) * ncols // STEPS).tolist())
         head = None if self.playhead is None else int(col[min(STEPS - 1, int(self.playhead))])
         text = Text(no_wrap=True, overflow="crop")
+        if chords is not None:
+            text.append(" " * label_w + chord_line(chords, ncols) + "\n", style="bold cyan")
         for row, label in zip(rows, labels):
             inside = np.isin(pitch, row)
             on = np.logical_or.reduceat(inside & onset, starts)

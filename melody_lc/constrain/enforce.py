@@ -72,15 +72,21 @@ def decode_checked(
     mask: bool = True,
     prefer: np.ndarray | None = None,
     keep: float = 0.0,
+    share_bars: bool = True,
 ) -> Checked:
     """Decode z (N, Z) under the rules' decode-time constraints (``mask``) and check every melody
     by the exact tests. Without ``mask``: the decoder's own output, checked. ``prefer`` (N, 256):
-    tokens the decode keeps wherever the rules allow, ``keep`` logits in their favour (transform)."""
+    tokens the decode keeps wherever the rules allow, ``keep`` logits in their favour (transform).
+    ``share_bars``: a form's repeated bars are decoded from their first statement's embeddings,
+    with or without the mask (the decoder's own way to repeat)."""
     bf16 = use_bf16("auto", z.device)
     parts = []
     for a in range(0, len(z), DECODE_BATCH):
         b = min(a + DECODE_BATCH, len(z))
-        steer = rules.steer(_slice(cond, a, b), b - a) if mask else Steer([])
+        if mask:
+            steer = rules.steer(_slice(cond, a, b), b - a, share_bars)
+        else:
+            steer = Steer([], bar_source=rules.bar_source() if share_bars else None)
         if prefer is not None and keep > 0:
             steer.prefer, steer.keep = torch.from_numpy(np.asarray(prefer[a:b], dtype=np.int64)), keep
         tokens = model.decode(z[a:b], temperature, generator, bf16, steer=steer or None).numpy()

@@ -88,7 +88,7 @@ class Fitted:
 RELABELS = 8  # rules with open parameters: each scored prior melody is scored under this many values
 
 
-MASK_SCALE = 2.0  # fitting: the interventions at which a rule's reward has fallen to 1/e
+MASK_SCALE = 2.0  # fitting: the interventions at which a rule's reward has fallen to 1/e (a kind may set its own)
 FIT_SCORING = "interventions-1"  # what fits learn from (see fit_scores); part of every fit's key
 
 
@@ -102,7 +102,8 @@ def fit_scores(rules: RuleSet, checked: Checked, cond) -> tuple[np.ndarray, np.n
     see ``fit_rules``.)"""
     rewards = rules.rewards(checked.tokens, cond)
     masked = np.array([name not in rules.verified_only for name in rules.names], bool)
-    mask_reward = np.exp(-checked.by_rule / MASK_SCALE) * np.where(checked.failed, rewards, 1.0)
+    scale = np.array([getattr(r.kind, "mask_scale", None) or MASK_SCALE for r in rules.rules])
+    mask_reward = np.exp(-checked.by_rule / scale[None, :]) * np.where(checked.failed, rewards, 1.0)
     rewards = np.where(masked[None, :], mask_reward, rewards)
     return rewards, ~checked.failed & ~((checked.by_rule > 0) & masked[None, :])
 

@@ -204,6 +204,8 @@ class HierarchicalMelodyVAE(nn.Module):
                 return self.decode(z, temperature, generator, steer=steer)
         B = z.shape[0]
         bars = self.bar_embeddings(z)
+        if steer is not None and steer.bar_source is not None:  # bars that repeat others share their embedding
+            bars = bars[:, steer.bar_source]
         h0, c0 = self.decoder_state(bars)  # (layers, B*16, H)
         w_ih0 = self.decoder.weight_ih_l0  # (4H, V + C)
         emb_gates = (

@@ -169,16 +169,23 @@ class Steer:
     """The rules' constraints combined; draws each step of a decode under them."""
 
     def __init__(
-        self, constraints: list[tuple[str, Constraint]], prefer: torch.Tensor | None = None, keep: float = 0.0
+        self,
+        constraints: list[tuple[str, Constraint]],
+        prefer: torch.Tensor | None = None,
+        keep: float = 0.0,
+        bar_source: list[int] | None = None,
     ) -> None:
         self.constraints = constraints
+        # the decoder's own structure for repeats: bar k is decoded from the conductor's embedding of
+        # bar ``bar_source[k]`` (a form's repeated phrase from its first statement's), or None
+        self.bar_source = bar_source
         # a transformation remembers its input: the tokens of ``prefer`` (N, 256) get ``keep`` added
         # to their logits at each step, so the decode writes them wherever the rules allow
         self.prefer, self.keep = prefer, keep
         self.stats: SteerStats | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.constraints) or (self.prefer is not None and self.keep > 0)
+        return bool(self.constraints) or (self.prefer is not None and self.keep > 0) or self.bar_source is not None
 
     def start(self, n: int, device="cpu") -> DecodeState:
         z = torch.zeros(n, device=device)

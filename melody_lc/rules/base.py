@@ -17,6 +17,9 @@ class RuleKind:
     aliases: tuple[str, ...] = ()
     summary = ""
     scale = 1.0  # violation at which the reward has fallen to 1/e
+    mask_scale: float | None = (
+        None  # fitting: interventions per melody at which the rule scores 1/e (None: the default)
+    )
     api_version = PLUGIN_API_VERSION
 
     def parse(self, cur: Cursor) -> dict:

@@ -266,12 +266,16 @@ class ChordTones(Constraint):
 
 class Climax(Constraint):
     """climax: the highest note lies in steps ``start`` to ``end``: in the span, a note above every
-    note before it (forced at the span's last step if none came); after it, none that high."""
+    note before it (forced at the span's last step if none came); after it, none that high. Before
+    the span, notes stay below ``ceiling`` (N,), the highest pitch the key and range allow, so that
+    the climax has room."""
 
-    def __init__(self, n: int, start: int, end: int) -> None:
+    def __init__(self, n: int, start: int, end: int, ceiling: np.ndarray | None = None) -> None:
         self.start, self.end = start, end
         self.before = torch.full((n,), -1)
         self.peak: torch.Tensor | None = None
+        top = torch.full((n,), 128) if ceiling is None else torch.as_tensor(np.asarray(ceiling), dtype=torch.long)
+        self.below_top = only_notes(PITCHES[None, :] < top[:, None])
 
     def _reached(self, state) -> torch.Tensor:
         if state.step <= self.start:  # the highest so far, as the span begins
@@ -287,7 +291,7 @@ class Climax(Constraint):
     def allowed(self, state):
         reached = self._reached(state)
         if state.step < self.start:
-            return None
+            return self.below_top
         mask = everything(state.n)
         if state.step < self.end:
             if state.step == self.end - 1:  # the last chance: the climax comes now

@@ -33,6 +33,7 @@ class Chords(RuleKind):
     aliases = ("chord",)
     summary = "a chord per bar (or two): 'C | Am | F | G7'; notes on beats 1 and 3 are chord tones"
     scale = 0.1
+    mask_scale = 4.0
 
     def parse(self, cur: Cursor) -> dict:
         bars: list[list[str]] = [[]]
@@ -124,6 +125,7 @@ class Climax(RuleKind):
     summary = "where the highest note lies: 'in bars 9-12', 'in bar 12'"
     scale = 2.0
     names_bars = True  # its bars are the melody's: it cannot be scoped
+    needs_ceiling = True  # its constraint gets cond["_ceiling"]: the highest pitch the key and range allow
 
     def parse(self, cur: Cursor) -> dict:
         cur.accept("in")
@@ -155,7 +157,8 @@ class Climax(RuleKind):
         return (tokens < NUM_PITCHES) & ~inside[None, :] & (tokens >= top_in[:, None])
 
     def constraint(self, params, cond, n):
-        return constraints.Climax(n, params["first"] * BAR_STEPS, (params["last"] + 1) * BAR_STEPS)
+        first, end = params["first"] * BAR_STEPS, (params["last"] + 1) * BAR_STEPS
+        return constraints.Climax(n, first, end, cond.get("_ceiling"))
 
     def describe(self, params):
         first, last = params["first"] + 1, params["last"] + 1
@@ -170,6 +173,7 @@ class Form(RuleKind):
     name = "form"
     summary = "repeated phrases: 'A A B A' (4-bar phrases; the same letter, the same notes), 'A A' B A' (primed: the same onsets)"
     scale = 0.1
+    mask_scale = 16.0  # a repeat is copied step by step: dozens of interventions, not a few
     names_bars = True
 
     def parse(self, cur: Cursor) -> dict:
@@ -206,27 +210,27 @@ class Form(RuleKind):
         j, offset = divmod(bar, per)
         return [k * per + offset for k, lab in enumerate(labels) if lab == labels[j]]
 
-    def _pairs(self, tokens, params):
-        """(N, pairs) bool per constrained pair of phrases: whether it holds; and the pairs."""
+    def _pairs(self, tokens, params) -> np.ndarray:
+        """(N, pairs): how far each constrained pair of phrases is from what the form asks, 0 when
+        it holds: for a repeat, the share of its steps that differ; for a primed letter, the share
+        of steps whose onset differs; for different letters, 1 when the phrases are identical."""
         labels = params["labels"]
         length = tokens.shape[1] // len(labels)
         phrases = tokens.reshape(len(tokens), len(labels), length)
         on = phrases < NUM_PITCHES
-        cols, pairs = [], []
+        cols = []
         for j in range(len(labels)):
             for k in range(j):
                 if labels[k] == labels[j]:
-                    cols.append((phrases[:, j] == phrases[:, k]).all(1))
+                    cols.append((phrases[:, j] != phrases[:, k]).mean(1))
                 elif labels[k][0] == labels[j][0]:
-                    cols.append((on[:, j] == on[:, k]).all(1))
+                    cols.append((on[:, j] != on[:, k]).mean(1))
                 else:
-                    cols.append(~(phrases[:, j] == phrases[:, k]).all(1))
-                pairs.append((k, j))
-        return np.stack(cols, 1), pairs
+                    cols.append((phrases[:, j] == phrases[:, k]).all(1).astype(float))
+        return np.stack(cols, 1)
 
     def violation(self, tokens, params, cond):
-        ok, _ = self._pairs(tokens, params)
-        return 1.0 - ok.mean(1)
+        return self._pairs(tokens, params).mean(1)
 
     def offending_notes(self, tokens, params, cond):
         """The notes of a phrase that differ from the phrase it should repeat."""

@@ -155,18 +155,40 @@ class RuleSet:
         """What rule r's kind gets as ``cond``: the open values, the steps it sees, and the tonic of
         the key rule of its own bars (else of the first key rule)."""
         c = dict(cond, _steps=r.steps.stop - r.steps.start)
+        if getattr(r.kind, "needs_ceiling", False):
+            c["_ceiling"] = self.ceiling(cond, n)
         key = next((k for k in self.rules if isinstance(k.kind, Key) and k.scope == r.scope and r.scope), None)
         if key is not None:
             c["_tonic"] = Key.tonic(key.params, cond, n)
         return c
+
+    def ceiling(self, cond: dict, n: int) -> np.ndarray:
+        """(n,) the highest pitch that the key and range rules of the whole melody allow (-1: none)."""
+        high = min((r.params["high"] for r in self.rules if r.kind.name == "range" and r.scope is None), default=127)
+        allowed = np.ones((n, 12), bool)
+        for r in self.rules:
+            if isinstance(r.kind, Key) and r.scope is None:
+                allowed &= r.kind.pitch_classes(r.params, cond, n)
+        pitches = np.arange(128)
+        ok = (pitches <= high)[None, :] & allowed[:, pitches % 12]
+        return np.where(ok.any(1), 127 - ok[:, ::-1].argmax(1), -1)
 
     def _each(self, tokens, cond: dict | None):
         """(rule, the tokens it sees, its cond) for every rule."""
         c = self._cond(tokens, cond)
         return [(r, tokens[:, r.steps], self._rule_cond(r, c, len(tokens))) for r in self.rules]
 
-    def steer(self, cond: dict | None, n: int) -> Steer:
-        """The decode-time constraints of every rule whose kind has one, for n melodies."""
+    def bar_source(self) -> list[int] | None:
+        """For a form rule: the bar whose conductor embedding each bar is decoded from (a repeated
+        phrase's bars from its first statement's), so that the decoder itself writes the repeat."""
+        forms = [r for r in self.rules if isinstance(r.kind, Form)]
+        if not forms:
+            return None
+        return [min(Form.copies(forms[0].params["labels"], bar)) for bar in range(NUM_BARS)]
+
+    def steer(self, cond: dict | None, n: int, share_bars: bool = True) -> Steer:
+        """The decode-time constraints of every rule whose kind has one, for n melodies (and with
+        ``share_bars``, the form's repeated bars decoded from shared embeddings)."""
         c = self._cond(n, cond)
         made = []
         for name, r in zip(self.names, self.rules):
@@ -174,7 +196,9 @@ class RuleSet:
             if k is not None and r.scope is not None:
                 k = Scoped(k, r.steps.start, r.steps.stop)
             made.append((name, k))
-        return Steer([(name, k) for name, k in made if k is not None])
+        return Steer(
+            [(name, k) for name, k in made if k is not None], bar_source=self.bar_source() if share_bars else None
+        )
 
     @property
     def verified_only(self) -> list[str]:
@@ -214,7 +238,8 @@ class RuleSet:
         lines = [f"{self.path}: {len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}"]
         for r in self.rules:
             where = f"{r.scope_words()}: " if r.scope is not None else ""
-            lines.append(f"  line {r.line}: {where}{r.kind.name}: {r.describe()}")
+            w = f" (weight {r.weight:g})" if r.weight != 1 else ""
+            lines.append(f"  line {r.line}: {where}{r.kind.name}: {r.kind.describe(r.params)}{w}")
         if self.open:
             lines.append(
                 "  open parameters (chosen when generating; one fitted actor serves every value): "

@@ -91,7 +91,8 @@ def test_scoped_rules_see_only_their_bars():
     wrong = melody([(66, 1, 1, 1), (60, 9, 1, 1), (61, 13, 1, 1), (66, 13, 3, 1)])
     assert rules.satisfied(wrong).tolist() == [[False, False, False]]
     assert sorted(np.flatnonzero(rules.violations(wrong)[0][0])) == [0, 128, 192, 200]
-    assert "line 3: bars 13-16: density: at most 1 notes in every bar, in bars 13-16" in rules.explain()
+    assert "line 3: bars 13-16: density: at most 1 notes in every bar\n" in rules.explain() + "\n"
+    assert rules.rules[2].describe() == "at most 1 notes in every bar, in bars 13-16"
     assert rules.digest() != parse_rules("key: C major\nkey: F# major\ndensity: <= 1 notes per bar").digest()
 
 

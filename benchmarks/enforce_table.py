@@ -54,6 +54,65 @@ def free_overlap(rules, tokens: np.ndarray, heldout_features: dict) -> float | N
     return float(np.mean([histogram_overlap(fs[f], heldout_features[f], FEATURE_BINS[f]) for f in free]))
 
 
+def measure(rules, model, fitted, n: int, held: dict, share_bars: bool = True) -> dict:
+    """The five rows for one rules file and its fit: row -> figures (and the row's tokens). With
+    ``share_bars=False`` a form's repeats are left to the mask alone (the redraw row is skipped)."""
+    T = FIT_TEMPERATURE
+    g = torch.Generator().manual_seed(1)
+    rng = np.random.default_rng(1)
+    cond = rules.sample_conditions(n, rng) if rules.open else None
+    cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
+    z = torch.randn(n, model.config.z_size, generator=g)
+    with torch.no_grad():
+        z2 = fitted.actor(z, cvec)
+    shift = float((z2 - z).norm(dim=-1).mean())
+    spread = latent_spread(z, z2)
+    rows = {}
+    for row, latents, masked in (
+        ("prior", z, False),
+        ("prior + mask", z, True),
+        ("actor", z2, False),
+        ("actor + mask", z2, True),
+    ):
+        t = time.perf_counter()
+        c = decode_checked(
+            rules, model, latents, cond, T, torch.Generator().manual_seed(2), mask=masked, share_bars=share_bars
+        )
+        seconds = time.perf_counter() - t
+        rows[row] = dict(
+            all=c.ok.mean(),
+            decodes=None,
+            mask=c.interventions.mean() if masked else None,
+            mass=c.mass_removed.mean() if masked else None,
+            shift=0.0 if row.startswith("prior") else shift,
+            spread=1.0 if row.startswith("prior") else spread,
+            overlap=free_overlap(rules, c.tokens, held),
+            seconds=seconds,
+            ok=int(c.ok.sum()),
+            tokens=c.tokens,
+            by_rule=c.by_rule.mean(0) if masked else None,
+        )
+    if not share_bars:
+        return rows
+    t = time.perf_counter()
+    tokens, report = generate(rules, model, n, fitted, seed=3, temperature=T)
+    seconds = time.perf_counter() - t
+    rows["actor + mask + redraw"] = dict(
+        all=len(tokens) / n,
+        decodes=report["decodes_per_melody"],
+        mask=report["interventions_per_melody"],
+        mass=report["mass_removed_per_melody"],
+        shift=report["mean_latent_shift"],
+        spread=report["spread"],
+        overlap=free_overlap(rules, tokens, held),
+        seconds=seconds,
+        ok=len(tokens),
+        tokens=tokens,
+        by_rule=None,
+    )
+    return rows
+
+
 def main() -> None:
     from melody_lc.cli.data import default_corpus_out
     from melody_lc.cli.model import default_model_dir
@@ -105,50 +164,7 @@ def main() -> None:
             search=(shipped_fits_dir(),),
         )
         fit_s = time.perf_counter() - t
-        g = torch.Generator().manual_seed(1)
-        rng = np.random.default_rng(1)
-        cond = rules.sample_conditions(args.n, rng) if rules.open else None
-        cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(args.n, 0)
-        z = torch.randn(args.n, model.config.z_size, generator=g)
-        with torch.no_grad():
-            z2 = fitted.actor(z, cvec)
-        shift = float((z2 - z).norm(dim=-1).mean())
-        spread = latent_spread(z, z2)
-        rows = {}
-        for row, latents, masked in (
-            ("prior", z, False),
-            ("prior + mask", z, True),
-            ("actor", z2, False),
-            ("actor + mask", z2, True),
-        ):
-            t = time.perf_counter()
-            c = decode_checked(rules, model, latents, cond, T, torch.Generator().manual_seed(2), mask=masked)
-            seconds = time.perf_counter() - t
-            rows[row] = dict(
-                all=c.ok.mean(),
-                decodes=None,
-                mask=c.interventions.mean() if masked else None,
-                mass=c.mass_removed.mean() if masked else None,
-                shift=0.0 if row.startswith("prior") else shift,
-                spread=1.0 if row.startswith("prior") else spread,
-                overlap=free_overlap(rules, c.tokens, held),
-                seconds=seconds,
-                ok=int(c.ok.sum()),
-            )
-        t = time.perf_counter()
-        tokens, report = generate(rules, model, args.n, fitted, seed=3, temperature=T)
-        seconds = time.perf_counter() - t
-        rows["actor + mask + redraw"] = dict(
-            all=len(tokens) / args.n,
-            decodes=report["decodes_per_melody"],
-            mask=report["interventions_per_melody"],
-            mass=report["mass_removed_per_melody"],
-            shift=report["mean_latent_shift"],
-            spread=report["spread"],
-            overlap=free_overlap(rules, tokens, held),
-            seconds=seconds,
-            ok=len(tokens),
-        )
+        rows = measure(rules, model, fitted, args.n, held)
         for row, r in rows.items():
 
             def f(v, fmt):

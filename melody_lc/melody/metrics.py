@@ -197,3 +197,14 @@ __all__ = [
     "rest_fraction",
     "sounding_pitch",
 ]
+
+
+def phrase_repeats(tokens, bars: int = 4) -> np.ndarray:
+    """``(...)`` float: the share of pairs of ``bars``-bar phrases (6 pairs of 4-bar phrases in 16
+    bars) that are the same note for note."""
+    t = _tokens(tokens)
+    phrases = t.reshape(*t.shape[:-1], -1, bars * BAR_STEPS)
+    k = phrases.shape[-2]
+    pairs = [(i, j) for j in range(k) for i in range(j)]
+    same = np.stack([(phrases[..., i, :] == phrases[..., j, :]).all(-1) for i, j in pairs], -1)
+    return same.mean(-1)

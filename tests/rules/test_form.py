@@ -130,3 +130,25 @@ def test_a_chords_rule_writes_a_chord_track_and_the_roll_shows_its_symbols(tmp_p
     assert sorted(n.pitch for n in chords if abs(n.start - 6.0) < 1e-6) == [40, 48, 55]  # C/E: E in the bass
     assert Melody.from_midi_file(tmp_path / "t.mid").tokens.tolist() == tune.tokens.tolist()  # the melody on top
     assert chord_line(chord_halves(rules), 64).startswith("C   Am  D G C/E C")  # Dm cut short before G7
+
+
+def test_rules_check_explains_the_new_kinds_and_rejects_bad_ones(tmp_path):
+    import subprocess
+    import sys
+
+    from melody_lc.paths import shipped_dir
+
+    good = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "rules", "check", str(shipped_dir("rules") / "aaba_song.rules")],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0 and "4 phrases of 4 bars: A A B A" in good.stdout and "C | Am | Dm G7" in good.stdout
+    bad = tmp_path / "bad.rules"
+    bad.write_text("key: C major\nbars 3-20: density: >= 2 notes per bar\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "melody_lc", "rules", "check", str(bad)], capture_output=True, text=True
+    )
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"melody-lc: error: {bad}:2:6: bars are numbered 1 to 16: '3-20' lies outside"
+    ]

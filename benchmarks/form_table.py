@@ -69,7 +69,7 @@ def main() -> None:
     )
     print("\n| rules | row | all rules | decodes/melody | mask/melody | form mask/melody | phrase repeats |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    shared = []
+    shared, readme = [], []
     for path in files:
         rules = load_rules(path)
         name = Path(path).stem
@@ -92,6 +92,19 @@ def main() -> None:
         if form is not None:
             alone = measure(rules, model, fitted, args.n, held, share_bars=False)
             shared.append((name, form, rows, alone))
+        if Path(f"rules/{name}.rules").exists():
+            readme.append((name, rows))
+
+    if readme:
+        print("\nfor rules/README.md (the shipped examples)")
+        print("| file | actor alone | delivered | decodes per melody | mask per melody: prior -> actor |")
+        print("|---|---:|---:|---:|---:|")
+        for name, rows in readme:
+            d = rows["actor + mask + redraw"]
+            print(
+                f"| `{name}.rules` | {rows['actor']['all']:.1%} | {d['all']:.0%} | {d['decodes']:.2f} | "
+                f"{rows['prior + mask']['mask']:.1f} -> {rows['actor + mask']['mask']:.1f} |"
+            )
 
     if shared:
         print("\nthe form's repeats: shared conductor embeddings and the mask, against the mask alone")

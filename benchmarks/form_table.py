@@ -91,7 +91,7 @@ def main() -> None:
             print(f"| {name} | {row} | {r['all']:.1%} | {decodes} | {mask} | {fmask} | {repeats:.1%} |")
         if form is not None:
             alone = measure(rules, model, fitted, args.n, held, share_bars=False)
-            shared.append((name, form, rows, alone))
+            shared.append((name, form, rows, alone, rules.bar_source() != list(range(len(rules.bar_source())))))
         if Path(f"rules/{name}.rules").exists():
             readme.append((name, rows))
 
@@ -112,20 +112,23 @@ def main() -> None:
             "| rules | latents | form mask/melody, mask alone | with shared embeddings | all mask/melody: alone -> shared |"
         )
         print("|---|---|---:|---:|---:|")
-        for name, form, rows, alone in shared:
+        for name, form, rows, alone, _ in shared:
             for lat in ("prior", "actor"):
                 a, s = alone[f"{lat} + mask"], rows[f"{lat} + mask"]
                 print(
                     f"| {name} | {lat} | {a['by_rule'][form]:.1f} | {s['by_rule'][form]:.1f} | "
                     f"{a['mask']:.1f} -> {s['mask']:.1f} |"
                 )
-        ratio = np.mean(
-            [
+        repeats = [(f, rows, alone) for _, f, rows, alone, repeated in shared if repeated]
+        if repeats:
+            left = [
                 rows["actor + mask"]["by_rule"][f] / max(alone["actor + mask"]["by_rule"][f], 1e-9)
-                for _, f, rows, alone in shared
+                for f, rows, alone in repeats
             ]
-        )
-        print(f"actor: shared embeddings leave {ratio:.2f} of the form's interventions on average")
+            print(
+                f"actor: shared embeddings leave {np.mean(left):.2f} of the form's interventions on average "
+                f"(the {len(repeats)} forms that repeat a phrase note for note)"
+            )
 
 
 if __name__ == "__main__":

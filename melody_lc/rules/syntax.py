@@ -162,6 +162,14 @@ def split_lines(text: str, path: str) -> list[RuleLine]:
             raise RulesError(path, n, indent + 1, "expected 'kind: ...' (for example 'key: C major')")
         kind, args = line.split(":", 1)
         kind_name = kind.strip().lower()
+        if re.fullmatch(r"phrases?\s+\d.*|morph\b.*", kind_name):
+            raise RulesError(
+                path,
+                n,
+                indent + 1,
+                "rules that change from phrase to phrase ('phrase 2:', 'morph:') are not in the language yet: "
+                "a file's rules hold for every phrase",
+            )
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind_name):
             raise RulesError(path, n, indent + 1, f"expected a rule kind before ':', found '{kind.strip()}'")
         weight = 1.0

@@ -266,12 +266,15 @@ class ChordTones(Constraint):
 
 class Climax(Constraint):
     """climax: the highest note lies in steps ``start`` to ``end``: in the span, a note above every
-    note before it (forced at the span's last step if none came); after it, none that high. Before
-    the span, notes stay below ``ceiling`` (N,), the highest pitch the key and range allow, so that
-    the climax has room."""
+    note before it (forced at step ``last``, the span's last or the last that a form does not copy,
+    if none came); after it, none that high. Before the span, notes stay below ``ceiling`` (N,),
+    the highest pitch the key and range allow, so that the climax has room."""
 
-    def __init__(self, n: int, start: int, end: int, ceiling: np.ndarray | None = None) -> None:
+    def __init__(
+        self, n: int, start: int, end: int, ceiling: np.ndarray | None = None, last: int | None = None
+    ) -> None:
         self.start, self.end = start, end
+        self.last = end - 1 if last is None else last
         self.before = torch.full((n,), -1)
         self.peak: torch.Tensor | None = None
         top = torch.full((n,), 128) if ceiling is None else torch.as_tensor(np.asarray(ceiling), dtype=torch.long)
@@ -294,7 +297,7 @@ class Climax(Constraint):
             return self.below_top
         mask = everything(state.n)
         if state.step < self.end:
-            if state.step == self.end - 1:  # the last chance: the climax comes now
+            if state.step == self.last:  # the last chance: the climax comes now
                 force_note(mask, ~reached)
                 mask[:, :128] &= reached[:, None] | (PITCHES[None] > self.before[:, None])
             return mask

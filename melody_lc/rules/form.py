@@ -125,7 +125,8 @@ class Climax(RuleKind):
     summary = "where the highest note lies: 'in bars 9-12', 'in bar 12'"
     scale = 2.0
     names_bars = True  # its bars are the melody's: it cannot be scoped
-    needs_ceiling = True  # its constraint gets cond["_ceiling"]: the highest pitch the key and range allow
+    needs_ceiling = True  # its constraint gets cond["_ceiling"] (the highest pitch the key and range
+    # allow) and cond["_bar_source"] (the bars a form copies: the climax comes in a bar of its own)
 
     def parse(self, cur: Cursor) -> dict:
         cur.accept("in")
@@ -158,7 +159,10 @@ class Climax(RuleKind):
 
     def constraint(self, params, cond, n):
         first, end = params["first"] * BAR_STEPS, (params["last"] + 1) * BAR_STEPS
-        return constraints.Climax(n, first, end, cond.get("_ceiling"))
+        source = cond.get("_bar_source") or list(range(NUM_BARS))
+        own = [b for b in range(params["first"], params["last"] + 1) if source[b] == b]  # bars not copied
+        last = (own[-1] + 1) * BAR_STEPS - 1 if own else end - 1
+        return constraints.Climax(n, first, end, cond.get("_ceiling"), last)
 
     def describe(self, params):
         first, last = params["first"] + 1, params["last"] + 1

@@ -155,8 +155,9 @@ class RuleSet:
         """What rule r's kind gets as ``cond``: the open values, the steps it sees, and the tonic of
         the key rule of its own bars (else of the first key rule)."""
         c = dict(cond, _steps=r.steps.stop - r.steps.start)
-        if getattr(r.kind, "needs_ceiling", False):
+        if getattr(r.kind, "needs_ceiling", False):  # the climax: room above, and which bars the form copies
             c["_ceiling"] = self.ceiling(cond, n)
+            c["_bar_source"] = self.bar_source()
         key = next((k for k in self.rules if isinstance(k.kind, Key) and k.scope == r.scope and r.scope), None)
         if key is not None:
             c["_tonic"] = Key.tonic(key.params, cond, n)
@@ -191,11 +192,20 @@ class RuleSet:
         ``share_bars``, the form's repeated bars decoded from shared embeddings)."""
         c = self._cond(n, cond)
         made = []
+        source = self.bar_source()
         for name, r in zip(self.names, self.rules):
             k = r.kind.constraint(r.params, self._rule_cond(r, c, n), n)
             if k is not None and r.scope is not None:
-                k = Scoped(k, r.steps.start, r.steps.stop)
-            made.append((name, k))
+                made.append((name, Scoped(k, r.steps.start, r.steps.stop)))
+                # A scoped rule on bars that the form copies holds on the bars they copy too: the
+                # copy is made note for note, so the first statement must already obey it.
+                first, last = r.scope
+                src = source[first : last + 1] if source else []
+                if src and src[0] != first and src == list(range(src[0], src[0] + len(src))):
+                    again = r.kind.constraint(r.params, self._rule_cond(r, c, n), n)
+                    made.append((name, Scoped(again, src[0] * BAR_STEPS, (src[-1] + 1) * BAR_STEPS)))
+            else:
+                made.append((name, k))
         return Steer(
             [(name, k) for name, k in made if k is not None], bar_source=self.bar_source() if share_bars else None
         )

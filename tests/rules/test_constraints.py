@@ -176,3 +176,18 @@ def test_the_readme_plugin_constraint_keeps_its_rule(tmp_path, monkeypatch):
         assert stats.by_rule["lowest:2"].sum() > 0  # random logits put the lowest note anywhere: the mask acts
         # With a floor, a low note before bar N leaves the lowest no room: a dead end, named, and redrawn.
         check(f"lowest: in bar {bar}\nrange: C3 .. C6", seed=bar)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "form: A A B B C C D D\nbars 15-16: density: <= 2 notes per bar",  # bars 13-14 are copied there
+        "form: A A B B C C D D\nclimax: in bars 9-12",  # bars 11-12 copy 9-10: the climax comes by bar 10
+        "form: A A B A\nbars 13-16: rests: >= 50%\nclimax: in bars 9-12\nkey: C major",
+    ],
+)
+def test_a_form_copy_keeps_the_rules_of_the_bars_it_copies_into(text):
+    """A copied phrase has no choice left: the rules on the copy hold on its first statement, and
+    the climax is forced in a bar that is not copied, so none of these reach a dead end."""
+    stats = check(text, seed=5)
+    assert not stats.dead_end.any(), set(stats.blocked_by)

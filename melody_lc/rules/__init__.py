@@ -1,7 +1,8 @@
 """The rules language: composers' constraints in a text file, compiled to rewards over melodies.
 
 See :mod:`melody_lc.rules.syntax` for the format, :mod:`melody_lc.rules.kinds` for the constraint
-kinds and the plugin API, and :mod:`melody_lc.rules.ruleset` for scoring.
+kinds and the plugin API (:mod:`melody_lc.rules.form` for chords, climax and form),
+:mod:`melody_lc.rules.ruleset` for scoring and :mod:`melody_lc.rules.checks` for static checks.
 """
 
 from melody_lc.rules.base import PLUGIN_API_VERSION, RuleKind

@@ -21,7 +21,7 @@ from melody_lc.chain.checks import check_files
 from melody_lc.chain.constrain import Constrain
 from melody_lc.chain.runner import ChainRunner, Slot, make_processor
 from melody_lc.chain.spec import ChainError, ChainFile, ChainSpec, Link
-from melody_lc.midi.schedule import Clock, Tempo, quiet_gc
+from melody_lc.midi.schedule import Clock, Tempo, quick_gil_handoff, quiet_gc
 
 
 @dataclass
@@ -97,6 +97,7 @@ class Rack:
             if hasattr(src, "prime"):
                 src.prime()
         quiet_gc()
+        quick_gil_handoff()  # each chain's thread gets the GIL back quickly from a generating one
         self.tempo.t_anchor, self.tempo.pulse_anchor = self.clock.now() + self.lead, 0
         for r in self.runners:
             r.start()

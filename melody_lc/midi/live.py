@@ -13,7 +13,6 @@ started yet (a queued phrase is made again).
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from melody_lc.midi.schedule import (
     Phrase,
     Tempo,
     Transport,
+    quick_gil_handoff,
     quiet_gc,
     run_clock,
     set_thread_priority,
@@ -168,7 +168,7 @@ class LiveEngine:
     def start(self, follow_input=None, tempo: Tempo | None = None) -> None:
         """Make the first phrase, then start the clock (or wait for the DAW's start in follow mode).
         ``tempo``: play on this (shared, already anchored) tempo, as chains of a rack do."""
-        sys.setswitchinterval(0.0005)  # the clock thread gets the GIL back quickly from the worker
+        quick_gil_handoff()  # the clock thread gets the GIL back quickly from the worker
         self.started_at = self.clock.now()
         if 0 not in self._queue:  # a rack makes the first phrase before it sets the clock going
             self._make(0)

@@ -17,6 +17,7 @@ Both take an injectable :class:`Clock`, so the logic is tested without ports or 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -274,6 +275,12 @@ def set_thread_priority(nice: int = 0, realtime: bool = False) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError):
         pass
+
+
+def quick_gil_handoff() -> None:
+    """While streaming: a thread that asks for the GIL (the clock, a chain's thread) gets it within
+    0.5 ms from a thread computing in Python (a phrase being generated), not Python's default 5 ms."""
+    sys.setswitchinterval(0.0005)
 
 
 def quiet_gc(on: bool = True) -> None:

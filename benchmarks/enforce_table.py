@@ -54,6 +54,21 @@ def free_overlap(rules, tokens: np.ndarray, heldout_features: dict) -> float | N
     return float(np.mean([histogram_overlap(fs[f], heldout_features[f], FEATURE_BINS[f]) for f in free]))
 
 
+def fit_for(rules, model, stats, data: str):
+    """The rules' fit: the shipped one, a cached one, or fitted now (from the statistics shipped
+    beside the model, else from the dataset's training windows)."""
+    from melody_lc.melody.dataset import MelodyDataset
+
+    return fit_rules(
+        rules,
+        model,
+        stats if stats is not None else (lambda: MelodyDataset(data).windows("train")),
+        FitConfig(),
+        cache_dir=cache_dir() / "fits",
+        search=(shipped_fits_dir(),),
+    )
+
+
 def measure(rules, model, fitted, n: int, held: dict, share_bars: bool = True) -> dict:
     """The five rows for one rules file and its fit: row -> figures (and the row's tokens). With
     ``share_bars=False`` a form's repeats are left to the mask alone (the redraw row is skipped)."""
@@ -140,7 +155,6 @@ def main() -> None:
     heldout = MelodyDataset(args.data).windows("test")
     held = features(heldout)
     files = args.rules or sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
-    config = FitConfig()
     T = FIT_TEMPERATURE
     print(
         f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of the {Path(args.data).name} dataset"
@@ -155,14 +169,7 @@ def main() -> None:
         rules = load_rules(path)
         name = Path(path).stem
         t = time.perf_counter()
-        fitted = fit_rules(
-            rules,
-            model,
-            stats if stats is not None else (lambda: MelodyDataset(args.data).windows("train")),
-            config,
-            cache_dir=cache_dir() / "fits",
-            search=(shipped_fits_dir(),),
-        )
+        fitted = fit_for(rules, model, stats, args.data)
         fit_s = time.perf_counter() - t
         rows = measure(rules, model, fitted, args.n, held)
         for row, r in rows.items():

@@ -22,15 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from enforce_table import measure
+from enforce_table import fit_for, measure
 
-from melody_lc.constrain import fit_rules, load_fit_stats, shipped_fits_dir
-from melody_lc.engine import FitConfig
+from melody_lc.constrain import load_fit_stats
 from melody_lc.melody import metrics
 from melody_lc.melody.evaluate import features
 from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
-from melody_lc.paths import cache_dir
 from melody_lc.rules import load_rules
 
 KINDS = ("chords", "climax", "form")
@@ -73,14 +71,7 @@ def main() -> None:
     for path in files:
         rules = load_rules(path)
         name = Path(path).stem
-        fitted = fit_rules(
-            rules,
-            model,
-            stats if stats is not None else (lambda: MelodyDataset(args.data).windows("train")),
-            FitConfig(),
-            cache_dir=cache_dir() / "fits",
-            search=(shipped_fits_dir(),),
-        )
+        fitted = fit_for(rules, model, stats, args.data)
         form = next((i for i, r in enumerate(rules.rules) if r.kind.name == "form"), None)
         rows = measure(rules, model, fitted, args.n, held)
         for row, r in rows.items():
@@ -91,7 +82,7 @@ def main() -> None:
             print(f"| {name} | {row} | {r['all']:.1%} | {decodes} | {mask} | {fmask} | {repeats:.1%} |")
         if form is not None:
             alone = measure(rules, model, fitted, args.n, held, share_bars=False)
-            shared.append((name, form, rows, alone, rules.bar_source() != list(range(len(rules.bar_source())))))
+            shared.append((name, form, rows, alone, rules.bar_source() is not None))
         if Path(f"rules/{name}.rules").exists():
             readme.append((name, rows))
 

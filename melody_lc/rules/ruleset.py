@@ -181,11 +181,13 @@ class RuleSet:
 
     def bar_source(self) -> list[int] | None:
         """For a form rule: the bar whose conductor embedding each bar is decoded from (a repeated
-        phrase's bars from its first statement's), so that the decoder itself writes the repeat."""
+        phrase's bars from its first statement's), so that the decoder itself writes the repeat;
+        None when no bar repeats another note for note."""
         forms = [r for r in self.rules if isinstance(r.kind, Form)]
         if not forms:
             return None
-        return [min(Form.copies(forms[0].params["labels"], bar)) for bar in range(NUM_BARS)]
+        source = [min(Form.copies(forms[0].params["labels"], bar)) for bar in range(NUM_BARS)]
+        return None if source == list(range(NUM_BARS)) else source
 
     def steer(self, cond: dict | None, n: int, share_bars: bool = True) -> Steer:
         """The decode-time constraints of every rule whose kind has one, for n melodies (and with
@@ -194,7 +196,8 @@ class RuleSet:
         made = []
         source = self.bar_source()
         for name, r in zip(self.names, self.rules):
-            k = r.kind.constraint(r.params, self._rule_cond(r, c, n), n)
+            rc = self._rule_cond(r, c, n)
+            k = r.kind.constraint(r.params, rc, n)
             if k is not None and r.scope is not None:
                 made.append((name, Scoped(k, r.steps.start, r.steps.stop)))
                 # A scoped rule on bars that the form copies holds on the bars they copy too: the
@@ -202,13 +205,11 @@ class RuleSet:
                 first, last = r.scope
                 src = source[first : last + 1] if source else []
                 if src and src[0] != first and src == list(range(src[0], src[0] + len(src))):
-                    again = r.kind.constraint(r.params, self._rule_cond(r, c, n), n)
+                    again = r.kind.constraint(r.params, rc, n)  # a constraint of its own: it keeps state
                     made.append((name, Scoped(again, src[0] * BAR_STEPS, (src[-1] + 1) * BAR_STEPS)))
             else:
                 made.append((name, k))
-        return Steer(
-            [(name, k) for name, k in made if k is not None], bar_source=self.bar_source() if share_bars else None
-        )
+        return Steer([(name, k) for name, k in made if k is not None], bar_source=source if share_bars else None)
 
     @property
     def verified_only(self) -> list[str]:

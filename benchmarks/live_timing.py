@@ -1,6 +1,6 @@
 """Timing of the live engine through a real MIDI port (JACK), heard by a receiver in another process.
 
-    jackd --no-realtime -d dummy -r 48000 -p 64 &     # or any running JACK server
+    jackd -S --no-realtime -d dummy -r 48000 -p 64 &     # or any running JACK server
     python benchmarks/live_timing.py [--rules rules/c_major_busy.rules] [--bpm 240] [--phrases 3]
 
 Prints, for note-ons:

@@ -35,6 +35,7 @@ from melody_lc.midi.schedule import PULSES_PER_QUARTER, Clock, Tempo, set_thread
 
 SYSTEM = ("clock", "start", "stop", "continue", "songpos", "song_select", "reset", "active_sensing")
 HANG_S = 0.25  # a call still running after this long is a processor that does not return
+WATCH_S = 0.02  # how often the watchdog looks
 
 
 @dataclass
@@ -152,6 +153,7 @@ class ChainRunner:
         self.running = False
         self.thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
+        self._watched: tuple | None = None  # (the call, seconds seen running, last look): the watchdog's own
         self.latencies: list[float] | None = None  # set to [] to measure: per item, arrival to sent
 
     @property
@@ -325,20 +327,27 @@ class ChainRunner:
 
     def _watch(self) -> None:
         while self.running:
-            time.sleep(0.02)
+            time.sleep(WATCH_S)
             self.watch()
 
     def watch(self) -> None:
         """The watchdog's check: a loop thread stuck in a processor is replaced by a new one, which
         goes on with what the stuck call was given (through the processors after it) and what came
-        after. The stuck processor is not reset: it may still be running."""
+        after. The stuck processor is not reset: it may still be running.
+
+        A call's time counts only while the watchdog is awake to see it: a gap between two looks
+        longer than two periods (the process starved of CPU or of the GIL, which starves the call
+        too) counts as two periods, so a loaded machine does not make a working processor look stuck."""
         with self.lock:
-            busy = self._busy
+            busy, now = self._busy, time.monotonic()
             if busy is None or not self.running:
                 return
             gen, slot, rest, events, started = busy
+            seen, last = self._watched[1:] if self._watched is not None and self._watched[0] is busy else (0.0, started)
+            seen += min(now - last, 2 * WATCH_S)
+            self._watched = (busy, seen, now)
             limit = max(HANG_S, 10 * slot.proc.budget)
-            if gen != self._gen or time.monotonic() - started <= limit:
+            if gen != self._gen or seen <= limit:
                 return
             self._gen += 1  # the stuck thread's results are dropped if it ever returns
             self._busy = None

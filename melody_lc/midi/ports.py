@@ -142,9 +142,10 @@ class PortWatch:
     """Tells whether the peer of an output port opened by name is still there (the DAW quit, the
     device was unplugged). A virtual port is ours and lives as long as we do.
 
-    It lists ports through one client made up front: on JACK, making a client while MIDI is in
-    flight corrupts events (measured: 2 of 800 note messages altered or lost), and even listing
-    must happen between notes, so the live engine calls :meth:`alive` mid-step, when nothing is due.
+    It lists ports through one client made up front, and the live engine calls :meth:`alive`
+    mid-step, when nothing is due: on a JACK server in its default asynchronous mode, making a
+    client while MIDI is in flight corrupted events (2 of 800 note messages altered or lost). A
+    synchronous server (``jackd -S``) lost none (benchmarks/jack_delivery.py).
     """
 
     def __init__(self, port) -> None:

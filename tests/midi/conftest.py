@@ -33,7 +33,7 @@ def jack():
         if not shutil.which("jackd"):
             pytest.skip("no JACK server runs and jackd is not installed (apt-get install jackd2)")
         started = subprocess.Popen(
-            ["jackd", "-R", "-P", "70", "-d", "dummy", "-r", "48000", "-p", "256"],
+            ["jackd", "-S", "-R", "-P", "70", "-d", "dummy", "-r", "48000", "-p", "256"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -43,7 +43,7 @@ def jack():
                 break
             if started.poll() is not None:  # no real-time privilege: run without
                 started = subprocess.Popen(
-                    ["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+                    ["jackd", "-S", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,

@@ -74,6 +74,7 @@ def test_the_chains_table_bypasses_moves_edits_and_saves(shipped_model, tmp_path
             await pilot.press("w")
             await pilot.pause(1.0)
             marks["played"] = [r.tokens for r in session.played()]
+            marks["failed"] = [s.failed for s in session.rack.runner("lead").slots]  # says why, if it fails below
             await pilot.press("q")
 
     asyncio.run(scenario())
@@ -86,7 +87,7 @@ def test_the_chains_table_bypasses_moves_edits_and_saves(shipped_model, tmp_path
     )
     assert load_chains(path).chains[0].links[2].bypass  # it reads back
     ons = [(t, m) for t, m in got if m.type == "note_on" and m.velocity]
-    assert ons and {m.velocity for _, m in ons} == {100}
+    assert ons and {m.velocity for _, m in ons} == {100}, marks["failed"]
     played = [int(x) for phrase in marks["played"] for x in np.asarray(phrase) if x < 128]  # in order
     heard = [(t, m.note) for t, m in ons][: len(played)]
     before = [n - p for (t, n), p in zip(heard, played) if t < marks["bypass"] - 0.05]

@@ -43,7 +43,11 @@ BENCHMARKS = {
     "rules_speed": ([], "scoring speed of the rules", "1 min"),
     "chain_latency": ([], "note-in to note-out latency of chains on real ports", "2 min"),
     "live_timing": ([], "clock and phrase timing of the live engine", "3 min"),
-    "jack_delivery": ([], "every message through a JACK port arrives once: asynchronous vs synchronous server", "2 min"),
+    "jack_delivery": (
+        [],
+        "every message through a JACK port arrives once: asynchronous vs synchronous server",
+        "2 min",
+    ),
     "latent_scale": ([], "the distance penalty's scale", "5 min"),
     "fit_choices": ([], "why the fit is built as it is: each of its choices undone in turn", "10 min"),
     "image_table": (["--digits"], "the paper's image table on real handwritten digits (not MNIST)", "40 min"),

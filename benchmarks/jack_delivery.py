@@ -101,12 +101,17 @@ def main() -> None:
     if not shutil.which("jackd"):
         sys.exit("jackd is not installed (apt-get install jackd2)")
     os.environ["JACK_DEFAULT_SERVER"] = SERVER
-    print(f"{args.messages} note-ons {args.gap_ms} ms apart per run, {args.load} busy processes, {os.cpu_count()} cores")
+    print(
+        f"{args.messages} note-ons {args.gap_ms} ms apart per run, {args.load} busy processes, {os.cpu_count()} cores"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for sync in (False, True):
             server = start_server(sync)
             try:
-                results = [one_run(args.messages, args.gap_ms / 1000, args.load, Path(tmp) / "rx.jsonl") for _ in range(args.runs)]
+                results = [
+                    one_run(args.messages, args.gap_ms / 1000, args.load, Path(tmp) / "rx.jsonl")
+                    for _ in range(args.runs)
+                ]
             finally:
                 server.terminate()
                 server.wait()

@@ -39,6 +39,7 @@ from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
 from melody_lc.paths import cache_dir
 from melody_lc.rules import load_rules
+from melody_lc.rules.plan import load_plan
 
 # The features of melody/evaluate.py that each rule kind constrains (the rest are compared freely).
 CONSTRAINS = {"key": "in_key_share", "density": "notes_per_bar", "range": "pitch_range", "leap": "intervals"}
@@ -154,7 +155,11 @@ def main() -> None:
     stats = load_fit_stats(args.model, model)
     heldout = MelodyDataset(args.data).windows("test")
     held = features(heldout)
-    files = args.rules or sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
+    files = args.rules or [  # a file of phrase sections has its own benchmark, benchmarks/plan_morph.py
+        f
+        for f in sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
+        if not load_plan(f).sectioned
+    ]
     T = FIT_TEMPERATURE
     print(
         f"\n{args.n} melodies per row, decoded at temperature {T:g}; held-out: {len(heldout)} test windows of the {Path(args.data).name} dataset"

@@ -30,6 +30,7 @@ from melody_lc.melody.evaluate import features
 from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
 from melody_lc.rules import load_rules
+from melody_lc.rules.plan import load_plan
 
 KINDS = ("chords", "climax", "form")
 
@@ -59,7 +60,7 @@ def main() -> None:
     files = args.rules or [
         f
         for f in sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))
-        if uses_form_kinds(load_rules(f))
+        if not load_plan(f).sectioned and uses_form_kinds(load_rules(f))  # plans: benchmarks/plan_morph.py
     ]
     print(
         f"{args.n} melodies per row; held-out: {len(heldout)} test windows, of whose 4-bar phrase pairs "

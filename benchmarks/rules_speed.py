@@ -15,7 +15,7 @@ import numpy as np
 
 from melody_lc.melody.dataset import MelodyDataset
 from melody_lc.paths import shipped_dir
-from melody_lc.rules import load_rules
+from melody_lc.rules.plan import load_plan
 
 
 def main() -> None:
@@ -30,14 +30,18 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"{len(windows):,} training windows")
     print(f"{'rules file':<28} {'rules':>5} {'melodies/s':>11} {'real windows satisfying all':>28}")
-    for path in sorted(shipped_dir("rules").glob("*.rules")):
-        rules = load_rules(path)
+    rulesets = [  # a file of phrase sections: a row per section with rules
+        (path.name + (f" ({rs.section_words})" if rs.section_words else ""), rs)
+        for path in sorted(shipped_dir("rules").glob("*.rules"))
+        for rs in load_plan(path).rulesets()
+    ]
+    for name, rules in rulesets:
         cond = rules.sample_conditions(len(windows), rng) if rules.open else None
         t = time.perf_counter()
         rules.rewards(windows, cond)
         sat = rules.satisfied(windows, cond)
         dt = time.perf_counter() - t
-        print(f"{path.name:<28} {len(rules):>5} {len(windows) / dt:>11,.0f} {sat.all(1).mean():>28.2%}")
+        print(f"{name:<28} {len(rules):>5} {len(windows) / dt:>11,.0f} {sat.all(1).mean():>28.2%}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser("generate", help="write melodies that follow a rules file (fits first if needed)")
     g.add_argument("--rules", required=True, metavar="RULES")
+    g.add_argument(
+        "--phrase",
+        type=int,
+        metavar="N",
+        help="for a rules file of phrase sections: the rules of its phrase N (1-based)",
+    )
     g.add_argument("-n", type=int, default=16)
     g.add_argument("--out", metavar="DIR", default="generated")
     g.add_argument("--seed", type=int, default=0)
@@ -90,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("transform", help="move your melody toward a rules file, keeping its identity")
     t.add_argument("input", metavar="IN.mid")
     t.add_argument("--rules", required=True, metavar="RULES")
+    t.add_argument(
+        "--phrase",
+        type=int,
+        metavar="N",
+        help="for a rules file of phrase sections: the rules of its phrase N (1-based)",
+    )
     t.add_argument("--out", metavar="OUT.mid", required=True)
     t.add_argument("--set", metavar="NAME=VALUE", action="append", default=[])
     t.add_argument("--bpm", type=float, default=120.0)
@@ -183,19 +195,22 @@ def fit_data(args, model):
     return windows
 
 
-def _prepare(args, rules_path: str | None = None, model=None, store=None):
-    """(rules, model, fitted): loads everything, fitting if no cache has a fit yet."""
+def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=None):
+    """(rules, model, fitted): loads everything, fitting if no cache has a fit yet (``rules``, a
+    RuleSet, instead of the file: one section of a plan)."""
     from melody_lc.cli.model import _load
     from melody_lc.constrain import fit_rules, shipped_fits_dir
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
-    rules = load_rules(rules_path or args.rules)
+    if rules is None:
+        rules = load_rules(rules_path or args.rules, getattr(args, "phrase", None))
     if model is None:
         model, _ = _load(args)
     windows = fit_data(args, model)
 
     bars = []  # made at the first round: a fit found in a cache shows no bar
+    section = getattr(rules, "section_words", "")
 
     def progress(e):
         if args.quiet:
@@ -207,7 +222,7 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None):
                 tqdm(
                     total=fit_config(args).rounds_for(rules.condition_size),
                     unit="round",
-                    desc="fit",
+                    desc="fit" + (f" {section}" if section else ""),
                     dynamic_ncols=True,
                     leave=False,
                 )
@@ -259,26 +274,28 @@ def cmd_fit(args) -> int:
     from melody_lc.cli.model import _load
     from melody_lc.constrain import FIT_TEMPERATURE, fit_key
     from melody_lc.fileio import write_json
-    from melody_lc.rules import load_rules
+    from melody_lc.rules.plan import load_plan
 
-    for path in args.rules:  # every file checked before any fitting starts
-        load_rules(path)
+    plans = [load_plan(path) for path in args.rules]  # every file checked before any fitting starts
     model, _ = _load(args)
     index = {}
-    for path in args.rules:
-        rules, model, fitted = _prepare(args, path, model, Path(args.out) if args.out else None)
-        m = fitted.meta
-        print(
-            f"fitted {path}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
-            f"(best round {m['best_round']}, {m['seconds']} s when fitted)"
-        )
-        config = fit_config(args)
-        index[Path(path).name] = {
-            "fit": f"fit-{fit_key(rules, model, config, FIT_TEMPERATURE)}",
-            "satisfaction": m["satisfaction"],
-            "seconds": m["seconds"],
-            "best_round": m["best_round"],
-        }
+    for path, plan in zip(args.rules, plans):
+        for rs in plan.rulesets():  # a file of phrase sections: each section with rules of its own
+            rules, model, fitted = _prepare(args, path, model, Path(args.out) if args.out else None, rules=rs)
+            m = fitted.meta
+            name = f"{path} ({rs.section_words})" if plan.sectioned else path
+            print(
+                f"fitted {name}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
+                f"(best round {m['best_round']}, {m['seconds']} s when fitted)"
+            )
+            config = fit_config(args)
+            key = Path(path).name + (f"#{rs.section_words}" if plan.sectioned else "")
+            index[key] = {
+                "fit": f"fit-{fit_key(rules, model, config, FIT_TEMPERATURE)}",
+                "satisfaction": m["satisfaction"],
+                "seconds": m["seconds"],
+                "best_round": m["best_round"],
+            }
     if args.out:
         old = Path(args.out) / "index.json"
         merged = json.loads(old.read_text()) if old.exists() else {}
@@ -339,7 +356,7 @@ def cmd_generate(args) -> int:
         raise CLIError(f"-n must be at least 1, got {args.n}")
     if args.max_decodes is not None and args.max_decodes < 1:
         raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
-    values = _parse_values(load_rules(args.rules), args.set)
+    values = _parse_values(load_rules(args.rules, args.phrase), args.set)
     rules, model, fitted = _prepare(args)
     tokens, report = generate(
         rules,
@@ -396,8 +413,8 @@ def cmd_transform(args) -> int:
     from melody_lc.rules import load_rules
 
     _check_midi_options(args)
-    values = _parse_values(load_rules(args.rules), args.set)
-    rules = load_rules(args.rules)
+    rules = load_rules(args.rules, args.phrase)
+    values = _parse_values(rules, args.set)
     if rules.open and values is None:
         from melody_lc.cli import CLIError
 

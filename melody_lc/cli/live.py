@@ -156,24 +156,39 @@ def _check(args) -> None:
         raise CLIError(f"--capture-last must be at least 1, got {args.capture_last}")
 
 
+def prepare_plan(args, plan, model=None):
+    """(phrase 1's rules, model, phrase 1's fit, every section's fit by its rules' digest), fitting
+    what no cache has yet."""
+    from melody_lc.cli.constrain import _prepare
+
+    fits = {}
+    for rs in plan.rulesets():
+        _, model, fits[rs.digest()] = _prepare(args, model=model, rules=rs)
+    first = plan.at(0).rules
+    return first, model, fits[first.digest()], fits
+
+
 def cmd_stream(args) -> int:
     from melody_lc.cli import CLIError
-    from melody_lc.cli.constrain import _parse_values, _prepare
+    from melody_lc.cli.constrain import _parse_values
     from melody_lc.fileio import atomic_path
     from melody_lc.midi.live import LiveConfig, LiveEngine, wait_for_follow_start
     from melody_lc.midi.maker import PhraseMaker
     from melody_lc.midi.ports import PortWatch, open_input, open_output
-    from melody_lc.rules import load_rules
+    from melody_lc.rules.plan import load_plan
 
     _check(args)
-    values = _parse_values(load_rules(args.rules), args.set)
+    plan = load_plan(args.rules)
+    values = _parse_values(plan, args.set)
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     ports, closers = [], []
     try:
         out = open_output(args.port, virtual_name=args.port_name)
         ports.append(out)
-        rules, model, fitted = _prepare(args)
-        maker = PhraseMaker(model, rules, fitted, values, args.temperature, args.variation, args.seed, args.enforce)
+        rules, model, fitted, fits = prepare_plan(args, plan)
+        maker = PhraseMaker(
+            model, rules, fitted, values, args.temperature, args.variation, args.seed, args.enforce, plan, fits
+        )
         config = LiveConfig(
             bpm=args.bpm, channel=args.channel - 1, velocity=args.velocity, clock=args.clock, phrases=args.phrases
         )
@@ -245,6 +260,7 @@ class StatusFile:
                         "tokens": [int(t) for t in rec.tokens],
                         "margin_s": rec.margin,
                         "satisfied": rec.info.get("satisfied"),
+                        **{k: rec.info[k] for k in ("section", "t", "source_met", "target_met") if k in rec.info},
                         "interventions": rec.info.get("interventions"),
                     }
                 )
@@ -275,6 +291,7 @@ def cmd_live(args) -> int:
     from melody_lc.midi.ports import choose_api
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
+    from melody_lc.rules.plan import load_plan
     from melody_lc.tui.session import value_text
 
     chains = None
@@ -304,8 +321,7 @@ def cmd_live(args) -> int:
     _check(args)
     if not args.rules:
         raise CLIError("give --rules, or --chain with a chain whose source is generator(rules=...)")
-    rules = load_rules(args.rules)  # a broken file: one line, exit code 2, before anything opens
-    values = _parse_values(rules, args.set)
+    values = _parse_values(load_plan(args.rules), args.set)  # a broken file: one line, exit code 2, first
     if not sys.stdout.isatty():
         raise CLIError("melody-lc live needs a terminal (use `melody-lc stream` in scripts)")
     choose_api()

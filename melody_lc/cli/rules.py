@@ -16,9 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args) -> int:
-    from melody_lc.rules import load_rules
+    from melody_lc.rules.plan import load_plan
 
-    print(load_rules(args.file).explain())
+    print(load_plan(args.file).explain())
     return 0
 
 

@@ -121,11 +121,13 @@ class LiveEngine:
         rec.deadline = self.tempo.time_of(k * PULSES_PER_PHRASE) if self.follower is None else self.clock.now()
         rec.margin = rec.deadline - rec.ready_at
         self.played.append(rec)
+        if "section" in rec.info:  # a plan's phrases say where they stand
+            self.log(f"phrase {k}: {rec.info['section']}")
         return Phrase.from_tokens(rec.tokens, self.config.channel, self.config.velocity, rec.info)
 
     def _make(self, k: int) -> None:
         pending = self.capture.take_response()
-        tokens, info = self.maker.respond(pending) if pending is not None else self.maker.next()
+        tokens, info = self.maker.respond(pending, k) if pending is not None else self.maker.next(k)
         if info.get("unmet"):  # said plainly, in the log, the status file and the terminal UI
             self.log(
                 f"phrase {k}: no {'answer' if pending is not None else 'phrase'} obeying every rule was found "

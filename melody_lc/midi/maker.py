@@ -1,6 +1,8 @@
 """The phrases a live stream plays: a latent random walk, each step moved by the actor toward the
 rules and decoded under their constraints (checked; redrawn when it fails), and call and response
-(the player's phrase moved toward the rules)."""
+(the player's phrase moved toward the rules). With a plan (a rules file of phrase sections,
+melody_lc.rules.plan) each phrase plays its section's rules through that section's actor, and a
+morph's phrases decode between the actors of its two sides."""
 
 from __future__ import annotations
 
@@ -27,8 +29,13 @@ class PhraseMaker:
         variation: float = 0.35,
         seed: int = 0,
         enforce: bool = True,
+        plan=None,
+        fits: dict | None = None,
     ) -> None:
+        """``plan`` (a Plan) and ``fits`` (each section's fitted actor by its rules' digest) make the
+        rules change from phrase to phrase; ``rules`` and ``fitted`` are then phrase 1's."""
         self.model, self.rules, self.fitted, self.enforce = model, rules, fitted, enforce
+        self.plan, self.fits = plan, fits or {}
         self.values, self.temperature, self.variation = values, temperature, variation
         self.gen = torch.Generator().manual_seed(seed)
         self.z = torch.randn(1, model.config.z_size, generator=self.gen)
@@ -57,20 +64,45 @@ class PhraseMaker:
             self.z, self._step, self.held = z.clone().reshape(1, -1), amount, None
             self.version += 1
 
-    def _condition(self, n: int):
+    def _condition(self, rules, n: int):
         from melody_lc.constrain import conditions
 
-        if self.rules is None:
+        if rules is None:
             return None, torch.zeros(n, 0)
-        if self.rules.open and not self.values:  # open parameters left unset: drawn once, kept for the stream
+        unset = [k for k in rules.open if k not in (self.values or {})]
+        if unset:  # open parameters left unset: drawn once, kept for the stream
             cond, _ = conditions(
-                self.rules, 1, None, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=self.gen)))
+                rules, 1, None, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=self.gen)))
             )
-            self.values = {k: v[0].item() for k, v in cond.items()}
-        return conditions(self.rules, n, self.values)
+            self.values = {**(self.values or {}), **{k: cond[k][0].item() for k in unset}}
+        return conditions(rules, n, self.values)
+
+    def _fit_of(self, rules):
+        return self.fits.get(rules.digest()) if rules is not None else None
+
+    def _play(self, index: int | None):
+        """(rules, fitted, step, move): what phrase ``index`` plays, and ``move(z)``, the latent to
+        decode for the walk's position z (the actor's, or between two actors in a morph)."""
+        step = self.plan.at(index) if self.plan is not None and index is not None else None
+        if step is None or step.source is None:
+            rules = self.rules if step is None else step.rules
+            fitted = self.fitted if step is None else self._fit_of(rules)
+            _, cvec = self._condition(rules, 1)
+            return rules, fitted, step, (lambda z: fitted.actor(z, cvec)) if fitted is not None else (lambda z: z)
+        ends = []
+        for side in (step.source, step.target):
+            fitted = self._fit_of(side.rules)
+            ends.append((fitted, self._condition(side.rules, 1)[1]))
+
+        def move(z):
+            a, b = (f.actor(z, c) if f is not None else z for f, c in ends)
+            return (1 - step.t) * a + step.t * b
+
+        return step.rules, None, step, move
 
     @torch.inference_mode()
-    def next(self) -> tuple[np.ndarray, dict]:
+    def next(self, index: int | None = None) -> tuple[np.ndarray, dict]:
+        """The phrase to play as phrase ``index`` of the stream (0-based; with a plan it picks the section)."""
         with self.lock:
             if self.held is not None:
                 tokens, info = self.held
@@ -78,28 +110,42 @@ class PhraseMaker:
             a = self.variation if self._step is None else self._step
             self._step = None
             self.z = math.sqrt(1 - a * a) * self.z + a * torch.randn(self.z.shape, generator=self.gen)
-            cond, cvec = self._condition(1)
-            z2 = self.fitted.actor(self.z, cvec) if self.fitted is not None else self.z
-            if self.rules is None:
-                tokens = self.model.decode(z2, temperature=self.temperature, generator=self.gen).numpy()[0]
-                return tokens, {"source": "generated", "version": self.version, "z": self.z.clone()}
-            return self._checked(z2, cond, cvec)
+            rules, fitted, step, move = self._play(index)
+            if rules is None:
+                tokens = self.model.decode(move(self.z), temperature=self.temperature, generator=self.gen).numpy()[0]
+                info = {"source": "generated", "version": self.version, "z": self.z.clone(), "satisfied": []}
+            else:
+                tokens, info = self._checked(rules, move)
+            if step is not None:
+                info.update(self._section_info(step, index, tokens))
+            return tokens, info
+
+    def _section_info(self, step, index: int, tokens) -> dict:
+        """Where phrase ``index`` stands in the plan; for a morph, the rules of each side it meets."""
+        info = {"section": step.words(self.plan.length, index)}
+        if step.source is not None:
+            info["t"] = step.t
+            for key, side in (("source_met", step.source), ("target_met", step.target)):
+                cond, _ = self._condition(side.rules, 1)
+                ok = side.rules.satisfied(np.asarray(tokens)[None], cond)[0]
+                info[key] = [n for n, good in zip(side.rules.names, ok) if good]
+        return info
 
     LIVE_REDRAWS = 4  # a phrase that breaks a rule is drawn again this many times (a small walk step each)
 
-    def _checked(self, z2, cond, cvec) -> tuple[np.ndarray, dict]:
+    def _checked(self, rules, move) -> tuple[np.ndarray, dict]:
         """The phrase decoded under the rules' constraints and verified; redrawn near the walk's
         position if it fails. One that never passes is handed over marked (``info["unmet"]``)."""
         from melody_lc.constrain import decode_checked
 
-        redraws = 0
+        cond, _ = self._condition(rules, 1)
+        z2, redraws = move(self.z), 0
         while True:
-            c = decode_checked(self.rules, self.model, z2, cond, self.temperature, self.gen, mask=self.enforce)
+            c = decode_checked(rules, self.model, z2, cond, self.temperature, self.gen, mask=self.enforce)
             if c.ok[0] or not self.enforce or redraws == self.LIVE_REDRAWS:
                 break
             redraws += 1
-            z = math.sqrt(1 - 0.1**2) * self.z + 0.1 * torch.randn(self.z.shape, generator=self.gen)
-            z2 = self.fitted.actor(z, cvec) if self.fitted is not None else z
+            z2 = move(math.sqrt(1 - 0.1**2) * self.z + 0.1 * torch.randn(self.z.shape, generator=self.gen))
         info = {
             "source": "generated",
             "version": self.version,
@@ -110,20 +156,25 @@ class PhraseMaker:
             "values": {k: float(v[0]) for k, v in cond.items()} if cond else {},
         }
         if not c.ok[0]:
-            info["unmet"] = [n for n, bad in zip(self.rules.names, c.failed[0]) if bad]
+            info["unmet"] = [n for n, bad in zip(rules.names, c.failed[0]) if bad]
         return c.tokens[0], info
 
-    def respond(self, tokens: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Call and response: the player's phrase moved toward the rules (identity-preserving)."""
+    def respond(self, tokens: np.ndarray, index: int | None = None) -> tuple[np.ndarray, dict]:
+        """Call and response: the player's phrase moved toward the rules (identity-preserving) of
+        phrase ``index`` (with a plan: its section's; in a morph, the nearer side's)."""
         from melody_lc.constrain import transform
 
         with self.lock:
             version = self.version
-            if self.fitted is None:
+            rules, fitted = self.rules, self.fitted
+            if self.plan is not None and index is not None:
+                step = self.plan.at(index)
+                side = step.section if step.source is None else (step.source if step.t < 0.5 else step.target)
+                rules, fitted = side.rules, self._fit_of(side.rules)
+            if fitted is None:
                 return tokens, {"source": "response", "version": version}
-            out, report = transform(
-                tokens, self.rules, self.model, self.fitted, values=self.values, enforce=self.enforce
-            )
+            self._condition(rules, 1)  # the stream's values of its open parameters
+            out, report = transform(tokens, rules, self.model, fitted, values=self.values, enforce=self.enforce)
             info = {
                 "source": "response",
                 "version": version,

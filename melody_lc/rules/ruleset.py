@@ -24,7 +24,7 @@ from melody_lc.rules.checks import check_contradictions
 from melody_lc.rules.constraints import Scoped
 from melody_lc.rules.form import Form
 from melody_lc.rules.kinds import Key, RuleKind, registry
-from melody_lc.rules.syntax import Cursor, RulesError, did_you_mean, split_lines
+from melody_lc.rules.syntax import Cursor, RulesError, SectionLine, did_you_mean, split_lines
 
 
 class OpenValuesError(UserError, KeyError):
@@ -66,6 +66,7 @@ class Rule:
 class RuleSet:
     def __init__(self, rules: list[Rule], path: str = "<rules>", source: str = "") -> None:
         self.rules, self.path, self.source = rules, path, source
+        self.section_words = ""  # 'phrases 2-4' for the rules of a section of a plan (melody_lc.rules.plan)
         self.open: dict[str, tuple] = {}
         for r in rules:
             self.open.update(r.kind.open_params(r.params))
@@ -268,11 +269,22 @@ def _as_tokens(tokens) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-def parse_rules(text: str, path: str = "<rules>") -> RuleSet:
-    """Parse and check a rules text; raise :class:`RulesError` at the first problem."""
+def parse_rules(text: str, path: str = "<rules>", phrase: int | None = None) -> RuleSet:
+    """Parse and check a rules text; raise :class:`RulesError` at the first problem. A file with
+    phrase sections (``phrase 2:``) needs ``phrase`` (1-based): the rules of that phrase."""
+    lines = split_lines(text, path)
+    if any(isinstance(rl, SectionLine) for rl in lines):
+        from melody_lc.rules.plan import parse_plan
+
+        return parse_plan(text, path).rules_of_phrase(phrase)
+    return compile_rules(lines, path, text)
+
+
+def compile_rules(lines: list, path: str, text: str, empty_ok: bool = False) -> RuleSet:
+    """The checked RuleSet of rule lines (from :func:`split_lines`, no section headers)."""
     kinds = registry()
     rules = []
-    for rl in split_lines(text, path):
+    for rl in lines:
         kind = kinds.get(rl.kind)
         if kind is None:
             raise RulesError(
@@ -291,18 +303,22 @@ def parse_rules(text: str, path: str = "<rules>") -> RuleSet:
         params = kind.parse(cur)
         cur.done()
         rules.append(Rule(kind, params, rl.weight, rl.line, rl.kind_column, rl.text, rl.scope))
-    if not rules:
+    if not rules and not empty_ok:
         raise RulesError(path, 1, 1, "no rules in this file (expected lines such as 'key: C major')")
     check_contradictions(rules, path)
     return RuleSet(rules, path, text)
 
 
-def load_rules(path: str | os.PathLike) -> RuleSet:
+def read_rules_text(path: str | os.PathLike) -> str:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RulesError(str(p), 0, 0, "no such rules file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise RulesError(str(p), 0, 0, f"cannot read: {e}") from None
-    return parse_rules(text, str(p))
+
+
+def load_rules(path: str | os.PathLike, phrase: int | None = None) -> RuleSet:
+    """The rules of a file (of its phrase ``phrase``, 1-based, when it has phrase sections)."""
+    return parse_rules(read_rules_text(path), str(path), phrase)

@@ -8,6 +8,8 @@
     rests: <= 25%            weight 2
 
 A ``#`` starts a comment at the start of a line or after a space (so ``F#`` stays a note name).
+A line ``bars 9-12:`` before a rule scopes it to those bars; a line ``phrase 2:`` (or ``phrases
+2-4:``, ``phrases 2-4: morph``) starts a section of a stream's phrases (melody_lc.rules.plan).
 This module splits a file into :class:`RuleLine` objects and gives each rule kind a
 :class:`Cursor` over its arguments, which reports errors as ``file:line:column: message``.
 """
@@ -115,6 +117,18 @@ class RuleLine:
     scope: tuple[int, int] | None = None  # 'bars 1-8:' before the kind: first and last bar, 0-based
 
 
+@dataclass(frozen=True)
+class SectionLine:
+    """A section header, ``phrase 2:``, ``phrases 2-4:`` or ``phrases 2-4: morph``: the rule lines
+    after it, up to the next header, hold for those phrases of a stream (see melody_lc.rules.plan)."""
+
+    first: int  # phrases, 0-based
+    last: int
+    morph: bool
+    line: int
+    column: int  # of 'phrase'
+
+
 _COMMENT = re.compile(r"(^|\s)#.*$")  # '#' starts a comment at the line start or after a space (F# is a note)
 _WEIGHT = re.compile(r"\s+weight\s+(\S+)\s*$", re.IGNORECASE)
 
@@ -136,17 +150,51 @@ def parse_span(text: str, path: str, line: int, column: int, what: str = "bars")
     return first - 1, last - 1
 
 
+_SECTION = re.compile(r"^(\s*)(phrases?)\s+([^:]*?)\s*:\s*(.*)$", re.IGNORECASE)  # 'phrases 2-4: morph'
+_PHRASES = re.compile(r"(\d+)(?:\s*(?:-|\.\.)\s*(\d+))?$")
+
+
+def _section(line: str, path: str, n: int) -> SectionLine | None:
+    m = _SECTION.match(line)
+    if not m or not re.fullmatch(r"\d[\d\s.-]*", m.group(3)):
+        return None
+    span = _PHRASES.match(m.group(3))
+    col = m.start(3) + 1
+    if not span:
+        raise RulesError(path, n, col, f"expected phrases such as '2' or '2-4', found '{m.group(3)}'")
+    first, last = int(span.group(1)), int(span.group(2) or span.group(1))
+    if first < 1:
+        raise RulesError(path, n, col, "phrases are numbered from 1")
+    if last < first:
+        raise RulesError(path, n, col, f"the span '{m.group(3)}' is empty: phrase {last} comes before phrase {first}")
+    rest = m.group(4).strip()
+    if rest and rest.lower() != "morph":
+        raise RulesError(
+            path,
+            n,
+            m.start(4) + 1,
+            f"expected nothing or 'morph' after '{m.group(2)} {m.group(3)}:', found '{rest}'"
+            + did_you_mean(rest, ["morph"])
+            + " (a section's rules go on the lines below it)",
+        )
+    return SectionLine(first - 1, last - 1, bool(rest), n, len(m.group(1)) + 1)
+
+
 _CHAIN_LINE = re.compile(r"^\s*(chain\b[^:]*:|tempo\s*:|->)")  # the file's own chain section (melody_lc.chain)
 
 
-def split_lines(text: str, path: str) -> list[RuleLine]:
-    """The rule lines of a file (comments and blank lines dropped), weights split off. Lines of a
-    chain section (``chain NAME: ...``, lines going on with ``->``, ``tempo: ...``) belong to the
-    plugin host and are skipped here."""
-    out = []
+def split_lines(text: str, path: str) -> list[RuleLine | SectionLine]:
+    """The rule lines of a file (comments and blank lines dropped), weights split off, and its
+    section headers (``phrase 2:``) where they stand. Lines of a chain section (``chain NAME: ...``,
+    lines going on with ``->``, ``tempo: ...``) belong to the plugin host and are skipped here."""
+    out: list[RuleLine | SectionLine] = []
     for n, raw in enumerate(text.splitlines(), start=1):
         line = _COMMENT.sub("", raw).rstrip()
         if not line.strip() or _CHAIN_LINE.match(line):
+            continue
+        header = _section(line, path, n)
+        if header is not None:
+            out.append(header)
             continue
         indent = len(line) - len(line.lstrip())
         scope, scope_width = None, 0
@@ -162,13 +210,9 @@ def split_lines(text: str, path: str) -> list[RuleLine]:
             raise RulesError(path, n, indent + 1, "expected 'kind: ...' (for example 'key: C major')")
         kind, args = line.split(":", 1)
         kind_name = kind.strip().lower()
-        if re.fullmatch(r"phrases?\s+\d.*|morph\b.*", kind_name):
+        if kind_name == "morph":
             raise RulesError(
-                path,
-                n,
-                indent + 1,
-                "rules that change from phrase to phrase ('phrase 2:', 'morph:') are not in the language yet: "
-                "a file's rules hold for every phrase",
+                path, n, indent + 1, "a morph is a section of phrases: write 'phrases 2-4: morph' on a line of its own"
             )
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind_name):
             raise RulesError(path, n, indent + 1, f"expected a rule kind before ':', found '{kind.strip()}'")

@@ -86,7 +86,7 @@ class LiveApp(ChainsPanel, App):
         self._shown: object = None  # the phrase record on the roll and in the rules table
         self._upcoming: object = None  # the phrase record on the 'next' roll
         self._counts: list[int] = []  # per rule: phrases that met it
-        self._phrases = 0
+        self._applied: list[int] = []  # per rule: phrases held to it
         self._chain_rows: list[dict] = []
         self._ui_thread = threading.get_ident()
         self._closed = False
@@ -126,10 +126,14 @@ class LiveApp(ChainsPanel, App):
             self.set_interval(1.0, self._fill_chains)
         self.set_interval(0.1, self._tick)
         self.set_interval(self.watch_interval, self._watch_rules)
-        if self.session.fitted is None:
-            self.session.pending_rules = self.session.rules
+        if self.session.pending_rules is not None or self.session.fitted is None:
+            if self.session.pending_rules is None:
+                self.session.pending_rules = self.session.rules
             self.log_line(
                 f"{self.session.rules_path.name} has no fit yet: playing unconstrained melodies until the fit is ready"
+                if self.session.pending_plan is None
+                else f"{self.session.rules_path.name}: its sections are fitted one by one; phrase 1's rules play "
+                "until every section has its fit"
             )
             self.start_fit()
         if self.autoplay:
@@ -229,7 +233,7 @@ class LiveApp(ChainsPanel, App):
             table.add_row("", "", f"{r.line}: {r.describe()}", key=str(r.line))
         table.border_title = self.session.rules_path.name
         self._counts = [0] * len(self.session.rules)
-        self._phrases = 0
+        self._applied = [0] * len(self.session.rules)  # phrases held to each rule (a plan's differ)
         self._shown = None
 
     def _phrase_changed(self, rec) -> None:
@@ -237,18 +241,28 @@ class LiveApp(ChainsPanel, App):
         table = self.query_one("#rules", DataTable)
         if ok is None or len(ok) != len(self._counts):
             return
-        self._phrases += 1
         for k, (rule, good) in enumerate(zip(self.session.rules.rules, ok, strict=True)):
+            if good is None:  # a rule of another section of the plan
+                table.update_cell(str(rule.line), "now", Text("·", style="dim"))
+                continue
             self._counts[k] += int(good)
+            self._applied[k] += 1
             table.update_cell(
                 str(rule.line), "now", Text("✓", style="bold green") if good else Text("✗", style="bold red")
             )
-            table.update_cell(str(rule.line), "played", f"{self._counts[k] / self._phrases:.0%} of {self._phrases}")
-        n = rec.info.get("interventions")
-        if n is not None:  # how much the rules' mask had to overrule the decoder for this phrase
-            table.border_subtitle = f"mask overruled the decoder {n:g}x" + (
-                f", {rec.info['redraws']} redrawn" if rec.info.get("redraws") else ""
+            table.update_cell(
+                str(rule.line), "played", f"{self._counts[k] / self._applied[k]:.0%} of {self._applied[k]}"
             )
+        n = rec.info.get("interventions")
+        section = f"{rec.info['section']} · " if "section" in rec.info else ""
+        if n is not None:  # how much the rules' mask had to overrule the decoder for this phrase
+            table.border_subtitle = (
+                section
+                + f"mask overruled the decoder {n:g}x"
+                + (f", {rec.info['redraws']} redrawn" if rec.info.get("redraws") else "")
+            )
+        elif section:
+            table.border_subtitle = section.rstrip(" ·")
 
     def _update_status(self) -> None:
         s, st = self.session, self.session.settings
@@ -313,7 +327,11 @@ class LiveApp(ChainsPanel, App):
         if self.session.pending_rules is not rules:
             return  # the file changed again while fitting; that fit is on its way
         self.session.apply_rules(rules, fitted)
-        self.log_line(f"fitted: {fitted.meta['satisfaction']:.0%} of fresh samples meet every rule")
+        what = f" {rules.section_words}" if rules.section_words else ""
+        self.log_line(f"fitted{what}: {fitted.meta['satisfaction']:.0%} of fresh samples meet every rule")
+        if self.session.pending_rules is not None:  # a plan: the next section's fit
+            self.start_fit()
+            return
         self._fill_rules_table()
 
     # -- actions -----------------------------------------------------------------------------------

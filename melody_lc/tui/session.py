@@ -28,7 +28,8 @@ from melody_lc.midi.files import next_take, write_phrases
 from melody_lc.midi.live import LiveConfig, LiveEngine, PhraseRecord
 from melody_lc.midi.maker import PhraseMaker
 from melody_lc.midi.ports import DEFAULT_PORT, PortError, PortWatch, open_input, open_output
-from melody_lc.rules import RulesError, RuleSet, load_rules
+from melody_lc.rules import RulesError, RuleSet
+from melody_lc.rules.plan import Plan, Section, load_plan
 from melody_lc.tui.chains import ChainControls
 
 
@@ -92,21 +93,34 @@ class LiveSession(ChainControls):
         self.find_fit = find_fit or (lambda rules: None)
         self.captures = Path(captures)
         self.log = log or (lambda s: None)
-        self.rules = load_rules(self.rules_path)  # a broken file at start is the caller's error to report
+        # A broken file at start is the caller's error to report. A file of phrase sections is a
+        # plan: ``rules`` then lists every rule of the file, and each phrase is held to its own.
+        self.plan = load_plan(self.rules_path)
+        self.rules = self.plan.every_rule()
         self.rules_error: str | None = None
         self.pending_rules: RuleSet | None = None  # parsed, waiting for its fit
+        self.pending_plan: Plan | None = None  # a plan whose sections wait for their fits, one by one
+        self.fits: dict = {}  # the fit of each section of a plan, by its rules' digest
         self._mtime = self._stat()
-        self.fitted = self.find_fit(self.rules)
+        first = self.plan.at(0).rules
+        if self.plan.sectioned:
+            self.pending_rules = self._take_fits(self.plan)
+            self.pending_plan = self.plan if self.pending_rules is not None else None
+            self.fitted = self.fits.get(first.digest())
+        else:
+            self.fitted = self.find_fit(self.rules)
         self.values = default_values(self.rules, values)
         self.maker = PhraseMaker(
             model,
-            self.rules,
+            first,
             self.fitted,
             self.values or None,
             self.settings.temperature,
             self.settings.variation,
             self.settings.seed,
             self.settings.enforce,
+            plan=self.plan if self.plan.sectioned and self.pending_plan is None else None,
+            fits=self.fits,
         )
         self.engine: LiveEngine | None = None
         self.out = None
@@ -368,16 +382,54 @@ class LiveSession(ChainControls):
         self.log(f"captured {len(recs)} phrase{'s' if len(recs) > 1 else ''} to {path}")
         return path
 
-    def satisfaction(self, rec: PhraseRecord | None) -> list[bool] | None:
-        """Each rule of the rules now active, met by ``rec`` or not (with the values it was made for)."""
+    def satisfaction(self, rec: PhraseRecord | None) -> list[bool | None] | None:
+        """Each rule of the rules now active, met by ``rec`` or not (with the values it was made
+        for); in a plan, None for the rules of other sections than the phrase's."""
         if rec is None:
             return None
-        values = rec.info.get("values") or (self.values if self.rules.open else None)
+        rules = self.rules
+        if self.plan.sectioned and "section" in rec.info:
+            rules = self.plan.at(rec.index).rules
+            if rules is None:  # a morph, with no rules shared by every phrase
+                return [None] * len(self.rules)
+        values = rec.info.get("values") or (self.values if rules.open else None)
         try:
-            cond = self.rules.fixed_conditions(1, **values) if self.rules.open else None
-            return self.rules.satisfied(np.asarray(rec.tokens)[None], cond)[0].tolist()
+            cond = rules.fixed_conditions(1, **values) if rules.open else None
+            ok = rules.satisfied(np.asarray(rec.tokens)[None], cond)[0].tolist()
         except KeyError:  # made under rules with other open parameters
             return None
+        if rules is self.rules:
+            return ok
+        by_line = {r.line: good for r, good in zip(rules.rules, ok)}
+        return [by_line.get(r.line) for r in self.rules.rules]
+
+    # -- a plan's fits -----------------------------------------------------------------------------
+    def _take_fits(self, plan: Plan) -> RuleSet | None:
+        """Takes the fits of the plan's sections from the caches; returns the first section's rules
+        that still have none (the app fits it, then calls :meth:`apply_rules`)."""
+        for rs in plan.rulesets():
+            if rs.digest() not in self.fits:
+                fitted = self.find_fit(rs)
+                if fitted is None:
+                    return rs
+                self.fits[rs.digest()] = fitted
+        return None
+
+    def _apply_plan(self, plan: Plan) -> None:
+        first = plan.at(0).rules
+        self.plan, self.pending_plan, self.pending_rules = plan, None, None
+        self.rules, self.fitted = plan.every_rule(), self.fits.get(first.digest())
+        self.values = default_values(self.rules, self.values)
+        sectioned = plan if plan.sectioned else None
+        self._update(
+            rules=first,
+            fitted=self.fitted,
+            plan=sectioned,
+            fits=dict(self.fits),
+            values=dict(self.values) or None,
+            held=None,
+        )
+        self.log(f"rules from {self.rules_path.name} play from the next phrase")
 
     # -- the rules file ----------------------------------------------------------------------------
     def _stat(self) -> float | None:
@@ -396,12 +448,15 @@ class LiveSession(ChainControls):
             return None
         self._mtime = stamp
         try:
-            rules = load_rules(self.rules_path)
+            plan = load_plan(self.rules_path)
         except RulesError as e:
             self.rules_error = str(e)
             self.log(f"rules not reloaded, the old ones keep playing: {e}")
             return "error"
         self.rules_error = None
+        if plan.sectioned or self.plan.sectioned:
+            return self._check_plan(plan, force)
+        rules = plan.sections[0].rules
         if self.pending_rules is not None and rules.digest() == self.pending_rules.digest():
             return None  # the same rules already wait for their fit (a file saved in two writes)
         if rules.digest() == self.rules.digest() and self.pending_rules is None:
@@ -415,9 +470,27 @@ class LiveSession(ChainControls):
         self.apply_rules(rules, fitted)
         return "applied"
 
+    def _check_plan(self, plan: Plan, force: bool) -> str | None:
+        """check_rules_file for a file of phrase sections (or one that had them)."""
+        waiting = self.pending_plan
+        if waiting is not None and plan.digest() == waiting.digest():
+            return None  # the same plan already waits for its fits
+        if plan.digest() == self.plan.digest() and waiting is None:
+            self.plan, self.rules = plan, plan.every_rule()
+            return "applied" if force else None
+        self.pending_rules = self._take_fits(plan)
+        if self.pending_rules is not None:
+            self.pending_plan = plan
+            self.log(
+                f"{self.rules_path.name} changed: {self.pending_rules.section_words or 'it'} needs a fit first; the old rules keep playing"
+            )
+            return "needs fit"
+        self._apply_plan(plan)
+        return "applied"
+
     def switch_rules(self, path: str | os.PathLike) -> str | None:
         """Play another rules file (watched from now on); as :meth:`check_rules_file` answers."""
-        self.rules_path, self.pending_rules = Path(path), None
+        self.rules_path, self.pending_rules, self.pending_plan = Path(path), None, None
         self._mtime = self._stat()
         return self.check_rules_file(force=True)
 
@@ -432,8 +505,17 @@ class LiveSession(ChainControls):
         return list(found.values())
 
     def apply_rules(self, rules: RuleSet, fitted) -> None:
-        """Play ``rules`` from the next phrase (ends a hold)."""
+        """Play ``rules`` from the next phrase (ends a hold). For a plan waiting for its fits,
+        ``fitted`` is one section's: the plan plays once every section has one (until then
+        :attr:`pending_rules` names the next to fit)."""
+        if self.pending_plan is not None:
+            self.fits[rules.digest()] = fitted
+            self.pending_rules = self._take_fits(self.pending_plan)
+            if self.pending_rules is None:
+                self._apply_plan(self.pending_plan)
+            return
+        self.plan = Plan(str(self.rules_path), rules, [Section(0, 0, 1, rules)])
         self.rules, self.fitted, self.pending_rules = rules, fitted, None
         self.values = default_values(rules, self.values)
-        self._update(rules=rules, fitted=fitted, values=dict(self.values) or None, held=None)
+        self._update(rules=rules, fitted=fitted, plan=None, values=dict(self.values) or None, held=None)
         self.log(f"rules from {self.rules_path.name} play from the next phrase")

@@ -19,7 +19,7 @@ from tests.midi.conftest import REPO
 BPM = 600.0  # fast, so a 16-bar phrase takes 6.4 s
 STEP_S = 60 / BPM / 4
 GRID_TOLERANCE_S = 0.012  # most notes: a JACK period (5.3 ms here) and scheduling jitter fit well inside
-GRID_BPM = 400.0  # the grid test: a step of 37.5 ms, so a note half a step off (on the wrong sixteenth) stands out
+GRID_BPM = 400.0  # the grid test: a step of 37.5 ms
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +112,17 @@ def test_stream_sends_exactly_the_generated_notes_on_the_grid(setup, receiver, t
     got = _notes(msgs)
     assert [(m.type, m.note) for _, m in got] == [(t, n) for _, t, n in want]
     assert all(m.channel == 4 for _, m in got)
-    # on the grid: arrival time minus grid time is the same for every note, up to jitter: most notes
-    # within a JACK period or two, and every one nearer its own sixteenth than a neighbour's (on a
-    # shared 2-core machine one note in a hundred can come a few periods late)
+    # on the grid: melody-lc sent every step within half a step of its deadline (what it controls),
+    # and the arrival time minus grid time is the same for every note, up to jitter: most notes
+    # within a JACK period or two, none a whole step off (on a shared 2-core machine the MIDI
+    # system and the receiver can be descheduled for a few periods: one note in a hundred was
+    # heard 20 ms late at a send error of 2 ms)
     step_s = 60 / GRID_BPM / 4
+    summary = [json.loads(line) for line in status.read_text().splitlines()][-1]
+    assert summary["steps"] >= 512 and summary["max_send_error_s"] < step_s / 2, summary
     resid = np.array([t - s * step_s for (t, _), (s, _, _) in zip(got, want)])
     off = np.abs(resid - np.median(resid))
-    assert np.quantile(off, 0.9) < GRID_TOLERANCE_S and off.max() < step_s / 2, off
+    assert np.quantile(off, 0.9) < GRID_TOLERANCE_S and off.max() < step_s, off
     _assert_no_hanging_notes(msgs)
     _assert_panic_at_end(msgs, 4)
     # the recording holds what was sent
@@ -305,3 +309,30 @@ def test_a_vanished_port_stops_the_stream_cleanly(setup, receiver, tmp_path):
     rec.proc.kill()  # the DAW crashes
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "has gone" in err and "Traceback" not in err
+
+
+def test_stream_plays_a_plan_section_by_section(setup, receiver, tmp_path):
+    """A rules file of phrase sections: each phrase plays its section's rules (each section fitted),
+    a morph's phrase says where it stands, and the notes heard are the notes of the plan's phrases."""
+    plan = tmp_path / "plan.rules"
+    plan.write_text(
+        "key: C major\nphrase 1:\ndensity: >= 1 notes per bar\nphrase 2: morph\nphrase 3:\nrange: C4 .. C6\n"
+    )
+    rec = receiver("lc-test-plan")
+    status = tmp_path / "status.jsonl"
+    proc = _stream(setup, "--rules", str(plan), "--port", "lc-test-plan", "--phrases", "4", "--status", str(status))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    msgs = rec.stop()
+    phrases = _phrases(status)
+    assert [p["section"] for p in phrases] == [
+        "phrase 1 of 3",
+        "phrase 2 of 3: morph 1/1 from phrase 1 to phrase 3",
+        "phrase 3 of 3",
+        "phrase 1 of 3",
+    ]
+    assert "phrase 1: phrase 2 of 3: morph 1/1 from phrase 1 to phrase 3" in err  # said as it plays
+    assert [len(p["satisfied"]) for p in phrases] == [2, 1, 2, 2]  # each held to its own rules
+    assert phrases[1]["t"] == 0.5 and {"source_met", "target_met"} <= set(phrases[1])
+    got = [(m.type, m.note) for _, m in _notes(msgs) if not (m.type == "note_on" and m.velocity == 0)]
+    assert [(t, n) for _, t, n in _expected(phrases)] == got

@@ -152,7 +152,3 @@ def test_rules_check_explains_the_new_kinds_and_rejects_bad_ones(tmp_path):
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"melody-lc: error: {bad}:2:6: bars are numbered 1 to 16: '3-20' lies outside"
     ]
-
-
-def test_phrase_sections_are_refused_plainly():
-    assert "not in the language yet" in error("key: C major\nphrase 2:\nkey: G major")

@@ -12,6 +12,7 @@ import pytest
 from melody_lc.melody import Melody
 from melody_lc.paths import shipped_dir
 from melody_lc.rules import RulesError, load_rules, parse_rules
+from melody_lc.rules.plan import load_plan
 
 C_SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
 
@@ -25,9 +26,9 @@ def scale_melody(notes_per_bar=4, pitches=C_SCALE, length=None):
 def test_every_shipped_example_parses_and_explains():
     files = sorted(shipped_dir("rules").glob("*.rules"))
     assert len(files) >= 6
-    for f in files:
-        rs = load_rules(f)
-        assert len(rs) >= 1 and f.name in rs.explain()
+    for f in files:  # a file of phrase sections explains each section
+        plan = load_plan(f)
+        assert all(len(rs) >= 1 for rs in plan.rulesets()) and f.name in plan.explain()
 
 
 def test_rewards_and_exact_tests_by_hand():

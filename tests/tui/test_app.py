@@ -399,3 +399,64 @@ def test_main_screen_snapshot(make_session, snap_compare, size):
     tokens = Melody.from_notes([(p, s, e) for p, s, e, _ in scale_notes(16)]).tokens
     session.history.append(PhraseRecord(0, tokens, {"source": "generated"}))
     assert snap_compare(LiveApp(session, autoplay=False), terminal_size=size, press=["_"])
+
+
+def test_a_plan_plays_its_sections_in_turn_and_fits_each_section_it_lacks(shipped_model, tmp_path, receiver):
+    """A rules file of phrase sections in the UI: the section without a fit is fitted in the worker
+    (here the fit hands back the shipped one, to keep the test short), then each phrase plays its
+    section, and the rules table marks each phrase's own rules and leaves the others'."""
+    from melody_lc.constrain import cached_fit, shipped_fits_dir
+    from melody_lc.rules.plan import load_plan
+    from melody_lc.tui.session import LiveSession, LiveSettings
+
+    daw = receiver("daw-plan")
+    a = (REPO / "rules" / "c_major_busy.rules").read_text()
+    b = (REPO / "rules" / "pentatonic_calm.rules").read_text()
+    path = tmp_path / "song.rules"
+    path.write_text(f"phrase 1:\n{a}\nphrase 2: morph\nphrase 3:\n{b}\n")
+    calm = load_plan(path).sections[2].rules.digest()
+
+    def shipped(r):
+        return cached_fit(r, shipped_model, [], search=(shipped_fits_dir(),))
+
+    fitted_here = []
+
+    def fit(rules, progress):
+        fitted_here.append(rules.section_words)
+        return shipped(rules)
+
+    session = LiveSession(
+        shipped_model,
+        path,
+        LiveSettings(bpm=900.0, output="daw-plan"),
+        find_fit=lambda r: None if r.digest() == calm else shipped(r),
+        captures=tmp_path / "captures",
+    )
+    assert session.pending_rules.section_words == "phrase 3" and session.maker.plan is None
+    app = LiveApp(session, fit, watch_interval=0.1, fit_rounds=1)
+    seen = {}
+
+    async def scenario():
+        async with app.run_test(size=(140, 44)) as pilot:
+            await until(pilot, lambda: session.maker.plan is not None, what="the plan, once every section is fitted")
+            assert fitted_here == ["phrase 3"] and session.pending_rules is None
+            assert app.query_one("#rules").row_count == 7  # c_major_busy's 3 rules and pentatonic_calm's 4
+
+            def section_of(words):
+                rec = session.current()
+                if rec is not None and rec.info.get("section", "").startswith(words):
+                    seen[words] = rec
+                return words in seen
+
+            for words in ("phrase 3 of 3", "phrase 1 of 3"):
+                await until(pilot, lambda w=words: section_of(w), timeout=60, what=words)
+            await until(pilot, lambda: "of 3" in str(app.query_one("#rules").border_subtitle), what="the section shown")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    daw.stop()
+    calm_rec, busy_rec = seen["phrase 3 of 3"], seen["phrase 1 of 3"]
+    ok = session.satisfaction(calm_rec)
+    assert ok[:3] == [None] * 3 and all(ok[3:]), ok  # held to the pentatonic rules, and to them alone
+    ok = session.satisfaction(busy_rec)
+    assert all(ok[:3]) and ok[3:] == [None] * 4, ok

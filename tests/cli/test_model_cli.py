@@ -612,3 +612,31 @@ def test_shipped_model_samples_with_no_model_named(tmp_path):
 
     assert (default_model_dir() / "MODEL_CARD.md").is_file()
     assert Path(default_model_dir()).parent.name == "models"
+
+
+def test_a_plan_is_fitted_section_by_section_and_generate_takes_one_phrase(tiny_run, tmp_path):
+    root, data, model = tiny_run
+    env = {"MELODY_LC_CACHE": str(tmp_path / "cache")}
+    plan = tmp_path / "song.rules"
+    plan.write_text(
+        "key: C major\nphrase 1:\ndensity: <= 16 notes per bar\nphrase 2: morph\nphrase 3:\nrange: C3 .. C6\n"
+    )
+    common = ["--model", str(model), "--data", str(data), "--rounds", "1", "--quick", "--quiet"]
+    res = run_cli("fit", str(plan), "--out", str(tmp_path / "fits"), *common, env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert "fitted" in res.stdout and "(phrase 1)" in res.stdout and "(phrase 3)" in res.stdout
+    index = json.loads((tmp_path / "fits" / "index.json").read_text())
+    assert set(index) == {"song.rules#phrase 1", "song.rules#phrase 3"}
+    out = tmp_path / "gen"
+    res = run_cli(
+        "generate", "--rules", str(plan), "--phrase", "3", "-n", "2", "--out", str(out), *common, env_extra=env
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["rules"]) == {"key:1", "range:6"}  # phrase 3's rules: the shared key and its range
+    for extra, says in [
+        ([], "the rules change from phrase to phrase here (phrases 1-3)"),
+        (["--phrase", "2"], "phrase 2 is a morph between phrase 1 and phrase 3"),
+    ]:
+        res = run_cli("generate", "--rules", str(plan), *extra, "--out", str(out), *common, env_extra=env)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and says in res.stderr, res.stderr

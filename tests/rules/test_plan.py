@@ -156,3 +156,15 @@ def test_the_phrase_maker_plays_each_section_through_its_own_actor_and_morphs_be
             ok = side.rules.satisfied(played[k][0][None])[0]
             assert infos[k][key] == [n for n, good in zip(side.rules.names, ok) if good]
     assert not np.array_equal(played[0][0], played[4][0])  # the walk goes on through the repeats
+
+
+def test_the_shipped_plan_plays_out_of_the_box():
+    """rules/sparse_to_busy.rules: every section with rules has its fit in models/fits."""
+    from melody_lc.constrain import cached_fit, shipped_fits_dir
+    from melody_lc.melody.train import load_model
+    from melody_lc.rules.plan import load_plan
+
+    model, _ = load_model(REPO / "models" / "melody-16bar-folk")
+    plan = load_plan(REPO / "rules" / "sparse_to_busy.rules")
+    assert plan.sectioned and [s.words for s in plan.sections] == ["phrase 1", "phrases 2-3", "phrase 4"]
+    assert all(cached_fit(rs, model, [], search=(shipped_fits_dir(),)) is not None for rs in plan.rulesets())

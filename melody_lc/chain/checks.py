@@ -51,7 +51,7 @@ def open_values(cf: ChainFile, link: Link, rules) -> dict | None:
 def check_files(cf: ChainFile) -> dict[str, tuple]:
     """Read every rules file and .mid loop a chain file names, so that a bad one is reported before
     anything runs; returns the loops read (path -> :func:`read_loop`)."""
-    from melody_lc.rules import load_rules
+    from melody_lc.rules.plan import load_plan
 
     loops = {}
     for spec in cf.chains:
@@ -61,7 +61,15 @@ def check_files(cf: ChainFile) -> dict[str, tuple]:
                     raise ChainError(
                         str(cf.path), link.line, link.column, f"no such rules file: {link.values['rules']}"
                     )
-                rules = load_rules(link.values["rules"])  # a RulesError names its own file and line
+                rules = load_plan(link.values["rules"])  # a RulesError names its own file and line
+                if rules.sectioned and link.kind != "source":
+                    raise ChainError(
+                        str(cf.path),
+                        link.line,
+                        link.column,
+                        f"{link.name} takes the rules of one phrase: {link.values['rules']} changes them from "
+                        "phrase to phrase (a generator plays such a file)",
+                    )
                 link.open_values = open_values(cf, link, rules)
             record = link.cls.recording(link) if link.kind == "sink" else None
             if record:

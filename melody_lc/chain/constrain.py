@@ -37,7 +37,7 @@ class Constrain(Processor):
     def __init__(self, resources=None, open_values: dict | None = None, **values) -> None:
         super().__init__(**values)
         # (rules, model, fitted), which the host loads (and fits, if need be) before it runs
-        self.rules, self.model, self.fitted = resources or (None, None, None)
+        self.rules, self.model, self.fitted = (resources or (None, None, None))[:3]
         self.open_values = open_values  # the rules' open parameters, by name
         self.notes: list[list] = []  # [pitch, start_beat, end_beat or None, channel]
         self.phrase: int | None = None

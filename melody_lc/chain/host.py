@@ -29,7 +29,8 @@ class Rack:
     """Every chain of a chain file, running together on one tempo.
 
     ``prepare(rules_path) -> (rules, model, fitted)`` loads (and fits, if need be) what generators
-    and the constraint transform use. ``sources`` may give a ready source for a chain by name (the
+    and the constraint transform use (for a rules file of phrase sections, phrase 1's, then the
+    plan and every section's fit). ``sources`` may give a ready source for a chain by name (the
     terminal UI gives its own steerable generator)."""
 
     chains: ChainFile

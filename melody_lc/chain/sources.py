@@ -41,8 +41,10 @@ def generator_source(link: Link, prepared, runner: ChainRunner, log=None) -> Eng
     from melody_lc.midi.maker import PhraseMaker
 
     v = link.values
-    rules, model, fitted = prepared
-    maker = PhraseMaker(model, rules, fitted, link.open_values, v["temperature"], v["variation"], v["seed"])
+    rules, model, fitted, *plan = prepared  # (..., plan, fits) for a rules file of phrase sections
+    maker = PhraseMaker(
+        model, rules, fitted, link.open_values, v["temperature"], v["variation"], v["seed"], True, *plan
+    )
     return EngineSource(
         LiveEngine(
             maker, runner, LiveConfig(channel=v["channel"] - 1, velocity=v["velocity"]), clock=runner.clock, log=log

@@ -100,6 +100,8 @@ def make_prepare(args, model=None):
     from argparse import Namespace
 
     from melody_lc.cli.constrain import _prepare
+    from melody_lc.cli.live import prepare_plan
+    from melody_lc.rules.plan import load_plan
 
     loaded = [model] if model is not None else []
 
@@ -112,6 +114,11 @@ def make_prepare(args, model=None):
             rounds=args.rounds,
             quiet=getattr(args, "quiet", True),
         )
+        plan = load_plan(rules_path)
+        if plan.sectioned:  # a generator plays the sections in turn
+            rules, m, fitted, fits = prepare_plan(opts, plan, loaded[0] if loaded else None)
+            loaded[:] = [m]
+            return rules, m, fitted, plan, fits
         rules, m, fitted = _prepare(opts, model=loaded[0] if loaded else None)
         loaded[:] = [m]
         return rules, m, fitted

@@ -290,7 +290,6 @@ def cmd_live(args) -> int:
     from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, fit_rules, shipped_fits_dir
     from melody_lc.midi.ports import choose_api
     from melody_lc.paths import cache_dir
-    from melody_lc.rules import load_rules
     from melody_lc.rules.plan import load_plan
     from melody_lc.tui.session import value_text
 
@@ -306,7 +305,7 @@ def cmd_live(args) -> int:
             v = lead.source.values
             if not args.rules and not args.set and lead.source.open_values:  # tonic=G and the like
                 args.set = [
-                    f"{k}={value_text(load_rules(v['rules']), k, x)}" for k, x in lead.source.open_values.items()
+                    f"{k}={value_text(load_plan(v['rules']), k, x)}" for k, x in lead.source.open_values.items()
                 ]
             args.rules = args.rules or v["rules"]
             args.channel, args.velocity, args.temperature, args.variation, args.seed = (

@@ -9,6 +9,7 @@ import time
 
 import mido
 import numpy as np
+import pytest
 
 from melody_lc.melody.pitches import MODES
 from tests.chain.conftest import REPO, hanging
@@ -254,3 +255,33 @@ def test_ctrl_c_stops_a_chain_with_every_note_ended(tmp_path, receiver):
     got = rx.stop()
     assert not hanging([m for _, m in got])  # long notes and queued echoes all ended
     assert [(m.type, m.control) for _, m in got[-2:]] == [("control_change", 123), ("control_change", 120)]
+
+
+def test_a_generator_plays_a_plan_and_constrain_refuses_one(tmp_path, shipped_model):
+    """generator(rules=...) of a file of phrase sections plays them in turn, as `stream` does;
+    the constraint transform, which works on one phrase's rules, says so plainly."""
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from melody_lc.chain.checks import check_files
+    from melody_lc.chain.sources import generator_source
+    from melody_lc.chain.spec import ChainError
+    from melody_lc.chain.syntax import load_chains
+    from melody_lc.cli.chain import make_prepare
+    from melody_lc.midi.schedule import Clock
+
+    plan = REPO / "rules" / "sparse_to_busy.rules"
+    chain = tmp_path / "g.chain"
+    chain.write_text(f"chain: generator(rules={plan}, seed=2) -> out()\n")
+    cf = load_chains(chain)
+    check_files(cf)
+    args = Namespace(model=str(REPO / "models" / "melody-16bar-folk"), data=None, quick=False, rounds=None)
+    prepared = make_prepare(args, shipped_model)(str(plan))  # the shipped fits of both sections
+    port = SimpleNamespace(clock=Clock(), send=lambda msg: None)
+    maker = generator_source(cf.chains[0].source, prepared, port).engine.maker
+    sections = [maker.next(k)[1]["section"] for k in range(5)]
+    assert sections[0] == "phrase 1 of 4" and sections[3] == "phrase 4 of 4" and "morph 1/2" in sections[1]
+    chain.write_text(f"chain: input() -> constrain(rules={plan}) -> out()\n")
+    with pytest.raises(ChainError) as e:
+        check_files(load_chains(chain))
+    assert "constrain takes the rules of one phrase" in str(e.value) and ":1:" in str(e.value)

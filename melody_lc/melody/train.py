@@ -326,6 +326,9 @@ class Trainer:
                 import torch.distributed as dist
 
                 dist.barrier()
+                # The process group goes before the interpreter does: left to the exit, gloo's threads
+                # could abort a process ("terminate called without an active exception", seen once in CI).
+                dist.destroy_process_group()
         if self._stop_agreed and self.step < self.config.steps:
             raise KeyboardInterrupt
 

@@ -28,6 +28,11 @@ PAGE = ROOT / "docs" / "figures.md"
 BENCHMARKS = {
     "enforce_table": ([], "rules as requirements: every layer on every shipped example and ten more files", "40 min"),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
+    "like_table": (
+        [],
+        "teach by example: like/unlike, latent distance and feature overlap with the examples",
+        "10 min",
+    ),
     "plan_morph": (
         [],
         "rules that change from phrase to phrase: a plan's sections and morph, as stream plays it",

@@ -15,6 +15,7 @@ import numpy as np
 
 from melody_lc.melody.dataset import MelodyDataset
 from melody_lc.paths import shipped_dir
+from melody_lc.rules.examples import example_rules
 from melody_lc.rules.plan import load_plan
 
 
@@ -34,6 +35,7 @@ def main() -> None:
         (path.name + (f" ({rs.section_words})" if rs.section_words else ""), rs)
         for path in sorted(shipped_dir("rules").glob("*.rules"))
         for rs in load_plan(path).rulesets()
+        if not example_rules(rs)  # like:/unlike: are scored through the model's encoder, not here
     ]
     for name, rules in rulesets:
         cond = rules.sample_conditions(len(windows), rng) if rules.open else None

@@ -19,6 +19,7 @@ from melody_lc.melody.hardware import use_bf16
 from melody_lc.melody.model import HierarchicalMelodyVAE
 from melody_lc.melody.steer import Steer
 from melody_lc.rules import RuleSet
+from melody_lc.rules.examples import bind_examples
 
 if TYPE_CHECKING:
     from melody_lc.constrain.fitting import Fitted
@@ -79,6 +80,7 @@ def decode_checked(
     tokens the decode keeps wherever the rules allow, ``keep`` logits in their favour (transform).
     ``share_bars``: a form's repeated bars are decoded from their first statement's embeddings,
     with or without the mask (the decoder's own way to repeat)."""
+    bind_examples(rules, model)  # like:/unlike: are checked with the model's encoder
     bf16 = use_bf16("auto", z.device)
     parts = []
     for a in range(0, len(z), DECODE_BATCH):

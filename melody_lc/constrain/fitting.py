@@ -19,6 +19,7 @@ from melody_lc.constrain.enforce import FIT_TEMPERATURE, Checked, decode_checked
 from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit
 from melody_lc.melody.model import HierarchicalMelodyVAE
 from melody_lc.rules import RuleSet
+from melody_lc.rules.examples import bind_examples, example_rules
 
 FIT_KIND = "melody-lc-actor"
 
@@ -147,6 +148,7 @@ def fit_rules(
     if callable(windows):
         windows = windows()
     sigma_bar, real = windows if isinstance(windows, tuple) else posterior_stats(model, windows)
+    bind_examples(rules, model)
 
     def sample_condition(n, g):
         values = rules.sample_conditions(n, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g))))
@@ -182,6 +184,9 @@ def fit_rules(
         real_latents=real,
         weights=torch.tensor(rules.weights, dtype=torch.float32),
         relabels=RELABELS if rules.open else 1,
+        examples=[  # like:/unlike: the realism critic's machinery on the composer's examples
+            (r.params["examples"].mu, r.params["examples"].sigma, r.kind.sign, r.weight) for r in example_rules(rules)
+        ],
     )
     t0 = time.perf_counter()
     result = fit(problem, config, progress)

@@ -50,6 +50,9 @@ class LatentProblem:
         conditional critic sees every value often without more decoding
     sigma_bar: (Z,) mean posterior scale of the encoder
     real_latents: (M, Z) encodings of real data for the realism critic, or None for no realism critic
+    examples: (mu, sigma, sign, weight) per set of a composer's examples (``like:``/``unlike:``):
+        a critic of the same kind learns their posteriors N(mu, sigma) against prior latents, and
+        the actor moves toward (sign 1) or away from (sign -1) them, with that weight
     """
 
     sample_prior: Callable[[int, torch.Generator], torch.Tensor]
@@ -61,6 +64,7 @@ class LatentProblem:
     real_latents: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     relabels: int = 1  # > 1: score(z, c, extra) also scores the first rows under extra conditions
+    examples: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,13 @@ def fit(
     critic = CriticEnsemble(Z, K, C, config.hidden, config.layers, config.ensemble, config.pessimism)
     realism = Critic(Z, 1, 0, config.hidden, config.layers) if problem.real_latents is not None else None
     actor = Actor(Z, C, config.actor_hidden, config.layers, config.actor_max_step)
-    opt_c = torch.optim.Adam(list(critic.parameters()) + (list(realism.parameters()) if realism else []), lr=config.lr)
+    likes = [Critic(Z, 1, 0, config.hidden, config.layers) for _ in problem.examples]
+    opt_c = torch.optim.Adam(
+        list(critic.parameters())
+        + (list(realism.parameters()) if realism else [])
+        + [p for like in likes for p in like.parameters()],
+        lr=config.lr,
+    )
     opt_a = torch.optim.Adam(actor.parameters(), lr=config.actor_lr)
     buf_z, buf_c, buf_r = (torch.zeros(0, Z), torch.zeros(0, C), torch.zeros(0, K))
     result = FitResult(actor, critic, realism)
@@ -223,6 +233,17 @@ def fit(
                     + critic_loss(logits, labels)
                     + GRADIENT_PENALTY_WEIGHT * gradient_penalty(realism, real, fake, None, g)
                 )
+            for like, (mu, sigma, _, _) in zip(likes, problem.examples):  # the examples' posteriors vs the prior
+                eidx = torch.randint(0, len(mu), (config.batch_size,), generator=g)
+                real = mu[eidx] + sigma[eidx] * torch.randn(config.batch_size, Z, generator=g)
+                fake = problem.sample_prior(config.batch_size, g)
+                logits = like(torch.cat([real, fake]))
+                labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake), 1)])
+                loss = (
+                    loss
+                    + critic_loss(logits, labels)
+                    + GRADIENT_PENALTY_WEIGHT * gradient_penalty(like, real, fake, None, g)
+                )
             opt_c.zero_grad()
             loss.backward()
             opt_c.step()
@@ -237,6 +258,9 @@ def fit(
             w = problem.weights if problem.weights is not None else torch.ones(K)
             if realism is not None:
                 w = torch.cat([w, torch.full((1,), config.realism_weight)])
+            for like, (_, _, sign, weight) in zip(likes, problem.examples):
+                logits = torch.cat([logits, sign * like(z2)], -1)
+                w = torch.cat([w, torch.full((1,), float(weight))])
             terms = actor_loss(logits, z, z2, problem.sigma_bar, config.lambda_dist, w)
             opt_a.zero_grad()
             terms["loss"].backward()

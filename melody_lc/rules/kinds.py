@@ -30,7 +30,7 @@ from melody_lc.melody.pitches import (
     NAMES,
     pitch_name,
 )
-from melody_lc.rules import constraints, form
+from melody_lc.rules import constraints, examples, form
 from melody_lc.rules.args import bound_violation, bounds_words, parse_bounds, parse_pitch, parse_pitch_class
 from melody_lc.rules.base import RuleKind
 from melody_lc.rules.syntax import did_you_mean
@@ -376,6 +376,7 @@ BUILTIN_KINDS: tuple[RuleKind, ...] = (
     Start(),
     End(),
     *form.KINDS,
+    *examples.KINDS,
 )
 
 

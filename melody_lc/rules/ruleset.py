@@ -299,6 +299,10 @@ def compile_rules(lines: list, path: str, text: str, empty_ok: bool = False) -> 
             raise RulesError(
                 path, rl.line, rl.kind_column, f"'{kind.name}' names its own bars: it cannot be scoped to bars"
             )
+        if rl.scope is not None and getattr(kind, "whole_only", None):
+            raise RulesError(
+                path, rl.line, rl.kind_column, f"'{kind.name}' {kind.whole_only}: it cannot be scoped to bars"
+            )
         cur = Cursor(path, rl.line, rl.args, rl.args_offset)
         params = kind.parse(cur)
         cur.done()

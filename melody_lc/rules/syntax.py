@@ -55,6 +55,7 @@ class Cursor:
             self.tokens.append(Token(m.group(1), offset + m.start(1) + 1))
             pos = m.end()
         self.i = 0
+        self.text = text  # the arguments as written (a kind may read them whole: a path)
         self.end_column = offset + len(text.rstrip()) + 1
 
     # -- reading ---------------------------------------------------------------------------------

@@ -85,7 +85,9 @@ def test_the_fit_moves_the_actor_toward_the_examples_and_generate_hands_over_onl
 
     rules = parse_rules(f"like: {TUNES}\n")
     stats = load_fit_stats(REPO / "models" / "melody-16bar-folk", model)
-    config = FitConfig(rounds=3, initial_samples=256, samples_per_round=128)
+    config = FitConfig(
+        rounds=2, initial_samples=256, samples_per_round=128, initial_critic_steps=100, critic_steps=50, actor_steps=50
+    )
     fitted = fit_rules(rules, model, stats, config)
     ex = rules.rules[0].params["examples"]
     g = torch.Generator().manual_seed(3)
@@ -94,6 +96,6 @@ def test_the_fit_moves_the_actor_toward_the_examples_and_generate_hands_over_onl
         moved = fitted.actor(z, torch.zeros(128, 0))
     prior_d = ex.distance(model.decode(z, FIT_TEMPERATURE, g).numpy()).mean()
     actor_d = ex.distance(model.decode(moved, FIT_TEMPERATURE, g).numpy()).mean()
-    assert actor_d < prior_d - 0.05, (prior_d, actor_d)
+    assert actor_d < prior_d - 0.05, (prior_d, actor_d)  # on an AVX2 machine: 0.873 -> 0.563
     tokens, report = generate(rules, model, 8, fitted, seed=2)
     assert rules.satisfied(tokens).all() and report["all_rules"] == 1.0

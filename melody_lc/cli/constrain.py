@@ -349,6 +349,7 @@ def cmd_generate(args) -> int:
     from melody_lc.fileio import atomic_path, write_json
     from melody_lc.melody.render import pianoroll_sheet
     from melody_lc.rules import load_rules
+    from melody_lc.rules.examples import closeness_lines
     from melody_lc.rules.form import chord_halves
 
     _check_midi_options(args)
@@ -392,6 +393,8 @@ def cmd_generate(args) -> int:
     if len(tokens):
         pianoroll_sheet(tokens, out / "sheet.png", marks=rules.violations(tokens, report_conditions(report)))
     print(_report_table(report))
+    for line in closeness_lines(report):  # like:/unlike: how near the examples the melodies came
+        print(line)
     if not args.enforce and report["all_rules"] < 1:
         broken = round((1 - report["all_rules"]) * report["melodies"])
         print(

@@ -19,7 +19,7 @@ from melody_lc.melody.hardware import use_bf16
 from melody_lc.melody.model import HierarchicalMelodyVAE
 from melody_lc.melody.steer import Steer
 from melody_lc.rules import RuleSet
-from melody_lc.rules.examples import bind_examples
+from melody_lc.rules.examples import bind_examples, closeness_report
 
 if TYPE_CHECKING:
     from melody_lc.constrain.fitting import Fitted
@@ -136,6 +136,7 @@ def _summary(rules: RuleSet, tokens: np.ndarray, cond, shift: np.ndarray, method
         "mean_latent_shift": float(shift.mean()) if len(shift) else 0.0,
         "seconds": round(seconds, 3),
         "rules": per_rule,
+        **({"examples": ex} if (ex := closeness_report(rules, tokens)) else {}),
     }
 
 

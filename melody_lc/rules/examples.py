@@ -44,6 +44,7 @@ class ExampleSet:
         self.model = None
         self.mu = self.sigma = None  # (M, Z) posterior of each window
         self.tau = None
+        self.prior: dict = {}  # the model's own melodies: mean distance and feature overlap
 
     def __repr__(self) -> str:
         return f"ExampleSet({self.digest})"
@@ -57,7 +58,24 @@ class ExampleSet:
         g = torch.Generator().manual_seed(0)
         prior = model.decode(torch.randn(PRIOR_SAMPLES, model.config.z_size, generator=g), 0.5, g).numpy()
         self.model = model
-        self.tau = float(np.median(self.distance(prior)))
+        d = self.distance(prior)
+        self.tau = float(np.median(d))
+        self.prior = {"mean_distance": float(d.mean()), "feature_overlap": self.overlap(prior)}
+
+    def overlap(self, tokens: np.ndarray) -> float:
+        """Mean feature overlap of melodies with the example windows (melody_lc.melody.evaluate)."""
+        from melody_lc.melody.evaluate import feature_overlap
+
+        return feature_overlap(np.asarray(tokens), self.tokens)["mean"]
+
+    def closeness(self, tokens: np.ndarray) -> dict:
+        """How near melodies are to the examples, beside the model's own melodies (for reports)."""
+        return {
+            "mean_distance": float(self.distance(tokens).mean()),
+            "feature_overlap": self.overlap(tokens),
+            "threshold": self.tau,
+            "model_own": self.prior,
+        }
 
     @torch.inference_mode()
     def distance(self, tokens: np.ndarray) -> np.ndarray:
@@ -166,3 +184,22 @@ def bind_examples(rules, model) -> None:
     sets the threshold once per model)."""
     for r in example_rules(rules):
         r.params["examples"].bind(model)
+
+
+def closeness_report(rules, tokens: np.ndarray) -> dict:
+    """For each like/unlike rule, by name: :meth:`ExampleSet.closeness` of ``tokens``."""
+    return {
+        name: r.params["examples"].closeness(tokens)
+        for name, r in zip(rules.names, rules.rules)
+        if isinstance(r.kind, Like) and len(tokens)
+    }
+
+
+def closeness_lines(report: dict) -> list[str]:
+    """The report's closeness to the examples, in words (one line per like/unlike rule)."""
+    return [
+        f"{name}: mean latent distance to the examples {c['mean_distance']:.3f} (the model's own melodies: "
+        f"{c['model_own']['mean_distance']:.3f}; the rule's threshold {c['threshold']:.3f}), feature overlap "
+        f"with them {c['feature_overlap']:.3f} ({c['model_own']['feature_overlap']:.3f})"
+        for name, c in report.get("examples", {}).items()
+    ]

@@ -99,3 +99,14 @@ def test_the_fit_moves_the_actor_toward_the_examples_and_generate_hands_over_onl
     assert actor_d < prior_d - 0.05, (prior_d, actor_d)  # on an AVX2 machine: 0.873 -> 0.563
     tokens, report = generate(rules, model, 8, fitted, seed=2)
     assert rules.satisfied(tokens).all() and report["all_rules"] == 1.0
+    near = report["examples"]["like:1"]  # the report says how much nearer than the model's own melodies
+    assert near["mean_distance"] <= near["threshold"] < near["model_own"]["mean_distance"] + 0.1
+
+
+def test_generate_says_how_near_the_examples_its_melodies_came(tmp_path):
+    from tests.conftest import run_cli
+
+    res = run_cli("generate", "--rules", str(REPO / "rules" / "like_my_tunes.rules"), "-n", "4", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    (line,) = [x for x in res.stdout.splitlines() if x.startswith("like:4: mean latent distance to the examples")]
+    assert "(the model's own melodies: " in line and "feature overlap with them" in line

@@ -3,8 +3,10 @@
     python benchmarks/plan_morph.py [--rules rules/sparse_to_busy.rules] [--walks 64] [--model DIR]
 
 Each walk is a stream of its own (the live engine's phrase maker, seeded), played through one turn
-of the plan. For each phrase of the plan it prints: what plays there, the share of phrases that
-obey every rule they are held to (a section's own, or in a morph the rules every phrase shares),
+of the plan: as the model writes the walk (prior), through the actors without mask or redraws
+(actor), and as `stream` delivers it. For each phrase of the plan it prints: what plays there, the
+share of phrases that obey every rule they are held to (a section's own, or in a morph the rules
+every phrase shares) in each of the three, and of what is delivered:
 the share that meet every rule of the section before and of the section after (for a morph, how
 far it has come), the mean notes per bar, the mask's interventions per phrase, and the redraws.
 The fits are the shipped ones, a cached one, or made now (from the statistics shipped beside the
@@ -49,43 +51,61 @@ def main() -> None:
         raise SystemExit(f"{args.rules} has no phrase sections")
     fits = {rs.digest(): fit_for(rs, model, stats, args.data) for rs in plan.rulesets()}
     first = plan.at(0).rules
-    rows = [[] for _ in range(plan.length)]
-    t0 = time.perf_counter()
-    for w in range(args.walks):
-        maker = PhraseMaker(
-            model, first, fits[first.digest()], temperature=args.temperature, seed=w, plan=plan, fits=fits
-        )
-        for k in range(plan.length):
-            tokens, info = maker.next(k)
-            step = plan.at(k)
-            sides = (step.source, step.target) if step.source is not None else (step.section, step.section)
-            met = [bool(s.rules.satisfied(tokens[None]).all()) for s in sides]
-            rows[k].append(
-                {
-                    "held": all(info["satisfied"]),
-                    "met": met,
-                    "density": float(metrics.notes_per_bar(tokens[None]).mean()),
-                    "interventions": info.get("interventions", 0),
-                    "redraws": info.get("redraws", 0),
-                }
+
+    def play(fits: dict, enforce: bool) -> list[list[dict]]:
+        """Per phrase of the plan, what each walk played there."""
+        rows = [[] for _ in range(plan.length)]
+        for w in range(args.walks):
+            maker = PhraseMaker(
+                model,
+                first,
+                fits.get(first.digest()),
+                temperature=args.temperature,
+                seed=w,
+                enforce=enforce,
+                plan=plan,
+                fits=fits,
             )
+            for k in range(plan.length):
+                tokens, info = maker.next(k)
+                step = plan.at(k)
+                sides = (step.source, step.target) if step.source is not None else (step.section, step.section)
+                rows[k].append(
+                    {
+                        "held": all(info["satisfied"]),
+                        "met": [bool(s.rules.satisfied(tokens[None]).all()) for s in sides],
+                        "density": float(metrics.notes_per_bar(tokens[None]).mean()),
+                        "interventions": info.get("interventions", 0),
+                        "redraws": info.get("redraws", 0),
+                    }
+                )
+        return rows
+
+    prior = play({}, enforce=False)  # the walk decoded as the model writes it: no actor, no mask, no redraws
+    actor = play(fits, enforce=False)  # through the actors (a morph: between them), no mask, no redraws
+    t0 = time.perf_counter()
+    rows = play(fits, enforce=True)  # what stream plays: the actors, the mask, the check, redraws
     seconds = time.perf_counter() - t0
     print(f"{args.rules}: {args.walks} walks, one turn of {plan.length} phrases each, temperature {args.temperature:g}")
     print(
-        f"{'phrase':<52} {'obeys its rules':>15} {'meets before':>12} {'meets after':>11} "
-        f"{'notes/bar':>9} {'mask/phrase':>11} {'redrawn':>7}"
+        f"{'phrase':<52} {'obeys its rules: prior':>22} {'actor':>6} {'delivered':>9} {'meets before':>12} "
+        f"{'meets after':>11} {'notes/bar':>9} {'mask/phrase':>11} {'redrawn':>7}"
     )
     for k, r in enumerate(rows):
         step = plan.at(k)
         before, after = (f"{np.mean([x['met'][i] for x in r]):.0%}" for i in (0, 1))
         if step.source is None:
             before = after = "-"
+        held = [np.mean([x["held"] for x in rs[k]]) for rs in (prior, actor, rows)]
         print(
-            f"{step.words(plan.length, k):<52} {np.mean([x['held'] for x in r]):>15.1%} {before:>12} {after:>11} "
-            f"{np.mean([x['density'] for x in r]):>9.2f} {np.mean([x['interventions'] for x in r]):>11.1f} "
-            f"{np.mean([x['redraws'] > 0 for x in r]):>7.0%}"
+            f"{step.words(plan.length, k):<52} {held[0]:>22.1%} {held[1]:>6.1%} {held[2]:>9.1%} {before:>12} "
+            f"{after:>11} {np.mean([x['density'] for x in r]):>9.2f} "
+            f"{np.mean([x['interventions'] for x in r]):>11.1f} {np.mean([x['redraws'] > 0 for x in r]):>7.0%}"
         )
-    print(f"{seconds / (args.walks * plan.length) * 1000:.0f} ms per phrase (decode under the rules, check, redraws)")
+    print(
+        "meets before/after, notes/bar, mask and redrawn: what is delivered; "
+        f"{seconds / (args.walks * plan.length) * 1000:.0f} ms per delivered phrase (decode under the rules, check, redraws)"
+    )
 
 
 if __name__ == "__main__":

@@ -388,8 +388,8 @@ class LiveSession(ChainControls):
         if rec is None:
             return None
         rules = self.rules
-        if self.plan.sectioned and "section" in rec.info:
-            rules = self.plan.at(rec.index).rules
+        if self.plan.sectioned:  # the phrase's own rules (phrase 1's while the plan waits for its fits)
+            rules = self.plan.at(rec.index if "section" in rec.info else 0).rules
             if rules is None:  # a morph, with no rules shared by every phrase
                 return [None] * len(self.rules)
         values = rec.info.get("values") or (self.values if rules.open else None)

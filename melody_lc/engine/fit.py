@@ -142,6 +142,14 @@ class FitResult:
     best_satisfaction: float = 0.0
 
 
+def _real_vs_fake_loss(critic, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A realism-kind critic's loss: ``real`` latents (1) against ``fake`` ones (0), with the
+    gradient penalty (the realism critic on data encodings; a like/unlike critic on examples)."""
+    logits = critic(torch.cat([real, fake]))
+    labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake), 1)])
+    return critic_loss(logits, labels) + GRADIENT_PENALTY_WEIGHT * gradient_penalty(critic, real, fake, None, g)
+
+
 def fit(
     problem: LatentProblem, config: FitConfig = FitConfig(), progress: Callable[[dict], None] | None = None
 ) -> FitResult:
@@ -226,24 +234,11 @@ def fit(
                 ridx = torch.randint(0, len(problem.real_latents), (config.batch_size,), generator=g)
                 real = problem.real_latents[ridx]
                 fake = zb if config.realism_fakes == "prior+actor" else problem.sample_prior(config.batch_size, g)
-                logits = realism(torch.cat([real, fake]))
-                labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake), 1)])
-                loss = (
-                    loss
-                    + critic_loss(logits, labels)
-                    + GRADIENT_PENALTY_WEIGHT * gradient_penalty(realism, real, fake, None, g)
-                )
+                loss = loss + _real_vs_fake_loss(realism, real, fake, g)
             for like, (mu, sigma, _, _) in zip(likes, problem.examples):  # the examples' posteriors vs the prior
                 eidx = torch.randint(0, len(mu), (config.batch_size,), generator=g)
                 real = mu[eidx] + sigma[eidx] * torch.randn(config.batch_size, Z, generator=g)
-                fake = problem.sample_prior(config.batch_size, g)
-                logits = like(torch.cat([real, fake]))
-                labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake), 1)])
-                loss = (
-                    loss
-                    + critic_loss(logits, labels)
-                    + GRADIENT_PENALTY_WEIGHT * gradient_penalty(like, real, fake, None, g)
-                )
+                loss = loss + _real_vs_fake_loss(like, real, problem.sample_prior(config.batch_size, g), g)
             opt_c.zero_grad()
             loss.backward()
             opt_c.step()

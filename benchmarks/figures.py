@@ -58,6 +58,12 @@ BENCHMARKS = {
         "every message through a JACK port arrives once: asynchronous vs synchronous server",
         "2 min",
     ),
+    "synth_latency": ([], "from note to sound: the built-in synth on JACK, beside a MIDI port", "2 min"),
+    "render_speed": (
+        [],
+        "rendering melodies to audio: seconds of audio per second, and onsets where the notes start",
+        "1 min",
+    ),
     "latent_scale": ([], "the distance penalty's scale", "5 min"),
     "fit_choices": ([], "why the fit is built as it is: each of its choices undone in turn", "10 min"),
     "image_table": (["--digits"], "the paper's image table on real handwritten digits (not MNIST)", "40 min"),

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from melody_lc.chain.constrain import Constrain
-from melody_lc.chain.registry import FileLoop
+from melody_lc.chain.registry import FileLoop, SynthSink
 from melody_lc.chain.sources import read_loop
 from melody_lc.chain.spec import ChainError, ChainFile, Link
 
@@ -83,6 +83,13 @@ def check_files(cf: ChainFile) -> dict[str, tuple]:
                         link.column,
                         f"cannot write the recording {record}: {folder} is not writable",
                     )
+            if link.cls is SynthSink:
+                from melody_lc.audio.soundfonts import AudioError, find_soundfont
+
+                try:
+                    find_soundfont(link.values["soundfont"] or None)
+                except AudioError as e:
+                    raise ChainError(str(cf.path), link.line, link.column, str(e)) from None
             if link.cls is FileLoop:
                 try:
                     loops[link.values["path"]] = read_loop(link.values["path"])

@@ -75,6 +75,18 @@ class Rack:
             self.ports[key] = (opened, threading.Lock())
         return self.ports[key]
 
+    def synth(self, link: Link):
+        """(the built-in synth, its lock) for a ``synth(...)`` sink: one per sink, a JACK client
+        named after its chain (melody-lc-synth-lead)."""
+        from melody_lc.audio.port import SYNTH_CLIENT, SynthPort
+
+        key = ("synth", link.line, link.column)
+        if key not in self.ports:
+            chain = next(c.name for c in self.chains.chains if link in c.links)
+            port = SynthPort(link.values["soundfont"] or None, link.values["program"], name=f"{SYNTH_CLIENT}-{chain}")
+            self.ports[key] = (port, threading.Lock())
+        return self.ports[key]
+
     def _build(self, spec: ChainSpec) -> None:
         sink = spec.sink.cls.sink(spec.sink, self)
         slots = []

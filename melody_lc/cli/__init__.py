@@ -19,7 +19,7 @@ class CLIError(UserError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from melody_lc.cli import chain, constrain, data, image, live, model, rules, train
+    from melody_lc.cli import audio, chain, constrain, data, image, live, model, rules, train
 
     parser = argparse.ArgumentParser(
         prog="melody-lc",
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.register(sub)
     chain.register(sub)
     image.register(sub)
+    audio.register(sub)
     return parser
 
 

@@ -13,6 +13,8 @@ from melody_lc.choices import METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from melody_lc.cli.audio import output_options
+
     f = sub.add_parser("fit", help="fit critics and an actor for rules files (zero-shot, cached)")
     f.add_argument("rules", metavar="RULES", nargs="+")
     f.add_argument(
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--bpm", type=float, default=120.0)
     g.add_argument("--program", type=int, default=0)
+    output_options(g)
     g.add_argument(
         "--method",
         choices=METHODS,

@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     """The options ``stream`` and ``live`` share."""
+    from melody_lc.cli.audio import driver_option, soundfont_option
     from melody_lc.cli.constrain import _enforce_option
 
     s.add_argument(
@@ -75,6 +76,13 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
         help="send to this existing output port (part of its name will do) instead of opening a virtual one",
     )
     s.add_argument("--port-name", default="melody-lc", help="name of the virtual port (default melody-lc)")
+    s.add_argument(
+        "--synth",
+        action="store_true",
+        help="sound through melody-lc's built-in synth (no DAW needed); stream: instead of a MIDI port, "
+        "or beside the one --port names; live: beside the MIDI port ('a' switches it)",
+    )
+    s.add_argument("--program", type=int, help="the built-in synth's General MIDI program 0-127 (default 0, piano)")
     s.add_argument("--channel", type=int, default=1, help="MIDI channel 1-16 (default 1)")
     s.add_argument("--velocity", type=int, default=90)
     s.add_argument(
@@ -96,6 +104,8 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
         help="call and response: listen to this input port ('virtual' opens "
         "one named melody-lc-in) and answer each phrase played into it",
     )
+    soundfont_option(s)
+    driver_option(s)
     s.add_argument("--temperature", type=float, default=0.5)
     s.add_argument("--variation", type=float, default=0.35, help="how far each phrase moves from the last, 0..1")
     s.add_argument(
@@ -144,6 +154,8 @@ def _check(args) -> None:
         raise CLIError(f"--bpm must be 20-999, got {args.bpm:g}")
     if not 1 <= args.velocity <= 127:
         raise CLIError(f"--velocity must be 1-127, got {args.velocity}")
+    if args.program is not None and not 0 <= args.program <= 127:
+        raise CLIError(f"--program must be 0-127, got {args.program}")
     if phrases is not None and phrases < 1:
         raise CLIError(f"--phrases must be at least 1, got {args.phrases}")
     if args.temperature < 0:
@@ -174,7 +186,7 @@ def cmd_stream(args) -> int:
     from melody_lc.fileio import atomic_path
     from melody_lc.midi.live import LiveConfig, LiveEngine, wait_for_follow_start
     from melody_lc.midi.maker import PhraseMaker
-    from melody_lc.midi.ports import PortWatch, open_input, open_output
+    from melody_lc.midi.ports import PortWatch, open_input
     from melody_lc.rules.plan import load_plan
 
     _check(args)
@@ -183,7 +195,7 @@ def cmd_stream(args) -> int:
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     ports, closers = [], []
     try:
-        out = open_output(args.port, virtual_name=args.port_name)
+        out = _stream_output(args)
         ports.append(out)
         rules, model, fitted, fits = prepare_plan(args, plan)
         maker = PhraseMaker(
@@ -234,6 +246,25 @@ def cmd_stream(args) -> int:
                 p.close()
             except Exception:  # noqa: BLE001, S110 - closing a port that already failed
                 pass
+
+
+def _stream_output(args):
+    """Where ``stream`` plays: a MIDI port (named, or a virtual one); with --synth the built-in
+    synth, alone or beside the port --port names."""
+    from melody_lc.midi.ports import open_output
+
+    if not args.synth:
+        return open_output(args.port, virtual_name=args.port_name)
+    from melody_lc.audio.port import SynthPort, Tee
+
+    synth = SynthPort(args.soundfont, args.program, args.audio_driver)
+    if not args.port:
+        return synth
+    try:
+        return Tee(open_output(args.port), synth)
+    except BaseException:
+        synth.close()
+        raise
 
 
 class StatusFile:
@@ -353,6 +384,10 @@ def cmd_live(args) -> int:
         capture_last=args.capture_last,
         seed=args.seed,
         enforce=args.enforce,
+        synth=args.synth,
+        soundfont=args.soundfont,
+        program=args.program,
+        audio_driver=args.audio_driver,
     )
     from melody_lc.cli.chain import make_prepare
 

@@ -11,6 +11,8 @@ DEFAULT_MODEL_NAME = "melody-16bar-folk"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from melody_lc.cli.audio import output_options
+
     e = sub.add_parser("evaluate", help="held-out accuracies, ELBO, KL and feature overlap of prior samples")
     e.add_argument("--model", metavar="DIR", help=f"checkpoint (default: the shipped {DEFAULT_MODEL_NAME})")
     e.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="decode the prior itself (default: through the model's realism actor, where it has one)",
     )
     _add_model_and_midi_options(s)
+    output_options(s)
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("reconstruct", help="encode a melody and decode it again")
@@ -157,11 +160,16 @@ def _write(melody, path: Path, args, chords=None) -> None:
 
 
 def _write_all(tokens, prefix: str, args, chords=None) -> None:
-    """Each melody to OUT/PREFIX-0000.mid ...; with ``chords`` (per half bar), a chord track too."""
+    """Each melody to OUT/PREFIX-0000.mid ...; with ``chords`` (per half bar), a chord track too;
+    then the audio or playback that --audio and --play ask for."""
+    from melody_lc.cli.audio import after_writing
+
     out = Path(args.out)
-    for k, t in enumerate(tokens):
-        _write(t, out / f"{prefix}-{k:04d}.mid", args, chords)
+    paths = [out / f"{prefix}-{k:04d}.mid" for k in range(len(tokens))]
+    for t, path in zip(tokens, paths):
+        _write(t, path, args, chords)
     print(f"wrote {len(tokens)} melodies to {out}/")
+    after_writing(paths, args)
 
 
 # --------------------------------------------------------------------------------------------------

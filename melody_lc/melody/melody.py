@@ -267,10 +267,13 @@ def chord_voicing(symbol: str) -> list[int]:
     return ([low - 12 + (bass - root) % 12] if bass != root else []) + tones
 
 
+CHORD_PROGRAM = 48  # the chords track's General MIDI program: String Ensemble 1, a pad below the melody
+
+
 def _chord_track(chords: list[str | None], step_seconds: float, velocity: int):
     import pretty_midi
 
-    inst = pretty_midi.Instrument(program=0, name="chords")
+    inst = pretty_midi.Instrument(program=CHORD_PROGRAM, name="chords")
     half = BAR_STEPS // 2
     k = 0
     while k < len(chords):

@@ -31,7 +31,8 @@ class Api:
     virtual: bool  # can open virtual ports
 
 
-def _jack_running() -> bool:
+def jack_running() -> bool:
+    """A JACK server runs (rtmidi can open a JACK client)."""
     import rtmidi
 
     if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
@@ -53,7 +54,7 @@ def choose_api() -> Api:
     elif sys.platform.startswith("linux"):
         if os.path.exists("/dev/snd/seq"):
             name = "alsa"
-        elif _jack_running():
+        elif jack_running():
             name = "jack"
         else:
             raise PortError(

@@ -54,6 +54,7 @@ class LiveApp(ChainsPanel, App):
         Binding("c", "clock", "Clock mode", show=False),
         Binding("o", "output", "Output port", show=False),
         Binding("i", "input", "Input port (call and response)", show=False),
+        Binding("a", "synth", "Built-in synth on/off", show=False),
         Binding("right_square_bracket", "channel(1)", "Channel +1", show=False, key_display="]"),
         Binding("left_square_bracket", "channel(-1)", "Channel -1", show=False, key_display="["),
         Binding("l", "hold", "Hold"),
@@ -275,8 +276,9 @@ class LiveApp(ChainsPanel, App):
         cur = s.current()
         where = f"phrase {cur.index + 1}, bar {int(s.engine.step()) // BAR_STEPS + 1}" if cur is not None else ""
         inp = f"   in {st.input}" if st.input else ""
+        synth = " + synth" if st.synth and s.chains is None else ""
         self.query_one("#transport", Static).update(
-            f"{state}   {bpm}   clock {st.clock}   out {s.output_name}   ch {st.channel + 1}{inp}   "
+            f"{state}   {bpm}   clock {st.clock}   out {s.output_name}{synth}   ch {st.channel + 1}{inp}   "
             f"temp {st.temperature:.2f}   {where}"
         )
         if s.rules.open:
@@ -417,6 +419,15 @@ class LiveApp(ChainsPanel, App):
             [("none (no call and response)", None), ("melody-lc-in (a virtual input)", "virtual")],
             self.session.set_input,
         )
+
+    def action_synth(self) -> None:
+        from melody_lc.errors import UserError
+
+        try:
+            self.session.toggle_synth()
+        except UserError as e:  # no FluidSynth, a bad sound font, no audio output: said, and nothing else changes
+            self.log_line(f"built-in synth: {e}")
+        self._update_status()
 
     def action_hold(self) -> None:
         self.session.toggle_hold()

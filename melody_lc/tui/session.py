@@ -48,6 +48,10 @@ class LiveSettings:
     capture_last: int = 4  # 'capture last N phrases'
     seed: int = 0
     enforce: bool = True  # decode under the rules' constraints and verify (False: the raw output)
+    synth: bool = False  # also sound through the built-in synth (melody_lc/audio)
+    soundfont: str | None = None  # its sound font (None: the default, audio/soundfonts.py)
+    program: int | None = None  # its GM program (None: as the stream's program changes say, else piano)
+    audio_driver: str | None = None  # FluidSynth's audio driver (None: JACK where it runs, else the default)
 
 
 def value_text(rules: RuleSet, name: str, value: float) -> str:
@@ -123,7 +127,8 @@ class LiveSession(ChainControls):
             fits=self.fits,
         )
         self.engine: LiveEngine | None = None
-        self.out = None
+        self.out = None  # a Tee: the MIDI port, and the built-in synth while it is on
+        self.synth = None  # audio.port.SynthPort, made when first switched on
         self.inputs: list = []
         self.watch: PortWatch | None = None
         self.history: list[PhraseRecord] = []  # every phrase played, over every play
@@ -144,8 +149,39 @@ class LiveSession(ChainControls):
 
     def _open_output(self) -> None:
         if self.out is None:
-            self.out = open_output(self.settings.output, virtual_name=self.settings.port_name)
-            self.watch = PortWatch(self.out)
+            from melody_lc.audio.port import Tee
+
+            if self.settings.synth:
+                self._open_synth()
+            midi = open_output(self.settings.output, virtual_name=self.settings.port_name)
+            self.out = Tee(midi, *([self.synth] if self.synth is not None else []))
+            self.watch = PortWatch(midi)
+
+    def _open_synth(self) -> None:
+        """The built-in synth, beside the MIDI port. Audio problems raise :class:`AudioError`."""
+        if self.synth is None:
+            from melody_lc.audio.port import SynthPort
+
+            s = self.settings
+            self.synth = SynthPort(s.soundfont, s.program, s.audio_driver)
+            if self.out is not None:
+                self.out.ports.append(self.synth)
+
+    def toggle_synth(self) -> bool:
+        """The built-in synth on or off (off: muted, every note it sounds ended); returns whether on.
+        A chain file's chains sound through their own sinks (``synth(...)`` there)."""
+        with self.lock:
+            if self.chains is not None:
+                self.log("the chains sound through their sinks: give a chain a synth(...) sink in its file")
+                return False
+            on = not self.settings.synth
+            if on and self.synth is None:
+                self._open_synth()
+            elif self.synth is not None:
+                self.synth.muted = not on
+            self.settings.synth = on
+            self.log(f"built-in synth {'on (' + self.synth.driver + ')' if on else 'off'}")
+            return on
 
     def _open_inputs(self, engine: LiveEngine) -> None:
         s = self.settings
@@ -253,13 +289,13 @@ class LiveSession(ChainControls):
         """Stop (with panic) and close every port: the app calls this on every way out."""
         with self.lock:
             self._end_engine()
-            for p in [self.watch, self.out]:
+            for p in [self.watch, self.out if self.out is not None else self.synth]:  # the Tee holds the synth
                 if p is not None:
                     try:
                         p.close()
                     except Exception:  # noqa: BLE001, S110 - a port that already failed
                         pass
-            self.out = self.watch = None
+            self.out = self.watch = self.synth = None
 
     # -- settings that apply on the fly ------------------------------------------------------------
     def set_bpm(self, bpm: float) -> None:

@@ -44,32 +44,36 @@ def _best_offset(onsets: np.ndarray, starts: np.ndarray) -> float:
     return max(tries, key=lambda d: matched(onsets, starts + d, before=TOLERANCE[0], after=TOLERANCE[1])[0])
 
 
-def _heard(onsets: np.ndarray, starts: np.ndarray, score_from: float = 0.0) -> tuple[float, float]:
-    """(share of the notes from ``score_from`` s on heard, share of the onsets heard while they
-    played that are notes). The notes are followed in order: each is looked for where the note
-    before it was heard plus the time between them, within :data:`TOLERANCE`. So the rhythm is
-    checked note to note, and a dummy JACK driver's clock, which falls behind the wall clock by a
-    stalled cycle now and then (steps of 20-35 ms seen), costs one note, not every note after it."""
+def _heard(onsets: np.ndarray, starts: np.ndarray, score_from: float = 0.0) -> tuple[float, float, float]:
+    """(share of the notes heard, share of the heard neighbours whose time apart is the notes'
+    within :data:`TOLERANCE`, share of the onsets while they played that are notes). The notes are
+    followed in order: each is looked for within 40 ms of where the note before it was heard plus
+    the time between them. So the rhythm is judged note to note, and a dummy JACK driver's clock,
+    which falls behind the wall clock when a cycle stalls (steps of 20-35 ms seen on a loaded
+    machine), costs one interval, not every note after it. Notes before ``score_from`` s only lead in."""
     offset = _best_offset(onsets, starts)
-    heard, window = set(), [None, None]
-    for t in starts:
+    found: dict[int, int] = {}
+    for i, t in enumerate(starts):
         d = onsets - (t + offset)
-        near = np.flatnonzero((d >= -TOLERANCE[0]) & (d <= TOLERANCE[1]))
-        if t >= score_from and window[0] is None:
-            window[0] = t + offset
+        near = np.flatnonzero(np.abs(d) <= 0.040)
         if len(near):
-            k = int(near[np.abs(d[near]).argmin()])
-            offset = onsets[k] - t
-            if t >= score_from:
-                heard.add(k)
-        else:  # a step in the clock: the note is counted unheard, and the next ones are followed from it
-            wide = np.flatnonzero(np.abs(d) <= 0.05)
-            if len(wide):
-                offset = onsets[wide[np.abs(d[wide]).argmin()]] - t
-    window[1] = starts[-1] + offset
-    during = set(np.flatnonzero((onsets >= window[0] - 0.05) & (onsets <= window[1] + 0.05)).tolist())
-    scored = int((starts >= score_from).sum())
-    return len(heard) / scored, len(heard & during) / max(len(during), 1)
+            found[i] = int(near[np.abs(d[near]).argmin()])
+            offset = onsets[found[i]] - t
+    scored = [i for i, t in enumerate(starts) if t >= score_from]
+    heard = [i for i in scored if i in found]
+    pairs = [(i, i + 1) for i in heard if i + 1 in found]
+    steady = [
+        -TOLERANCE[0] <= (onsets[found[j]] - onsets[found[i]]) - (starts[j] - starts[i]) <= TOLERANCE[1]
+        for i, j in pairs
+    ]
+    lo, hi = onsets[found[heard[0]]] - 0.05 if heard else 0, onsets[found[heard[-1]]] + 0.05 if heard else 0
+    during = np.flatnonzero((onsets >= lo) & (onsets <= hi))
+    used = {found[i] for i in heard}
+    return (
+        len(heard) / max(len(scored), 1),
+        float(np.mean(steady)) if steady else 0.0,
+        len(used & set(during.tolist())) / max(len(during), 1),
+    )
 
 
 def _dominant_hz(x: np.ndarray, sr: int) -> float:
@@ -112,8 +116,8 @@ def test_the_synth_port_sounds_every_note_at_a_steady_latency_and_in_tune(jack, 
     assert np.abs(audio).max() > 0.01  # it sounds
     onsets, sent_s = energy_onsets(audio, sr), (np.asarray(sent) - first) / sr
     # every note heard, in the rhythm it was sent in, a steady time after it was sent
-    recall, precision = _heard(onsets, sent_s)
-    assert recall >= 0.8 and precision >= 0.8, (recall, precision)
+    heard, steady, precision = _heard(onsets, sent_s)
+    assert heard >= 0.8 and steady >= 0.8 and precision >= 0.8, (heard, steady, precision)
     assert 0 <= _best_offset(onsets, sent_s) < 0.05  # the latency: a JACK period or two
     k = a4 - first + sr // 5
     assert _dominant_hz(audio[k : k + sr // 4].mean(1), sr) == pytest.approx(440, rel=0.01)
@@ -135,9 +139,10 @@ def test_stream_synth_sounds_the_phrase_it_plays(jack, tmp_path):
     starts = note_starts(record)
     assert len(starts) >= 16
     onsets = energy_onsets(audio, sr)
-    recall, precision = _heard(onsets, starts)
-    # most notes heard (a legato one may hide in the energy), and little heard where no note starts
-    assert recall >= 0.7 and precision >= 0.8, (recall, precision)
+    heard, steady, precision = _heard(onsets, starts)
+    # most notes heard (a legato one may hide in the energy, and a loaded machine drops one now and
+    # then: 65-70% heard with two busy processes beside it), in their rhythm, little heard where no note starts
+    assert heard >= 0.75 and steady >= 0.8 and precision >= 0.8, (heard, steady, precision)
     offset = _best_offset(onsets, starts)
     end = int((starts[-1] + offset) * sr)
     assert 10 * np.log10(np.mean(audio[int((starts[0] + offset) * sr) : end] ** 2)) > -40  # sounding throughout
@@ -160,8 +165,8 @@ def test_a_chains_synth_sink_sounds_its_loop(jack, tmp_path, melody_files):
     # While the capture joins JACK's graph, just as the chain starts, the first notes can sound late
     # (up to 0.1 s measured, on time after): the rhythm is checked from the second beat on.
     starts = note_starts(melody_files[0])
-    recall, precision = _heard(energy_onsets(audio, sr), starts[starts < 7.0], score_from=1.0)
-    assert recall >= 0.7 and precision >= 0.8, (recall, precision)
+    heard, steady, precision = _heard(energy_onsets(audio, sr), starts[starts < 7.0], score_from=1.0)
+    assert heard >= 0.75 and steady >= 0.8 and precision >= 0.8, (heard, steady, precision)
 
 
 def test_a_chain_file_with_a_broken_sound_font_is_an_error_at_its_line(tmp_path):
@@ -220,3 +225,34 @@ def test_the_a_key_switches_the_synth_and_the_status_line_says_so(jack, make_ses
             assert session.synth.muted and "+ synth" not in str(app.query_one("#transport").render())
 
     asyncio.run(scenario())
+
+
+def test_play_sounds_on_jack_and_ctrl_c_stops_it_cleanly(jack, melody_files):
+    import signal
+
+    env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "melody_lc", "play", str(melody_files[0])], env=env, cwd=REPO, stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for_client(SYNTH_CLIENT)
+        with JackCapture(_ports(SYNTH_CLIENT), name="play-capture") as cap:
+            time.sleep(2.0)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == 130
+            time.sleep(0.3)
+        audio, sr = cap.audio(), cap.sample_rate
+    finally:
+        proc.kill()
+    said = proc.stderr.read().decode()
+    assert "playing" in said and "interrupted" in said and "Traceback" not in said
+    assert np.abs(audio[:sr]).max() > 0.01  # it sounded
+    assert f"{SYNTH_CLIENT}:left" not in subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout
+
+
+def test_no_audio_output_is_one_line_and_exit_2(melody_files):
+    from tests.conftest import run_cli
+
+    r = run_cli("play", str(melody_files[0]), "--audio-driver", "no-such-driver")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "no audio output" in r.stderr

@@ -145,3 +145,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.live)
         if names & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+    # The audio tests run last: they start FluidSynth and capture clients on the JACK server, and in
+    # the two clean-clone runs where they ran first, the MIDI chain tests after them lost messages
+    # (in the runs before, without them, those passed).
+    items.sort(key=lambda item: Path(str(item.fspath)).parent.name == "audio")

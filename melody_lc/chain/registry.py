@@ -108,19 +108,14 @@ class Record(Processor):
         return Sink(record=link.values["path"])
 
 
-class SynthSink(Processor):
+class SynthSink(Out):  # records as out(...) does
     name = "synth"
-    kind = "sink"
     summary = "sounds through melody-lc's built-in General MIDI synth (no DAW needed), and can record"
     params = (
         Param("program", "int", 0, min=0, max=127, help="General MIDI program (default 0, piano)"),
         Param("soundfont", "str", "", help="a sound font by path or by name (default: TimGM6mb)"),
         Param("record", "path", "", help="also write what was sent to this .mid file"),
     )
-
-    @staticmethod
-    def recording(link) -> str | None:
-        return link.values["record"] or None
 
     @staticmethod
     def sink(link, rack):

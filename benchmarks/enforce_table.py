@@ -20,8 +20,8 @@ melody obeying every rule. Every row decodes at the fit temperature (0.5).
 
 Also printed: the CPU and its flags, the float32 matmul reference measured in the same run, and
 the speed of decoding with masks against decoding without: the actor's latents decoded and checked
-both ways in turn, three times each, the fastest of each compared (a shared machine's pauses
-would otherwise decide the ratio).
+both ways back to back, five times (after one turn to warm up), the median of the five ratios
+(a shared machine's bursts of load would otherwise decide it).
 """
 
 from __future__ import annotations
@@ -72,21 +72,25 @@ def fit_for(rules, model, stats, data: str):
     )
 
 
-def mask_speed(rules, model, fitted, n: int, repeats: int = 3) -> float:
-    """Decoding with masks over decoding without, as speeds (1: as fast): the fastest of
-    ``repeats`` turns of each, the two alternating, on the same actor latents."""
+def mask_speed(rules, model, fitted, n: int, pairs: int = 5) -> float:
+    """Decoding with masks over decoding without, as speeds (1: as fast), on the same actor
+    latents: the median over ``pairs`` turns of the two back to back (a shared machine's bursts of
+    load fall on both halves of a pair, so the median of the pairs' ratios is steadier than either time)."""
     rng = np.random.default_rng(1)
     cond = rules.sample_conditions(n, rng) if rules.open else None
     cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
     with torch.no_grad():
         z = fitted.actor(torch.randn(n, model.config.z_size, generator=torch.Generator().manual_seed(1)), cvec)
-    best = {False: float("inf"), True: float("inf")}
-    for _ in range(repeats):
-        for masked in best:
+    ratios = []
+    for turn in range(pairs + 1):
+        seconds = {}
+        for masked in (False, True):
             t = time.perf_counter()
             decode_checked(rules, model, z, cond, FIT_TEMPERATURE, torch.Generator().manual_seed(2), mask=masked)
-            best[masked] = min(best[masked], time.perf_counter() - t)
-    return best[False] / best[True]
+            seconds[masked] = time.perf_counter() - t
+        if turn:  # the first pair warms up
+            ratios.append(seconds[False] / seconds[True])
+    return float(np.median(ratios))
 
 
 def measure(rules, model, fitted, n: int, held: dict, share_bars: bool = True) -> dict:

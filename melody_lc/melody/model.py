@@ -199,52 +199,61 @@ class HierarchicalMelodyVAE(nn.Module):
         rules' decode-time constraints, :mod:`melody_lc.melody.steer`) each row is a whole melody
         and its bars run in sequence (256 steps over B rows), so a constraint sees across bar lines.
         """
-        if bf16:
-            with torch.autocast(z.device.type, dtype=torch.bfloat16):
-                return self.decode(z, temperature, generator, steer=steer)
         B = z.shape[0]
-        bars = self.bar_embeddings(z)
-        if steer is not None and steer.bar_source is not None:  # bars that repeat others share their embedding
-            bars = bars[:, steer.bar_source]
-        h0, c0 = self.decoder_state(bars)  # (layers, B*16, H)
-        w_ih0 = self.decoder.weight_ih_l0  # (4H, V + C)
-        emb_gates = (
-            bars.reshape(B * NUM_BARS, -1) @ w_ih0[:, NUM_CLASSES:].T
-            + self.decoder.bias_ih_l0
-            + self.decoder.bias_hh_l0
-        )
-        token_gates = w_ih0[:, :NUM_CLASSES].T  # (V, 4H): one-hot input -> a row lookup
+        # bf16: the one-off parts under autocast; the step loop's weights are cast once here, not
+        # at every step as autocast would (the same arithmetic: bf16 matmuls, fp32 where autocast has it)
+        with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=bf16):
+            bars = self.bar_embeddings(z)
+            if steer is not None and steer.bar_source is not None:  # bars that repeat others share their embedding
+                bars = bars[:, steer.bar_source]
+            h0, c0 = self.decoder_state(bars)  # (layers, B*16, H)
+            w_ih0 = self.decoder.weight_ih_l0  # (4H, V + C)
+            emb_gates = (
+                bars.reshape(B * NUM_BARS, -1) @ w_ih0[:, NUM_CLASSES:].T
+                + self.decoder.bias_ih_l0
+                + self.decoder.bias_hh_l0
+            )
+        token_gates = w_ih0[:, :NUM_CLASSES].T.contiguous()  # (V, 4H): one-hot input -> a row lookup
+        cast = (lambda w: w.to(torch.bfloat16)) if bf16 else (lambda w: w)
         layers = [
             (
-                getattr(self.decoder, f"weight_ih_l{k}"),
-                getattr(self.decoder, f"weight_hh_l{k}"),
-                getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"),
+                cast(getattr(self.decoder, f"weight_ih_l{k}")),
+                cast(getattr(self.decoder, f"weight_hh_l{k}")),
+                cast(getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}")),
             )
             for k in range(self.config.decoder_layers)
         ]
+        output = (cast(self.output.weight), cast(self.output.bias))
         if steer or self.config.bar_carry:
-            return self._decode_in_sequence(h0, c0, emb_gates, token_gates, layers, temperature, generator, steer)
+            return self._decode_in_sequence(
+                h0, c0, emb_gates, token_gates, layers, output, temperature, generator, steer
+            )
         hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
         out = torch.empty(B * NUM_BARS, BAR_STEPS, dtype=torch.long, device=z.device)
         gates_in = emb_gates
         for t in range(BAR_STEPS):
-            tok = _draw(self._step(gates_in, hs, cs, layers), temperature, generator)
+            tok = _draw(self._step(gates_in, hs, cs, layers, output), temperature, generator)
             out[:, t] = tok
             gates_in = emb_gates + token_gates[tok]
         return out.view(B, STEPS)
 
-    def _step(self, gates_in: torch.Tensor, hs: list, cs: list, layers: list) -> torch.Tensor:
-        """One step of the bar LSTM (states updated in place in ``hs``, ``cs``) -> logits (rows, V)."""
+    @staticmethod
+    def _step(gates_in: torch.Tensor, hs: list, cs: list, layers: list, output: tuple) -> torch.Tensor:
+        """One step of the bar LSTM (states updated in place in ``hs``, ``cs``) -> logits (rows, V).
+        Matmuls run in the weights' dtype (bf16 or fp32), their inputs cast to it."""
         x = None
         for k, (w_ih, w_hh, b) in enumerate(layers):
-            g = (gates_in if k == 0 else torch.addmm(b, x, w_ih.T)) + hs[k] @ w_hh.T
+            dt = w_hh.dtype
+            g = (gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T)) + hs[k].to(dt) @ w_hh.T
             i, f, gg, o = g.chunk(4, dim=-1)
             cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
             hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])
             x = hs[k]
-        return self.output(x)
+        return F.linear(x.to(output[0].dtype), *output)
 
-    def _decode_in_sequence(self, h0, c0, emb_gates, token_gates, layers, temperature, generator, steer: Steer | None):
+    def _decode_in_sequence(
+        self, h0, c0, emb_gates, token_gates, layers, output, temperature, generator, steer: Steer | None
+    ):
         layer_count, rows, size = h0.shape
         B = rows // NUM_BARS
         h0, c0 = h0.view(layer_count, B, NUM_BARS, size), c0.view(layer_count, B, NUM_BARS, size)
@@ -255,16 +264,17 @@ class HierarchicalMelodyVAE(nn.Module):
         for bar in range(NUM_BARS):  # each bar restarts from its embedding, as in training
             hs, cs = list(h0[:, :, bar].unbind(0)), list(c0[:, :, bar].unbind(0))
             carried = self.config.bar_carry and tok is not None  # the previous bar's last token
-            gates_in = emb_gates[:, bar] + token_gates[tok] if carried else emb_gates[:, bar]
+            bar_gates = emb_gates[:, bar]
+            gates_in = bar_gates + token_gates[tok] if carried else bar_gates
             for t in range(BAR_STEPS):
-                logits = self._step(gates_in, hs, cs, layers)
+                logits = self._step(gates_in, hs, cs, layers, output)
                 tok = (
                     steer.choose(logits, state, temperature, generator)
                     if steer
                     else _draw(logits, temperature, generator)
                 )
                 out[:, bar * BAR_STEPS + t] = tok
-                gates_in = emb_gates[:, bar] + token_gates[tok]
+                gates_in = bar_gates + token_gates[tok]
         return out
 
     @torch.inference_mode()

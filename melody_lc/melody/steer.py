@@ -89,24 +89,24 @@ class DecodeState:
     def update(self, tok: torch.Tensor) -> None:
         """Record the classes (N,) just written at this step."""
         self.tokens[:, self.step] = tok
-        is_note, hold = tok < NUM_PITCHES, tok == HOLD
-        silent = (tok == REST) | (hold & ~self.sounding)
-        self.silent_steps += silent
+        is_note = tok < NUM_PITCHES
         pitch = tok.clamp(max=127)
+        # a note sounds into the next step after a note-on, or a HOLD of a sounding note; else silence
+        self.sounding = is_note | ((tok == HOLD) & self.sounding)
+        self.silent_steps += ~self.sounding
         leap = torch.where(is_note & (self.last_pitch >= 0), (pitch - self.last_pitch).abs(), 0)
         self.max_leap = torch.maximum(self.max_leap, leap)
         self.last_pitch = torch.where(is_note, pitch, self.last_pitch)
-        self.highest = torch.where(is_note, torch.maximum(self.highest, pitch), self.highest)
-        self.lowest = torch.where(is_note, torch.minimum(self.lowest, pitch), self.lowest)
-        rows = is_note.nonzero().squeeze(1)
-        self.used[rows, pitch[rows]] = True
-        self.distinct = self.used.sum(1)
+        self.highest = torch.maximum(self.highest, torch.where(is_note, pitch, -1))
+        self.lowest = torch.minimum(self.lowest, torch.where(is_note, pitch, 128))
+        was_used = self.used.gather(1, pitch[:, None])
+        self.used.scatter_(1, pitch[:, None], was_used | is_note[:, None])
+        self.distinct = self.distinct + (is_note & ~was_used[:, 0])
         self.onsets += is_note
         if self.step % BAR_STEPS == BAR_STEPS - 1:  # the bar is complete: the next step starts a new one
             self.bar_onsets = torch.zeros_like(self.bar_onsets)
         else:
             self.bar_onsets = self.bar_onsets + is_note
-        self.sounding = is_note | (hold & self.sounding)
         self.step += 1
 
 
@@ -198,9 +198,15 @@ class Steer:
 
     def start(self, n: int, device="cpu") -> DecodeState:
         z = torch.zeros(n, device=device)
-        self.stats = SteerStats(
-            z.long(), z.clone(), z.bool(), {name: z.long() for name, _ in self.constraints}, [None] * n
-        )
+        names = list(dict.fromkeys(name for name, _ in self.constraints))  # a rule may have several constraints
+        self._row = [names.index(name) for name, _ in self.constraints]
+        self._by_rule = torch.zeros(len(names), n, dtype=torch.long, device=device)  # rows of stats.by_rule
+        self.stats = SteerStats(z.long(), z.clone(), z.bool(), dict(zip(names, self._by_rule)), [None] * n)
+        # only the constraints that override a hook are asked, each step
+        self._needing = [c for _, c in self.constraints if type(c).notes_needed is not Constraint.notes_needed]
+        self._limiting = [c for _, c in self.constraints if type(c).notes_left is not Constraint.notes_left]
+        self._no_need = torch.zeros(n, dtype=torch.long, device=device), torch.zeros(n, dtype=torch.bool, device=device)
+        self._no_limit = torch.full((n,), STEPS, dtype=torch.long, device=device)
         return DecodeState(n, device)
 
     def choose(
@@ -213,33 +219,40 @@ class Steer:
             logits[torch.arange(len(logits), device=logits.device), self.prefer[:, state.step]] += self.keep
         probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), -1)
         raw = logits.argmax(-1) if temperature <= 0 else draw(probs, generator)
-        needed = [k for _, c in self.constraints if (k := c.notes_needed(state)) is not None]
-        if needed:
+        needed = [k for c in self._needing if (k := c.notes_needed(state)) is not None]
+        if len(needed) > 1:
             state.notes_needed = torch.stack([count for count, _ in needed]).amax(0)
             state.note_needed_now = torch.stack([now for _, now in needed]).any(0)
         else:
-            state.notes_needed, state.note_needed_now = torch.zeros_like(state.onsets), state.sounding & False
-        limits = [k for _, c in self.constraints if (k := c.notes_left(state)) is not None]
-        state.notes_left = torch.stack(limits).amin(0) if limits else torch.full_like(state.onsets, STEPS)
-        masks = [(name, m) for name, c in self.constraints if (m := c.allowed(state)) is not None]
+            state.notes_needed, state.note_needed_now = needed[0] if needed else self._no_need
+        limits = [k for c in self._limiting if (k := c.notes_left(state)) is not None]
+        state.notes_left = (torch.stack(limits).amin(0) if len(limits) > 1 else limits[0]) if limits else self._no_limit
+        which, masks = [], []
+        for i, (_, c) in enumerate(self.constraints):
+            if (m := c.allowed(state)) is not None:
+                which.append(i)
+                masks.append(m)
         tok = raw
         if masks:
-            allowed = masks[0][1].clone()
-            for _, m in masks[1:]:
+            allowed = masks[0] & masks[1] if len(masks) > 1 else masks[0]  # a new tensor, or a rule's own
+            for m in masks[2:]:
                 allowed &= m
-            dead = ~allowed.any(1)
-            if dead.any():
-                self._dead_ends(dead, masks)
+            some = allowed.any(1)
+            if not some.all():
+                dead = ~some
+                self._dead_ends(dead, [(self.constraints[i][0], m) for i, m in zip(which, masks)])
+                allowed = allowed.clone()
                 allowed[dead] = True  # a dead end writes what the decoder wrote; verification redraws it
-            rows = torch.arange(len(raw), device=raw.device)
-            hit = ~allowed[rows, raw]
+            hit = ~allowed.gather(1, raw[:, None]).squeeze(1)
             s = self.stats
-            s.mass_removed += (probs * ~allowed).sum(1)
+            s.mass_removed += probs.masked_fill(allowed, 0).sum(1)
             s.interventions += hit
-            for name, m in masks:
-                s.by_rule[name] += hit & ~m[rows, raw]
             if hit.any():
                 idx = hit.nonzero().squeeze(1)
+                # which rules forbade the decoder's class, in the rows where it was forbidden
+                rule = torch.tensor([self._row[i] for i in which])[:, None].expand(-1, len(idx))
+                forbade = ~torch.stack([m[idx, raw[idx]] for m in masks])  # (rules, rows hit)
+                self._by_rule.index_put_((rule, idx.expand_as(rule)), forbade.long(), accumulate=True)
                 if temperature <= 0:
                     again = logits[idx].masked_fill(~allowed[idx], float("-inf")).argmax(-1)
                 else:

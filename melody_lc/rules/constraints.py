@@ -60,7 +60,7 @@ class PitchClasses(Constraint):
         self.pitches = only_notes(pcs[:, PITCHES % 12])  # (N, 130)
 
     def allowed(self, state):
-        return _needs_a_note(self.pitches.clone(), state)
+        return _needs_a_note(self.pitches.clone(), state) if state.steps_left == 1 else self.pitches
 
 
 class PitchRange(Constraint):
@@ -136,6 +136,9 @@ class Leap(Constraint):
 
     def __init__(self, low: int | None, high: int | None) -> None:
         self.low, self.high = low, high
+        if high is not None:
+            last = torch.arange(-1, 128)[:, None]
+            self.after = only_notes((last < 0) | ((PITCHES[None, :] - last).abs() <= high))  # (129, 130)
 
     def notes_needed(self, state):
         if not self.low:
@@ -144,12 +147,11 @@ class Leap(Constraint):
         return torch.where(state.last_pitch >= 0, 1, 2) * short, short
 
     def allowed(self, state):
-        mask = everything(state.n)
-        has_last = state.last_pitch >= 0
-        distance = (PITCHES[None, :] - state.last_pitch[:, None]).abs()  # (N, 128)
-        if self.high is not None:
-            mask[:, :128] &= ~has_last[:, None] | (distance <= self.high)
+        # the classes allowed after each last pitch (row 0: no note yet), looked up by the row's last pitch
+        mask = self.after[state.last_pitch + 1] if self.high is not None else everything(state.n)
         if self.low:
+            has_last = state.last_pitch >= 0
+            distance = (PITCHES[None, :] - state.last_pitch[:, None]).abs()  # (N, 128)
             short = state.max_leap < self.low
             notes_needed = torch.where(has_last, 1, 2) * short  # a leap needs two notes
             force_note(mask, short & (notes_needed >= state.steps_left))

@@ -145,7 +145,8 @@ class Constraint:
     (a decode calls it once per step, steps in order, on the same N rows)."""
 
     def allowed(self, state: DecodeState) -> torch.Tensor | None:
-        """(N, 130) bool: the classes step ``state.step`` may take; None when anything may."""
+        """(N, 130) bool: the classes step ``state.step`` may take; None when anything may. The
+        steer only reads it, so a constraint may return the same tensor at every step."""
         raise NotImplementedError
 
     def notes_needed(self, state: DecodeState) -> tuple[torch.Tensor, torch.Tensor] | None:

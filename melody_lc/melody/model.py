@@ -19,6 +19,7 @@ sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 25
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -202,7 +203,7 @@ class HierarchicalMelodyVAE(nn.Module):
         B = z.shape[0]
         # bf16: the one-off parts under autocast; the step loop's weights are cast once here, not
         # at every step as autocast would (the same arithmetic: bf16 matmuls, fp32 where autocast has it)
-        with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(z.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             bars = self.bar_embeddings(z)
             if steer is not None and steer.bar_source is not None:  # bars that repeat others share their embedding
                 bars = bars[:, steer.bar_source]

@@ -98,6 +98,27 @@ def test_fused_sampling_loop_matches_teacher_forcing(bar_carry):
     assert torch.equal(model.sample(3, 1.0, g1), model.sample(3, 1.0, g2))
 
 
+def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():
+    """The step loop's weights are cast to bf16 once per decode: the same arithmetic as autocast
+    casting them at every step, so the same tokens, unsteered (bars at once) and steered (in sequence)."""
+    from melody_lc.melody.hardware import bf16_lstm_works
+    from melody_lc.melody.steer import Steer
+    from melody_lc.rules.constraints import PitchRange
+
+    if not bf16_lstm_works():
+        pytest.skip("this CPU has no bf16 LSTM (AVX2 only): decoding never uses bf16 here")
+    torch.manual_seed(1)
+    model = HierarchicalMelodyVAE(PRESETS["tiny"]).eval()
+    z = torch.randn(6, PRESETS["tiny"].z_size)
+    for steer in (None, Steer([("range", PitchRange(6, 60, 72))])):
+        cast_once = model.decode(z, 0.7, torch.Generator().manual_seed(4), bf16=True, steer=steer)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            every_step = model.decode(z, 0.7, torch.Generator().manual_seed(4), bf16=False, steer=steer)
+        assert torch.equal(cast_once, every_step)
+    fp32 = model.decode(z, 0.7, torch.Generator().manual_seed(4))
+    assert not torch.equal(fp32, cast_once)  # bf16 really is another arithmetic: the check can fail
+
+
 def test_checkpoint_roundtrip_fp16_and_config(tmp_path):
     model = HierarchicalMelodyVAE(PRESETS["tiny"])
     checkpoint.save(

@@ -40,7 +40,8 @@ def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     The same draw as ``torch.multinomial(weights, 1)``, about 13x faster on a CPU for 130 classes."""
     cdf = weights.cumsum(-1)
     u = 1 - torch.rand(len(weights), 1, generator=generator, device=weights.device)  # (0, 1]: never a class of weight 0
-    return (cdf < u * cdf[:, -1:]).sum(-1).clamp_(max=weights.shape[-1] - 1)
+    # the first class whose cumulative weight reaches u of the total (the cdf never decreases)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=weights.shape[-1] - 1)
 
 
 class DecodeState:
@@ -115,6 +116,18 @@ class DecodeState:
 # --------------------------------------------------------------------------------------------------
 def everything(n: int, device="cpu") -> torch.Tensor:
     return torch.ones(n, NUM_CLASSES, dtype=torch.bool, device=device)
+
+
+# row 4 * rest + 2 * hold + notes: which of (note-ons, HOLD, REST) a step may take
+_BY_KIND = torch.tensor(
+    [[(k >> 0) & 1] * NUM_PITCHES + [(k >> 1) & 1, (k >> 2) & 1] for k in range(8)], dtype=torch.bool
+)
+
+
+def by_kind(notes: torch.Tensor, hold: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """(N, 130): every note-on where ``notes`` (N,) bool, HOLD where ``hold``, REST where ``rest``
+    (one table lookup: cheaper per step than masking a mask of everything)."""
+    return _BY_KIND.to(notes.device)[notes.long() + 2 * hold.long() + 4 * rest.long()]
 
 
 def only_notes(pitches: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from melody_lc.melody.encoding import HOLD, NUM_CLASSES, STEPS
+from melody_lc.melody.encoding import NUM_CLASSES, STEPS
 from melody_lc.melody.steer import (
     Constraint,
     DecodeState,
+    by_kind,
     everything,
     forbid_notes,
-    forbid_silence,
     force_note,
     only_notes,
 )
@@ -99,12 +99,9 @@ class Onsets(Constraint):
     def allowed(self, state):
         count = state.bar_onsets if self.per_bar else state.onsets
         left = state.bar_steps_left if self.per_bar else state.steps_left
-        mask = everything(state.n)
-        if self.high is not None:
-            forbid_notes(mask, count >= self.high)
-        if self.low is not None:
-            force_note(mask, self.low - count >= left)
-        return mask
+        notes = count < self.high if self.high is not None else torch.ones_like(state.sounding)
+        silence = self.low - count < left if self.low is not None else torch.ones_like(state.sounding)
+        return by_kind(notes, silence, silence)  # at the limit no note-on; with too few steps left, one now
 
 
 class Silence(Constraint):
@@ -114,21 +111,23 @@ class Silence(Constraint):
         self.low, self.high = low, high
 
     def allowed(self, state):
-        mask = everything(state.n)
+        notes = hold = rest = torch.ones_like(state.sounding)
         if self.high is not None:
-            forbid_silence(mask, state.silent_steps >= self.high, state)
+            full = state.silent_steps >= self.high  # no more silence: REST, or HOLD with nothing sounding
+            rest = ~full
+            hold = ~(full & ~state.sounding)
             # Start a silence only if the budget lasts to the bar line: a silence that must end
             # mid-bar needs a note-on there, which another rule (notes per bar) may forbid.
-            mask[:, 129] &= ~(state.sounding & (self.high - state.silent_steps < state.bar_steps_left))
+            rest = rest & ~(state.sounding & (self.high - state.silent_steps < state.bar_steps_left))
         if self.low is not None:
             # Tight: the steps left are just enough for the silence still needed and the note-ons
             # the rules still need, so no step may be spent holding a note, and only needed notes start.
             # When the silence still needed fills every step left, the steps left are all silent.
             need = self.low - state.silent_steps
             tight = need >= state.steps_left - state.notes_needed
-            mask[:, HOLD] &= ~(tight & state.sounding)
-            forbid_notes(mask, (tight & ~state.note_needed_now) | (need >= state.steps_left))
-        return mask
+            hold = hold & ~(tight & state.sounding)
+            notes = ~((tight & ~state.note_needed_now) | (need >= state.steps_left))
+        return by_kind(notes, hold, rest)
 
 
 class Leap(Constraint):

@@ -191,3 +191,34 @@ def test_a_form_copy_keeps_the_rules_of_the_bars_it_copies_into(text):
     the climax is forced in a bar that is not copied, so none of these reach a dead end."""
     stats = check(text, seed=5)
     assert not stats.dead_end.any(), set(stats.blocked_by)
+
+
+def test_the_decode_state_is_what_the_tokens_say():
+    """Each field the steer keeps step by step (several incrementally) equals its value recomputed
+    from the tokens written so far, at every step, on random lines both busy and sparse."""
+    from melody_lc.melody.steer import DecodeState
+
+    rng = np.random.default_rng(5)
+    n = 64
+    kinds = rng.choice(3, (n, STEPS), p=[0.35, 0.35, 0.3])  # note-on, HOLD, REST
+    tokens = np.where(kinds == 0, rng.integers(50, 75, (n, STEPS)), np.where(kinds == 1, HOLD, REST))
+    tokens[:8, :20] = HOLD  # holds before any note: silence
+    state = DecodeState(n)
+    for t in range(STEPS):
+        state.update(torch.from_numpy(tokens[:, t]))
+        seen = tokens[:, : t + 1]
+        for row in range(0, n, 7):
+            notes = seen[row][seen[row] < 128]
+            sounding, silent = False, 0
+            for tok in seen[row]:
+                sounding = tok < 128 or (tok == HOLD and sounding)
+                silent += not sounding
+            assert state.sounding[row] == sounding and state.silent_steps[row] == silent
+            assert state.onsets[row] == len(notes) and state.distinct[row] == len(set(notes.tolist()))
+            assert state.used[row].nonzero().squeeze(1).tolist() == sorted(set(notes.tolist()))
+            assert state.last_pitch[row] == (notes[-1] if len(notes) else -1)
+            assert state.highest[row] == (notes.max() if len(notes) else -1)
+            assert state.lowest[row] == (notes.min() if len(notes) else 128)
+            assert state.max_leap[row] == (np.abs(np.diff(notes)).max() if len(notes) > 1 else 0)
+            in_bar = seen[row][(t + 1) // 16 * 16 :]
+            assert state.bar_onsets[row] == (in_bar < 128).sum()

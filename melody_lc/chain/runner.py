@@ -16,6 +16,7 @@ with note-offs, then All Notes Off and All Sound Off.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import math
@@ -36,6 +37,26 @@ from melody_lc.midi.schedule import PULSES_PER_QUARTER, Clock, Tempo, set_thread
 SYSTEM = ("clock", "start", "stop", "continue", "songpos", "song_select", "reset", "active_sensing")
 HANG_S = 0.25  # a call still running after this long is a processor that does not return
 WATCH_S = 0.02  # how often the watchdog looks
+
+
+# Garbage collection runs in whichever thread allocates when a threshold is reached, and its pause
+# counts as that thread's CPU time: a processor's budget is charged for its own work only.
+_gc_time = threading.local()
+
+
+def _time_gc(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_time.began = time.thread_time()
+    elif hasattr(_gc_time, "began"):
+        _gc_time.total = getattr(_gc_time, "total", 0.0) + time.thread_time() - _gc_time.began
+
+
+def gc_thread_time() -> float:
+    """CPU seconds this thread has spent in garbage collection so far."""
+    return getattr(_gc_time, "total", 0.0)
+
+
+gc.callbacks.append(_time_gc)
 
 
 @dataclass
@@ -248,13 +269,13 @@ class ChainRunner:
             if not slot.active:
                 continue
             self._busy = (gen, slot, slots[i + 1 :], events, time.monotonic())
-            c0 = time.thread_time()
+            c0, gc0 = time.thread_time(), gc_thread_time()
             try:
                 out = slot.proc.process(list(events), ctx)
                 problem = _check_events(out)
             except Exception as e:  # noqa: BLE001 - a processor's failure is reported, not fatal
                 problem = f"raised {type(e).__name__}: {e}"
-            cpu = time.thread_time() - c0
+            cpu = time.thread_time() - c0 - (gc_thread_time() - gc0)  # a collection's pause is not the processor's
             with self.lock:  # the watchdog decides under the same lock: one of us wins
                 if gen != self._gen:
                     return None

@@ -409,3 +409,24 @@ def test_the_watchdog_counts_a_call_only_while_it_was_awake_to_see_it():
         assert "did not return within 250 ms" in (r.slots[0].failed or "") and looks >= 7
     finally:
         r.stop()
+
+
+def test_a_garbage_collection_is_not_charged_to_the_processor_it_interrupts():
+    """The budget counts a processor's own CPU: a collection's pause (which runs in whatever thread
+    happens to allocate) is timed apart, in the thread it ran in."""
+    import gc
+    import threading
+
+    from melody_lc.chain.runner import gc_thread_time
+
+    heap = [[i, [i]] for i in range(300_000)]  # containers for the collector to walk
+    t0, g0 = time.thread_time(), gc_thread_time()
+    gc.collect()
+    spent, in_gc = time.thread_time() - t0, gc_thread_time() - g0
+    assert spent > 0.002 and 0.8 * spent <= in_gc <= spent
+    other = []
+    t = threading.Thread(target=lambda: (gc.collect(), other.append(gc_thread_time())))
+    t.start()
+    t.join()
+    assert other[0] > 0 and gc_thread_time() - g0 == in_gc  # another thread's collection is its own
+    del heap

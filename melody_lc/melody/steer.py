@@ -216,9 +216,6 @@ class Steer:
         self._row = [names.index(name) for name, _ in self.constraints]
         self._by_rule = torch.zeros(len(names), n, dtype=torch.long, device=device)  # rows of stats.by_rule
         self.stats = SteerStats(z.long(), z.clone(), z.bool(), dict(zip(names, self._by_rule)), [None] * n)
-        # only the constraints that override a hook are asked, each step
-        self._needing = [c for _, c in self.constraints if type(c).notes_needed is not Constraint.notes_needed]
-        self._limiting = [c for _, c in self.constraints if type(c).notes_left is not Constraint.notes_left]
         self._no_need = torch.zeros(n, dtype=torch.long, device=device), torch.zeros(n, dtype=torch.bool, device=device)
         self._no_limit = torch.full((n,), STEPS, dtype=torch.long, device=device)
         return DecodeState(n, device)
@@ -233,13 +230,13 @@ class Steer:
             logits[torch.arange(len(logits), device=logits.device), self.prefer[:, state.step]] += self.keep
         probs = torch.softmax(logits / (temperature if temperature > 0 else 1.0), -1)
         raw = logits.argmax(-1) if temperature <= 0 else draw(probs, generator)
-        needed = [k for c in self._needing if (k := c.notes_needed(state)) is not None]
+        needed = [k for _, c in self.constraints if (k := c.notes_needed(state)) is not None]
         if len(needed) > 1:
             state.notes_needed = torch.stack([count for count, _ in needed]).amax(0)
             state.note_needed_now = torch.stack([now for _, now in needed]).any(0)
         else:
             state.notes_needed, state.note_needed_now = needed[0] if needed else self._no_need
-        limits = [k for c in self._limiting if (k := c.notes_left(state)) is not None]
+        limits = [k for _, c in self.constraints if (k := c.notes_left(state)) is not None]
         state.notes_left = (torch.stack(limits).amin(0) if len(limits) > 1 else limits[0]) if limits else self._no_limit
         which, masks = [], []
         for i, (_, c) in enumerate(self.constraints):

@@ -39,8 +39,9 @@ def _stream(setup, *args, **kw):
     import os
 
     env = dict(os.environ, **setup["env"])
-    return subprocess.Popen(
-        [sys.executable, "-m", "melody_lc", "stream", "--rules", str(setup["rules"]), *setup["common"], *args],
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "melody_lc", "stream", "--rules", str(setup["rules"])]
+    return subprocess.Popen(  # -X faulthandler: a crash prints where every thread was
+        [*cmd, *setup["common"], *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -143,7 +144,7 @@ def test_ctrl_c_ends_every_note_then_panics(setup, receiver, tmp_path):
         pytest.fail("no notes arrived: " + (proc.stderr.read() if proc.poll() is not None else "still running"))
     proc.send_signal(signal.SIGINT)
     proc.wait(30)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, proc.stderr.read()[-4000:]
     time.sleep(0.2)
     msgs = rec.stop()
     _assert_no_hanging_notes(msgs)
@@ -232,7 +233,7 @@ def test_clock_follow_plays_to_the_daws_clock_and_stops_with_it(setup, receiver,
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, proc.stderr.read()[-4000:]
 
 
 def test_call_and_response_answers_the_phrase_played_in(setup, receiver, tmp_path):

@@ -124,9 +124,9 @@ class LiveApp(ChainsPanel, App):
             chains.border_title = f"{self.session.chains.path.name}: ↑↓ choose, b bypass, , . move, e edit, w save"
             self._fill_chains()
             chains.focus()
-            self.set_interval(1.0, self._fill_chains)
-        self.set_interval(0.1, self._tick)
-        self.set_interval(self.watch_interval, self._watch_rules)
+            self.set_interval(1.0, self._while_running(self._fill_chains))
+        self.set_interval(0.1, self._while_running(self._tick))
+        self.set_interval(self.watch_interval, self._while_running(self._watch_rules))
         if self.session.pending_rules is not None or self.session.fitted is None:
             if self.session.pending_rules is None:
                 self.session.pending_rules = self.session.rules
@@ -178,6 +178,19 @@ class LiveApp(ChainsPanel, App):
             pass
 
     # -- the timer: playhead, phrases, rules -------------------------------------------------------
+    def _while_running(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """A timer callback that does nothing once the app is shutting down.
+
+        Textual marks the app as not running before it unmounts the screens, and an interval timer
+        can still fire in between, when the widgets it updates are already gone (seen in CI).
+        """
+
+        def tick() -> None:
+            if self.is_running:
+                fn()
+
+        return tick
+
     def _tick(self) -> None:
         s = self.session
         engine = s.engine

@@ -276,6 +276,28 @@ def test_help_lists_every_key_and_the_palette_offers_the_same_actions(make_sessi
     asyncio.run(scenario())
 
 
+def test_a_timer_that_fires_while_the_app_shuts_down_does_nothing(make_session):
+    # Textual marks the app as not running before it unmounts the screens; an interval timer that
+    # fires in between found no '#now' and failed a CI run. After the app has gone the widgets are
+    # gone too, so the guarded callbacks must do nothing while the bare ones still raise.
+    from textual.css.query import NoMatches
+
+    session = make_session("c_major_busy.rules")
+    app = LiveApp(session, autoplay=False)
+
+    async def scenario():
+        async with app.run_test(size=(140, 44)) as pilot:
+            await pilot.pause()
+            app._while_running(app._tick)()  # running: the tick does its work
+        assert not app.is_running
+        with pytest.raises(NoMatches):
+            app._tick()
+        app._while_running(app._tick)()
+        app._while_running(app._watch_rules)()
+
+    asyncio.run(scenario())
+
+
 def test_call_and_response_from_the_input_chosen_in_the_ui(make_session, receiver):
     daw = receiver("daw-call")
     session = make_session("c_major_busy.rules", bpm=600.0)

@@ -205,3 +205,30 @@ def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count()
     with torch.no_grad():
         next(model.parameters()).view(-1)[-1] += 1e-3  # any change of the weights changes it
     assert model_fingerprint(model) != one
+
+
+def test_a_file_with_a_slowly_learnt_rule_gets_more_rounds_and_only_its_key_changes(tmp_path):
+    """A form's repeats are learnt slowly (FitConfig.slow_rounds): a file with a form rule runs
+    them; a file without one runs FitConfig.rounds, and its key ignores the slow settings, so its
+    shipped fit is still found."""
+    from dataclasses import replace
+
+    from melody_lc.constrain import FIT_TEMPERATURE, fit_key
+
+    model, windows = _setup()
+    config = replace(FAST, slow_rounds=4, patience=0, slow_patience=0)  # patience 0: every round runs
+    plain = parse_rules("key: C major")
+    form = parse_rules("form: A A B A\nkey: C major")
+    assert len(fit_rules(plain, model, windows, config).meta["history"]) == 2
+    fitted = fit_rules(form, model, windows, config, cache_dir=tmp_path)
+    assert len(fitted.meta["history"]) == 4 and fitted.meta["fit_config"]["rounds"] == 4
+    assert fit_rules(form, model, windows, config, cache_dir=tmp_path).meta == fitted.meta  # found again
+
+    def key(rules, **changes):
+        return fit_key(rules, model, replace(config, **changes), FIT_TEMPERATURE)
+
+    assert key(plain, slow_rounds=9, slow_patience=3) == key(plain)
+    assert key(form, slow_rounds=9) != key(form)
+    assert key(form, slow_rounds=1) == key(form, slow_rounds=2)  # never fewer than FitConfig.rounds
+    patient = replace(FAST, patience=2, slow_patience=5)
+    assert patient.for_slow_rules().patience == 5 and replace(patient, patience=0).for_slow_rules().patience == 0

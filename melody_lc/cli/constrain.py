@@ -174,6 +174,8 @@ def fit_config(args):
             config,
             rounds=4,
             conditional_rounds=4,
+            slow_rounds=4,
+            slow_patience=2,
             conditional_scale=1,
             initial_samples=1024,
             initial_critic_steps=200,
@@ -181,7 +183,9 @@ def fit_config(args):
             critic_steps=100,
             actor_steps=100,
         )
-    return config if args.rounds is None else replace(config, rounds=args.rounds, conditional_rounds=args.rounds)
+    if args.rounds is None:
+        return config
+    return replace(config, rounds=args.rounds, conditional_rounds=args.rounds, slow_rounds=args.rounds)
 
 
 def fit_data(args, model):
@@ -202,7 +206,7 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=
     """(rules, model, fitted): loads everything, fitting if no cache has a fit yet (``rules``, a
     RuleSet, instead of the file: one section of a plan)."""
     from melody_lc.cli.model import _load
-    from melody_lc.constrain import fit_rules, shipped_fits_dir
+    from melody_lc.constrain import fit_rounds, fit_rules, shipped_fits_dir
     from melody_lc.paths import cache_dir
     from melody_lc.rules import load_rules
 
@@ -223,7 +227,7 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=
 
             bars.append(
                 tqdm(
-                    total=fit_config(args).rounds_for(rules.condition_size),
+                    total=fit_rounds(rules, fit_config(args)),
                     unit="round",
                     desc="fit" + (f" {section}" if section else ""),
                     dynamic_ncols=True,

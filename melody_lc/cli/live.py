@@ -318,7 +318,7 @@ def cmd_live(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.constrain import _parse_values, fit_config, fit_data
     from melody_lc.cli.model import _load
-    from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, fit_rules, shipped_fits_dir
+    from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, fit_rounds, fit_rules, shipped_fits_dir
     from melody_lc.midi.ports import choose_api
     from melody_lc.paths import cache_dir
     from melody_lc.rules.plan import load_plan
@@ -394,7 +394,7 @@ def cmd_live(args) -> int:
     session = LiveSession(
         model, args.rules, settings, values, find_fit, args.captures, chains=chains, prepare=make_prepare(args, model)
     )
-    app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=config.rounds_for)
+    app = LiveApp(session, fit, autoplay=not args.paused, fit_rounds=lambda rules: fit_rounds(rules, config))
     try:
         app.run()
     finally:

@@ -109,9 +109,23 @@ def fit_scores(rules: RuleSet, checked: Checked, cond) -> tuple[np.ndarray, np.n
     return rewards, ~checked.failed & ~((checked.by_rule > 0) & masked[None, :])
 
 
+def config_for(rules: RuleSet, config: FitConfig) -> FitConfig:
+    """The settings ``rules`` are fitted with: ``config``, with more rounds where a rule is learnt
+    slowly (a kind with ``slow_fit``)."""
+    return config.for_slow_rules() if any(getattr(r.kind, "slow_fit", False) for r in rules.rules) else config
+
+
+def fit_rounds(rules: RuleSet, config: FitConfig) -> int:
+    """The most rounds a fit of ``rules`` runs (for a progress bar)."""
+    return config_for(rules, config).rounds_for(rules.condition_size)
+
+
 def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:
     """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
-    parts = [rules.digest(), model_fingerprint(model), asdict(config), temperature, FIT_SCORING]
+    settings = asdict(config_for(rules, config))
+    for name in ("slow_rounds", "slow_patience"):  # applied above: the rounds and patience say what they did
+        del settings[name]
+    parts = [rules.digest(), model_fingerprint(model), settings, temperature, FIT_SCORING]
     if rules.open:
         parts.append({"relabels": RELABELS})
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -145,6 +159,7 @@ def fit_rules(
     if found is not None:
         return found
     path = Path(cache_dir) / f"fit-{fit_key(rules, model, config, temperature)}" if cache_dir is not None else None
+    config = config_for(rules, config)
     if callable(windows):
         windows = windows()
     sigma_bar, real = windows if isinstance(windows, tuple) else posterior_stats(model, windows)

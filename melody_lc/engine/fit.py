@@ -98,6 +98,11 @@ class FitConfig:
     actor_lr: float = 2e-4
     replay: int = 32_768  # most recent scored latents kept for the critic
     patience: int = 2  # stop after this many rounds without a better actor (0: run every round)
+    # A file with a rule whose graded reward the actor climbs slowly (a kind with ``slow_fit``, such
+    # as a form's repeats) gets these instead: its best actor often comes after round 6, and the mask's
+    # interventions fall a little, never rise, for about twice the fit time (benchmarks/fit_rounds.py).
+    slow_rounds: int = 14
+    slow_patience: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,6 +114,15 @@ class FitConfig:
 
     def rounds_for(self, cond_size: int) -> int:
         return self.conditional_rounds if cond_size else self.rounds
+
+    def for_slow_rules(self) -> FitConfig:
+        """The settings a file with a slowly learnt rule is fitted with (see ``slow_rounds``)."""
+        return replace(
+            self,
+            rounds=max(self.rounds, self.slow_rounds),
+            conditional_rounds=max(self.conditional_rounds, self.slow_rounds),
+            patience=max(self.patience, self.slow_patience) if self.patience else 0,
+        )
 
     def for_condition(self, cond_size: int) -> FitConfig:
         """The settings a problem with a condition of this size is fitted with (see above)."""

@@ -20,6 +20,9 @@ class RuleKind:
     mask_scale: float | None = (
         None  # fitting: interventions per melody at which the rule scores 1/e (None: the default)
     )
+    # fitting: the actor learns this rule's graded reward slowly (a form's repeats), so a file with it
+    # gets more rounds (FitConfig.slow_rounds)
+    slow_fit = False
     api_version = PLUGIN_API_VERSION
 
     def parse(self, cur: Cursor) -> dict:

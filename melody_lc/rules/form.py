@@ -178,6 +178,7 @@ class Form(RuleKind):
     summary = "repeated phrases: 'A A B A' (4-bar phrases; the same letter, the same notes), 'A A' B A' (primed: the same onsets)"
     scale = 0.1
     mask_scale = 16.0  # a repeat is copied step by step: dozens of interventions, not a few
+    slow_fit = True  # the actor's interventions still fall after round 6 (benchmarks/fit_rounds.py)
     names_bars = True
 
     def parse(self, cur: Cursor) -> dict:

@@ -309,8 +309,8 @@ class LiveApp(ChainsPanel, App):
             self.log_line("no fitting here (no dataset given): the old rules keep playing")
             return
         bar = self.query_one("#fit", ProgressBar)
-        rounds = self.fit_rounds  # a number, or a function of the rules' condition size (FitConfig.rounds_for)
-        bar.update(total=rounds(self.session.pending_rules.condition_size) if callable(rounds) else rounds, progress=0)
+        rounds = self.fit_rounds  # a number, or a function of the rules (constrain.fit_rounds)
+        bar.update(total=rounds(self.session.pending_rules) if callable(rounds) else rounds, progress=0)
         bar.display = True
         self._fit(self.session.pending_rules)
 

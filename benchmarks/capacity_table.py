@@ -39,6 +39,12 @@ CANDIDATES = {  # name -> (model-config overrides, further `melody-lc train` opt
     "shipped, continued": ({}, [], SHIPPED_RUN),
     "shipped + previous bar's last token": ({"bar_carry": True}, [], SHIPPED_RUN),
     "shipped + free bits 1024, beta 0.1": ({"free_bits": 1024.0, "beta": 0.1}, [], SHIPPED_RUN),
+    "shipped + token dropout 0.5": ({"token_dropout": 0.5}, [], SHIPPED_RUN),
+    "shipped + token dropout 0.5, free bits 1024, beta 0.1": (
+        {"token_dropout": 0.5, "free_bits": 1024.0, "beta": 0.1},
+        [],
+        SHIPPED_RUN,
+    ),
 }
 
 

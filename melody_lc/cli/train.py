@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="start_from",
         metavar="DIR",
         help="continue another run's checkpoint (weights, optimizer, step) into a new --out; --model-config "
-        "may change free_bits, beta, dropout and bar_carry",
+        "may change free_bits, beta, dropout, bar_carry and token_dropout",
     )
     t.add_argument(
         "--compact",

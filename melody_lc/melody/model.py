@@ -51,6 +51,10 @@ class VAEConfig:
     # each bar's first input is the previous bar's last token instead of zeros (then the bars of a
     # free-running decode run in sequence, 256 steps over B rows, not 16 steps over B*16)
     bar_carry: bool = False
+    # in training, the share of steps whose previous-token input is zeroed (as at a bar's first step):
+    # Bowman et al.'s word dropout, so the decoder must take from z what it can no longer read off
+    # its own last output (training only; decoding always feeds the previous token)
+    token_dropout: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEConfig:
@@ -67,12 +71,12 @@ class VAEConfig:
 
 
 # fields added after models were shipped -> the value that means "as before"
-LATER_FIELDS = {"bar_carry": False}
+LATER_FIELDS = {"bar_carry": False, "token_dropout": 0.0}
 
 
 # what a run may change when it continues another run's weights (``train --from``): no weight's shape
 # depends on these
-WEIGHT_FREE = ("free_bits", "beta", "dropout", "bar_carry")
+WEIGHT_FREE = ("free_bits", "beta", "dropout", "bar_carry", "token_dropout")
 
 
 def same_weights(a: VAEConfig, b: VAEConfig) -> bool:
@@ -167,6 +171,9 @@ class HierarchicalMelodyVAE(nn.Module):
         else:
             prev = F.one_hot(target[:, :-1], NUM_CLASSES).to(bars.dtype)
             prev = torch.cat([prev.new_zeros(B * NUM_BARS, 1, NUM_CLASSES), prev], 1)  # zeros start each bar
+        if self.training and self.config.token_dropout > 0:
+            keep = torch.rand(prev.shape[:2], device=prev.device) >= self.config.token_dropout
+            prev = prev * keep.unsqueeze(-1).to(prev.dtype)
         emb = bars.reshape(B * NUM_BARS, 1, -1).expand(-1, BAR_STEPS, -1)
         out, _ = self.decoder(torch.cat([prev, emb], -1), state)
         return self.output(out).view(B, STEPS, NUM_CLASSES)

@@ -214,6 +214,24 @@ def test_a_field_added_later_leaves_older_configs_as_they_were():
     assert carry.to_dict()["bar_carry"] is True and VAEConfig.from_dict(carry.to_dict()) == carry
 
 
+def test_token_dropout_hides_the_previous_tokens_in_training_only():
+    """At token_dropout 1 a training pass reads no previous token (the logits cannot depend on the
+    tokens fed in); evaluation and decoding always feed them."""
+    torch.manual_seed(0)
+    config = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "token_dropout": 1.0})
+    model = HierarchicalMelodyVAE(config)
+    z = torch.randn(2, config.z_size)
+    a, b = torch.randint(0, 130, (2, 256)), torch.randint(0, 130, (2, 256))
+    model.train()
+    assert torch.equal(model.decode_logits(z, a), model.decode_logits(z, b))
+    model.eval()
+    assert not torch.allclose(model.decode_logits(z, a), model.decode_logits(z, b))
+    half = HierarchicalMelodyVAE(VAEConfig.from_dict({**config.to_dict(), "token_dropout": 0.5})).train()
+    half.load_state_dict(model.state_dict())
+    assert not torch.allclose(half.decode_logits(z, a), half.decode_logits(z, b))
+    assert "token_dropout" not in PRESETS["default"].to_dict()  # added later: old configs as they were
+
+
 def test_draw_samples_the_classes_in_proportion_to_their_weights():
     """Every decode samples through steer.draw: it must be exactly a categorical draw."""
     from melody_lc.melody.steer import draw

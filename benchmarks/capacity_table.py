@@ -35,6 +35,7 @@ CANDIDATES = {  # name -> (model-config overrides, further `melody-lc train` opt
     "previous bar's last token": ({"bar_carry": True}, [], None),
     "free bits 1024, beta 0.1": ({"free_bits": 1024.0, "beta": 0.1}, [], None),
     "batch 32, lr 0.002": ({}, ["--batch-size", "32", "--lr", "0.002"], None),
+    "parallel decoder": ({}, ["--preset", "parallel"], None),  # non-autoregressive: z alone writes every step
     # continuing the shipped run (its weights, optimizer and step) with changes that keep the weights
     "shipped, continued": ({}, [], SHIPPED_RUN),
     "shipped + previous bar's last token": ({"bar_carry": True}, [], SHIPPED_RUN),

@@ -14,7 +14,7 @@ import torch
 
 from melody_lc.constrain import Infeasible, fit_rules, generate, load_fitted, transform
 from melody_lc.engine import FitConfig
-from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE
+from melody_lc.melody.model import PRESETS, VAEConfig, build_model
 from melody_lc.rules import Rule, RuleKind, RuleSet, parse_rules
 
 FAST = FitConfig(
@@ -32,16 +32,25 @@ FAST = FitConfig(
 )
 
 
-def _setup():
+# both decoders at the tiny preset's sizes: every path works through their common face
+MODELS = pytest.mark.parametrize(
+    "config",
+    [PRESETS["tiny"], VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "patches", "decoder": "parallel"})],
+    ids=["lstm", "parallel"],
+)
+
+
+def _setup(config=PRESETS["tiny"]):
     torch.manual_seed(0)
-    model = HierarchicalMelodyVAE(PRESETS["tiny"]).eval()
+    model = build_model(config).eval()
     rng = np.random.default_rng(0)
     windows = np.where(rng.random((64, 256)) < 0.3, rng.integers(55, 80, (64, 256)), 128).astype(np.uint8)
     return model, windows
 
 
-def test_fit_is_cached_and_generate_reports(tmp_path):
-    model, windows = _setup()
+@MODELS
+def test_fit_is_cached_and_generate_reports(tmp_path, config):
+    model, windows = _setup(config)
     rules = parse_rules("key: ? major\ndensity: <= 4 notes per bar")
     t = time.perf_counter()
     fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
@@ -131,8 +140,9 @@ def test_rules_that_allow_no_melody_are_infeasible(tmp_path):
         generate(rules, model, 4, fitted, max_decodes=16)
 
 
-def test_transform_obeys_and_leaves_an_obeying_melody_alone(tmp_path):
-    model, windows = _setup()
+@MODELS
+def test_transform_obeys_and_leaves_an_obeying_melody_alone(tmp_path, config):
+    model, windows = _setup(config)
     rules = parse_rules("key: C major\nrange: C4 .. C6")
     fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
     out, report = transform(windows[:3], rules, model, fitted, steps=5)
@@ -152,12 +162,13 @@ def test_transform_obeys_and_leaves_an_obeying_melody_alone(tmp_path):
     assert np.array_equal(again, obeying) and report["changed"] == [[]] and report["unchanged_because_obeyed"] == [True]
 
 
-def test_transform_remembers_the_input_and_changes_only_what_the_rules_require(tmp_path):
+@MODELS
+def test_transform_remembers_the_input_and_changes_only_what_the_rules_require(tmp_path, config):
     """With ``keep`` large the decode writes the input wherever the rules allow: only the F#s of a
     C major tune move; without it (an untrained decoder) most of the tune is lost."""
     from melody_lc.melody import Melody
 
-    model, windows = _setup()
+    model, windows = _setup(config)
     rules = parse_rules("key: C major")
     fitted = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path)
     pitches = [60, 62, 64, 66, 67, 69, 71, 72, 66, 64] * 6
@@ -190,9 +201,9 @@ def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count()
     import torch
 
     from melody_lc.constrain import model_fingerprint
-    from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE
+    from melody_lc.melody.model import PRESETS, build_model
 
-    model = HierarchicalMelodyVAE(PRESETS["tiny"])
+    model = build_model(PRESETS["tiny"])
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -17,14 +17,14 @@ import torch
 from melody_lc import checkpoint
 from melody_lc.constrain.enforce import FIT_TEMPERATURE, Checked, decode_checked
 from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit
-from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.melody.model import MelodyVAE
 from melody_lc.rules import RuleSet
 from melody_lc.rules.examples import bind_examples, example_rules
 
 FIT_KIND = "melody-lc-actor"
 
 
-def model_fingerprint(model: HierarchicalMelodyVAE) -> str:
+def model_fingerprint(model: MelodyVAE) -> str:
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for k, v in sorted(model.state_dict().items()):  # every weight's exact bytes: the same whatever the
         h.update(k.encode())  # thread count (a float sum was not)
@@ -33,7 +33,7 @@ def model_fingerprint(model: HierarchicalMelodyVAE) -> str:
 
 
 @torch.inference_mode()
-def posterior_stats(model: HierarchicalMelodyVAE, windows: np.ndarray, limit: int = 2048, seed: int = 0):
+def posterior_stats(model: MelodyVAE, windows: np.ndarray, limit: int = 2048, seed: int = 0):
     """(sigma_bar (Z,), encodings (M, Z)): the mean posterior scale per dimension, and posterior
     means of real data for the realism critic."""
     rng = np.random.default_rng(seed)
@@ -49,7 +49,7 @@ def posterior_stats(model: HierarchicalMelodyVAE, windows: np.ndarray, limit: in
 FIT_STATS = "fit-stats"  # beside a model's weights: what a fit takes from the training data
 
 
-def save_fit_stats(model_dir: str | os.PathLike, model: HierarchicalMelodyVAE, windows: np.ndarray, data: str) -> None:
+def save_fit_stats(model_dir: str | os.PathLike, model: MelodyVAE, windows: np.ndarray, data: str) -> None:
     """Store what a fit takes from the training data (the mean posterior scale per dimension and
     posterior means of real melodies) beside the model, so that a new rules file fits without
     the dataset."""
@@ -62,7 +62,7 @@ def save_fit_stats(model_dir: str | os.PathLike, model: HierarchicalMelodyVAE, w
 
 
 def load_fit_stats(
-    model_dir: str | os.PathLike, model: HierarchicalMelodyVAE
+    model_dir: str | os.PathLike, model: MelodyVAE
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(sigma_bar, real encodings) stored beside ``model``, or None (none there, or made for other weights)."""
     from safetensors.torch import load_file
@@ -120,7 +120,7 @@ def fit_rounds(rules: RuleSet, config: FitConfig) -> int:
     return config_for(rules, config).rounds_for(rules.condition_size)
 
 
-def fit_key(rules: RuleSet, model: HierarchicalMelodyVAE, config: FitConfig, temperature: float) -> str:
+def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: float) -> str:
     """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
     settings = asdict(config_for(rules, config))
     for name in ("slow_rounds", "slow_patience"):  # applied above: the rounds and patience say what they did
@@ -139,7 +139,7 @@ def shipped_fits_dir() -> Path:
 
 def fit_rules(
     rules: RuleSet,
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     windows,
     config: FitConfig = FitConfig(),
     temperature: float = FIT_TEMPERATURE,
@@ -227,7 +227,7 @@ def fit_rules(
 
 def cached_fit(
     rules: RuleSet,
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     folders=(),
     config: FitConfig = FitConfig(),
     temperature: float = FIT_TEMPERATURE,

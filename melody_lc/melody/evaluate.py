@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from melody_lc.melody import metrics
 from melody_lc.melody.encoding import HOLD, NUM_PITCHES
-from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.melody.model import MelodyVAE
 
 LOG2 = math.log(2.0)
 
@@ -30,7 +30,7 @@ def _batches(windows: np.ndarray, batch_size: int):
 
 
 @torch.inference_mode()
-def reconstruction_metrics(model: HierarchicalMelodyVAE, windows: np.ndarray, batch_size: int = 256) -> dict:
+def reconstruction_metrics(model: MelodyVAE, windows: np.ndarray, batch_size: int = 256) -> dict:
     """Teacher-forced and free-running accuracies, ELBO and KL over ``windows`` (N, 256)."""
     model.eval()
     n = len(windows)
@@ -107,7 +107,7 @@ def feature_overlap(samples: np.ndarray, data: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     heldout: np.ndarray,
     num_samples: int = 1024,
     temperature: float = 1.0,

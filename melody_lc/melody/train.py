@@ -32,7 +32,7 @@ import torch
 from melody_lc import checkpoint
 from melody_lc.melody.encoding import NUM_PITCHES
 from melody_lc.melody.hardware import use_bf16
-from melody_lc.melody.model import WEIGHT_FREE, HierarchicalMelodyVAE, VAEConfig, kl_nats, same_weights, vae_loss
+from melody_lc.melody.model import WEIGHT_FREE, MelodyVAE, VAEConfig, build_model, kl_nats, same_weights, vae_loss
 
 KIND = "melody-vae"
 
@@ -157,7 +157,7 @@ class Trainer:
         self.step, self.epoch, self.pos, self.elapsed = 0, 0, 0, 0.0
         self.log: list[dict] = []
         torch.manual_seed(config.seed)
-        self.model = HierarchicalMelodyVAE(model_config).to(self.device)
+        self.model = build_model(model_config).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.aug_rng = np.random.default_rng([config.seed, 1])
         self.noise = torch.Generator().manual_seed(config.seed + 2)
@@ -426,9 +426,9 @@ class Trainer:
             self.meta["continued_from"] = {"run": path.name, "step": self.step, "changed": changed}
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[HierarchicalMelodyVAE, dict]:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MelodyVAE, dict]:
     """A trained VAE from a checkpoint directory (any of fp32/fp16 weights), in eval mode."""
     ck = checkpoint.load(path, KIND)
-    model = HierarchicalMelodyVAE(VAEConfig.from_dict(ck["config"]))
+    model = build_model(VAEConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["weights"])
     return model.to(device).eval(), ck["meta"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from melody_lc import checkpoint
-from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, VAEConfig, vae_loss
+from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, ParallelMelodyVAE, VAEConfig, build_model, vae_loss
 from melody_lc.melody.train import load_model
 
 
@@ -18,10 +18,19 @@ def _tokens(n=4, seed=0):
     return torch.from_numpy(np.where(rng.random((n, 256)) < 0.3, rng.integers(50, 80, (n, 256)), 128))
 
 
-@pytest.mark.parametrize("encoder", ["flat", "hierarchical"])
+# the parallel model at the tiny preset's sizes
+TINY_PARALLEL = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "patches", "decoder": "parallel"})
+
+
+@pytest.mark.parametrize("encoder", ["flat", "hierarchical", "patches"])
 def test_shapes_and_loss_terms(encoder):
-    cfg = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": encoder})
-    model = HierarchicalMelodyVAE(cfg)
+    cfg = (
+        TINY_PARALLEL
+        if encoder == "patches"
+        else VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": encoder})
+    )
+    model = build_model(cfg)
+    assert isinstance(model, ParallelMelodyVAE if encoder == "patches" else HierarchicalMelodyVAE)
     tokens = _tokens()
     logits, mu, sigma = model(tokens)
     assert logits.shape == (4, 256, 130) and mu.shape == sigma.shape == (4, cfg.z_size) and (sigma > 0).all()
@@ -98,6 +107,33 @@ def test_fused_sampling_loop_matches_teacher_forcing(bar_carry):
     assert torch.equal(model.sample(3, 1.0, g1), model.sample(3, 1.0, g2))
 
 
+def test_the_parallel_model_decodes_every_step_from_z_alone():
+    """Nothing is fed back: teacher-forced logits do not depend on the tokens, the greedy decode is
+    their argmax, sampling is reproducible, and a steered decode keeps to its constraint."""
+    from melody_lc.melody.steer import Steer
+    from melody_lc.rules.constraints import PitchRange
+
+    torch.manual_seed(1)
+    model = build_model(TINY_PARALLEL).eval()
+    z = torch.randn(5, TINY_PARALLEL.z_size)
+    greedy = model.decode(z, temperature=0)
+    assert greedy.shape == (5, 256)
+    assert torch.equal(model.decode_logits(z, _tokens(5)), model.decode_logits(z, _tokens(5, seed=1)))
+    assert torch.equal(model.decode_logits(z, greedy).argmax(-1), greedy)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(model.sample(3, 1.0, g1), model.sample(3, 1.0, g2))
+    free = model.decode(z, 1.0, torch.Generator().manual_seed(0))
+    steer = Steer([("range", PitchRange(5, 60, 72))])
+    kept = model.decode(z, 1.0, torch.Generator().manual_seed(0), steer=steer)
+    notes, kept_notes = free[free < 128], kept[kept < 128]
+    assert ((notes < 60) | (notes > 72)).any()  # unsteered, the untrained model writes anything
+    assert ((kept_notes >= 60) & (kept_notes <= 72)).all() and steer.stats.interventions.sum() > 0
+    with pytest.raises(ValueError, match="patches"):
+        build_model(VAEConfig.from_dict({**TINY_PARALLEL.to_dict(), "encoder": "flat"}))
+    with pytest.raises(ValueError, match="decoder"):
+        build_model(VAEConfig.from_dict({**TINY_PARALLEL.to_dict(), "decoder": "transformer"}))
+
+
 def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():
     """The step loop's weights are cast to bf16 once per decode: the same arithmetic as autocast
     casting them at every step, so the same tokens, unsteered (bars at once) and steered (in sequence)."""
@@ -119,8 +155,9 @@ def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():
     assert not torch.equal(fp32, cast_once)  # bf16 really is another arithmetic: the check can fail
 
 
-def test_checkpoint_roundtrip_fp16_and_config(tmp_path):
-    model = HierarchicalMelodyVAE(PRESETS["tiny"])
+@pytest.mark.parametrize("config", [PRESETS["tiny"], TINY_PARALLEL], ids=["lstm", "parallel"])
+def test_checkpoint_roundtrip_fp16_and_config(tmp_path, config):
+    model = build_model(config)
     checkpoint.save(
         tmp_path / "m", "melody-vae", model.config.to_dict(), model.state_dict(), meta={"x": 1}, dtype=torch.float16
     )
@@ -229,7 +266,8 @@ def test_token_dropout_hides_the_previous_tokens_in_training_only():
     half = HierarchicalMelodyVAE(VAEConfig.from_dict({**config.to_dict(), "token_dropout": 0.5})).train()
     half.load_state_dict(model.state_dict())
     assert not torch.allclose(half.decode_logits(z, a), half.decode_logits(z, b))
-    assert "token_dropout" not in PRESETS["default"].to_dict()  # added later: old configs as they were
+    for later in ("token_dropout", "decoder"):  # added later: old configs are written as they were
+        assert later not in PRESETS["default"].to_dict()
 
 
 def test_draw_samples_the_classes_in_proportion_to_their_weights():

@@ -25,17 +25,23 @@ def _windows(n=96, seed=0):
     return np.where(rng.random((n, 256)) < 0.3, rng.integers(50, 80, (n, 256)), 128).astype(np.uint8)
 
 
-def _train(out, steps, resume=False, **kw):
+def _train(out, steps, resume=False, model=PRESETS["tiny"], **kw):
     cfg = TrainConfig(**{"steps": steps, "batch_size": 8, "precision": "fp32", "log_every": 1, **kw})
-    t = Trainer(_windows(), PRESETS["tiny"], cfg, out, resume=resume)
+    t = Trainer(_windows(), model, cfg, out, resume=resume)
     t.run()
     return t
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = _train(tmp_path / "a", 7)
-    _train(tmp_path / "b", 3)
-    resumed = _train(tmp_path / "b", 7, resume=True)
+# the parallel model (decoder "parallel") at the tiny preset's sizes
+TINY_PARALLEL = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "patches", "decoder": "parallel"})
+
+
+@pytest.mark.parametrize("model", [PRESETS["tiny"], TINY_PARALLEL], ids=["lstm", "parallel"])
+def test_resume_continues_exactly(tmp_path, model):
+    straight = _train(tmp_path / "a", 7, model=model)
+    _train(tmp_path / "b", 3, model=model)
+    resumed = _train(tmp_path / "b", 7, resume=True, model=model)
+    assert type(load_model(tmp_path / "b")[0]) is type(straight.model)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [e["loss"] for e in straight.log] == [e["loss"] for e in resumed.log]

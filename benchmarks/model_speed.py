@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from melody_lc.melody.hardware import bf16_lstm_works, describe_hardware, matmul_gflops
-from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, VAEConfig, vae_loss
+from melody_lc.melody.model import PRESETS, MelodyVAE, VAEConfig, build_model, vae_loss
 
 
-def time_train(model: HierarchicalMelodyVAE, batch: int, steps: int, bf16: bool) -> float:
+def time_train(model: MelodyVAE, batch: int, steps: int, bf16: bool) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     rng = np.random.default_rng(0)
     tokens = torch.from_numpy(np.where(rng.random((batch, 256)) < 0.3, rng.integers(50, 80, (batch, 256)), 128))
@@ -41,7 +41,7 @@ def time_train(model: HierarchicalMelodyVAE, batch: int, steps: int, bf16: bool)
     return float(np.median(times))
 
 
-def time_sample(model: HierarchicalMelodyVAE, batch: int, repeats: int, bf16: bool) -> float:
+def time_sample(model: MelodyVAE, batch: int, repeats: int, bf16: bool) -> float:
     gen = torch.Generator().manual_seed(0)
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -68,7 +68,7 @@ def main() -> None:
     if args.config:
         cfg = VAEConfig.from_dict({**cfg.to_dict(), **json.loads(args.config)})
     torch.manual_seed(0)
-    model = HierarchicalMelodyVAE(cfg)
+    model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     gflops = matmul_gflops()
     print(f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s")
@@ -91,8 +91,10 @@ def main() -> None:
             f"sample {'bf16' if bf16 else 'fp32'}: {256 / dt:,.0f} melodies/s at batch 256 "
             f"({256 / dt / gflops:.2f} per GFLOP/s); one melody {one * 1000:.1f} ms"
         )
-    if not cfg.bar_carry:  # the same weights, each bar started from the previous bar's last token
-        carry = HierarchicalMelodyVAE(replace(cfg, bar_carry=True))
+    if (
+        cfg.decoder == "lstm" and not cfg.bar_carry
+    ):  # the same weights, each bar started from the previous bar's last token
+        carry = build_model(replace(cfg, bar_carry=True))
         carry.load_state_dict(model.state_dict())
         pairs = [(time_sample(model, 256, 1, False), time_sample(carry, 256, 1, False)) for _ in range(3)]
         base, dt_carry = (min(t) for t in zip(*pairs))  # interleaved: a noisy machine tilts neither

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "under torchrun, e.g. `torchrun --nproc-per-node=4 -m melody_lc train ...`.",
     )
     t.add_argument(
-        "--preset", help="model preset: default, paper, parallel, tiny (default: default; on --resume, the checkpoint's)"
+        "--preset",
+        help="model preset: default, paper, parallel, tiny (default: default; on --resume, the checkpoint's)",
     )
     t.add_argument(
         "--model-config", metavar="JSON", help='overrides of the preset, e.g. \'{"encoder": "hierarchical"}\''

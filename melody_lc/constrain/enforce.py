@@ -16,7 +16,7 @@ from melody_lc.engine import gradient_search, latent_spread
 from melody_lc.errors import UserError
 from melody_lc.melody.encoding import BAR_STEPS, NUM_PITCHES
 from melody_lc.melody.hardware import use_bf16
-from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.melody.model import MelodyVAE
 from melody_lc.melody.steer import Steer
 from melody_lc.rules import RuleSet
 from melody_lc.rules.examples import bind_examples, closeness_report
@@ -65,7 +65,7 @@ def _slice(cond, a: int, b: int):
 
 def decode_checked(
     rules: RuleSet,
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     z: torch.Tensor,
     cond,
     temperature: float,
@@ -196,7 +196,7 @@ def _propose(method: str, z: torch.Tensor, cvec: torch.Tensor, fitted: Fitted | 
 
 def generate(
     rules: RuleSet,
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     n: int,
     fitted: Fitted | None = None,
     method: str = "actor",
@@ -303,7 +303,7 @@ KEEP = 8.0  # transform: logits in favour of the input's own token at each step 
 def transform(
     tokens: np.ndarray,
     rules: RuleSet,
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     fitted: Fitted,
     values: dict | None = None,
     lambda_dist: float = 0.1,

@@ -61,9 +61,7 @@ def save_fit_stats(model_dir: str | os.PathLike, model: MelodyVAE, windows: np.n
     write_json(d / f"{FIT_STATS}.json", {"model": model_fingerprint(model), "encodings": len(real), "data": data})
 
 
-def load_fit_stats(
-    model_dir: str | os.PathLike, model: MelodyVAE
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+def load_fit_stats(model_dir: str | os.PathLike, model: MelodyVAE) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(sigma_bar, real encodings) stored beside ``model``, or None (none there, or made for other weights)."""
     from safetensors.torch import load_file
 

@@ -17,7 +17,7 @@ from melody_lc.constrain.fitting import load_fit_stats, model_fingerprint
 from melody_lc.engine import Actor, FitConfig, fit_realism
 from melody_lc.errors import UserError
 from melody_lc.fileio import write_json
-from melody_lc.melody.model import HierarchicalMelodyVAE
+from melody_lc.melody.model import MelodyVAE
 
 REALISM = "realism"  # beside a model's weights
 REALISM_STEPS = 2000  # critic and actor steps of the fit (what it gives: benchmarks/realism_overlap.py)
@@ -25,7 +25,7 @@ REALISM_STEPS = 2000  # critic and actor steps of the fit (what it gives: benchm
 
 def fit_model_realism(
     model_dir: str | os.PathLike,
-    model: HierarchicalMelodyVAE,
+    model: MelodyVAE,
     config: FitConfig = FitConfig(),
     steps: int = REALISM_STEPS,
 ) -> dict:
@@ -54,7 +54,7 @@ def fit_model_realism(
     return res.history[-1]
 
 
-def load_realism(model_dir: str | os.PathLike, model: HierarchicalMelodyVAE) -> Actor | None:
+def load_realism(model_dir: str | os.PathLike, model: MelodyVAE) -> Actor | None:
     """The realism actor beside ``model``, or None (none there, or fitted for other weights)."""
     from safetensors.torch import load_file
 

@@ -22,14 +22,20 @@ def _n(v) -> str:
     return f"{v:,}" if isinstance(v, int) else "?"
 
 
+DESCRIPTIONS = {  # decoder -> what the model is
+    "lstm": "A hierarchical LSTM melody VAE (the model of Engel, Hoffman & Roberts 2018; MusicVAE's hierarchical decoder)",
+    "parallel": "A non-autoregressive melody VAE (bar patches and convolutions over the bars; z alone writes every step)",
+}
+
+
 def model_card(name: str, config: dict, meta: dict, figures: dict) -> str:
     hours = meta.get("train_seconds", 0) / 3600
     data = meta.get("data", {})
     lines = [
         f"# {name}",
         "",
-        "A hierarchical LSTM melody VAE (the model of Engel, Hoffman & Roberts 2018; MusicVAE's hierarchical",
-        "decoder) over 16-bar melodies: 256 sixteenth steps x 130 classes. Trained with `melody-lc train`;",
+        DESCRIPTIONS.get(config.get("decoder", "lstm"), "A melody VAE"),
+        "over 16-bar melodies: 256 sixteenth steps x 130 classes. Trained with `melody-lc train`;",
         "every figure below was measured by `melody-lc evaluate` on held-out tunes (never seen in training).",
         "",
         "## Data",

@@ -50,6 +50,11 @@ BENCHMARKS = {
     "extraction_throughput": (["--limit", "2000"], "music21 corpus to windows at 1 and 2 workers", "10 min"),
     "build_memory": ([], "peak memory of a MIDI-directory build", "2 min"),
     "model_speed": ([], "training and sampling speed of the default preset, per GFLOP/s", "3 min"),
+    "model_speed_parallel": (
+        ["--preset", "parallel"],
+        "training and sampling speed of the parallel preset, per GFLOP/s",
+        "2 min",
+    ),
     "rules_speed": ([], "scoring speed of the rules", "1 min"),
     "chain_latency": ([], "note-in to note-out latency of chains on real ports", "2 min"),
     "live_timing": ([], "clock and phrase timing of the live engine", "3 min"),
@@ -106,6 +111,7 @@ SCRIPTS = {
     "capacity_table_continued": "capacity_table",
     "capacity_table_token_dropout": "capacity_table",
     "capacity_table_parallel": "capacity_table",
+    "model_speed_parallel": "model_speed",
 }
 HEADER = """# Figures
 

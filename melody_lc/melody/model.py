@@ -18,8 +18,7 @@ sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 25
 
 :class:`ParallelMelodyVAE` (``decoder="parallel"``, the ``parallel`` preset) writes every step from z
 at once, with no previous token to lean on, so z must carry the melody (free-running decoding is
-teacher-forced decoding; it learns to reconstruct about 40 times faster per CPU minute, see
-docs/training.md):
+teacher-forced decoding; what that buys and costs is measured in docs/training.md):
 
     tokens (B, 256) --embedding (E)--> each bar's 16 steps as one vector (B, 16, 16E)
              --MLP--> (B, 16, H) --convolutions over the 16 bars--> flatten -> linear -> mu, sigma
@@ -367,6 +366,8 @@ class ParallelMelodyVAE(MelodyVAE):
         self.config = c = config
         if c.encoder != "patches":
             raise ValueError(f"the parallel decoder takes encoder 'patches', not {c.encoder!r}")
+        if c.bar_carry or c.token_dropout:  # nothing is fed back: those settings would do nothing
+            raise ValueError("bar_carry and token_dropout are settings of the LSTM decoder, not the parallel one")
         E, C = c.encoder_size, c.conductor_size
         self.embedding = nn.Embedding(NUM_CLASSES, PATCH_EMBEDDING)
         self.bar_in = nn.Sequential(nn.Linear(BAR_STEPS * PATCH_EMBEDDING, 2 * E), nn.GELU(), nn.Linear(2 * E, E))

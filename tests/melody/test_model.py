@@ -132,6 +132,8 @@ def test_the_parallel_model_decodes_every_step_from_z_alone():
         build_model(VAEConfig.from_dict({**TINY_PARALLEL.to_dict(), "encoder": "flat"}))
     with pytest.raises(ValueError, match="decoder"):
         build_model(VAEConfig.from_dict({**TINY_PARALLEL.to_dict(), "decoder": "transformer"}))
+    with pytest.raises(ValueError, match="LSTM decoder"):
+        build_model(VAEConfig.from_dict({**TINY_PARALLEL.to_dict(), "token_dropout": 0.5}))
 
 
 def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from melody_lc.choices import METHODS
+from melody_lc.choices import METHODS, REALISM_STEPS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--model", metavar="DIR", help="melody VAE checkpoint (default: the shipped one)")
     s.add_argument("--data", metavar="PATH", help="dataset (default: the corpus dataset)")
-    s.add_argument("--realism-steps", type=int, help="steps of the realism actor's fit (default: REALISM_STEPS)")
+    s.add_argument("--realism-steps", type=int, help=f"steps of the realism actor's fit (default: {REALISM_STEPS})")
     s.set_defaults(func=cmd_fit_stats)
 
     g = sub.add_parser("generate", help="write melodies that follow a rules file (fits first if needed)")
@@ -258,7 +258,7 @@ def cmd_fit_stats(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _dataset, _load, model_dir
     from melody_lc.constrain import FIT_STATS, load_fit_stats, save_fit_stats
-    from melody_lc.constrain.realism import REALISM, REALISM_STEPS, fit_model_realism
+    from melody_lc.constrain.realism import REALISM, fit_model_realism
 
     steps = REALISM_STEPS if args.realism_steps is None else args.realism_steps
     if steps < 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from melody_lc import checkpoint
+from melody_lc.choices import REALISM_STEPS
 from melody_lc.constrain.fitting import load_fit_stats, model_fingerprint
 from melody_lc.engine import Actor, FitConfig, fit_realism
 from melody_lc.errors import UserError
@@ -20,7 +21,6 @@ from melody_lc.fileio import write_json
 from melody_lc.melody.model import MelodyVAE
 
 REALISM = "realism"  # beside a model's weights
-REALISM_STEPS = 2000  # critic and actor steps of the fit (what it gives: benchmarks/realism_overlap.py)
 
 
 def fit_model_realism(

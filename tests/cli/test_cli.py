@@ -29,6 +29,26 @@ def test_help_is_fast_and_imports_nothing_heavy():
     assert res.returncode == 0 and "data" in res.stdout
 
 
+def test_every_help_states_its_defaults_as_values_not_as_names():
+    """A default in a help text is the value a user gets ("default: 2000"), not a constant's name."""
+    import argparse
+    import re
+
+    from melody_lc.cli import build_parser
+
+    def parsers(p):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    texts = [(p.prog, p.format_help()) for p in parsers(build_parser())]
+    assert len(texts) > 10 and any("fit-stats" in prog for prog, _ in texts)
+    named = [(prog, m) for prog, text in texts for m in re.findall(r"default:\s*[A-Z][A-Z0-9]*_[A-Z0-9_]+", text)]
+    assert not named, named
+
+
 def test_single_bad_file_is_one_line_and_exit_2(tmp_path):
     bad = make_bad_files(tmp_path / "bad")
     for name in ("empty.mid", "text.mid", "truncated.mid", "type2.mid"):

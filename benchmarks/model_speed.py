@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from melody_lc.melody.hardware import bf16_lstm_works, describe_hardware, matmul_gflops
+from melody_lc.melody.hardware import bf16_lstm_works, cpu_has_fast_bf16, describe_hardware, matmul_gflops
 from melody_lc.melody.model import PRESETS, MelodyVAE, VAEConfig, build_model, vae_loss
 
 
@@ -73,9 +73,17 @@ def main() -> None:
     gflops = matmul_gflops()
     print(f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s")
     print(f"model {args.preset} {json.dumps(cfg.to_dict())}: {params / 1e6:.2f} M parameters")
-    precisions = (False, True) if bf16_lstm_works() else (False,)
-    if not bf16_lstm_works():
-        print("bf16: not measured (this CPU has no bf16 LSTM in torch's oneDNN)")
+    # bf16 where it runs at the hardware's speed (and, for the LSTM decoder, where oneDNN has a bf16 LSTM)
+    no_bf16 = (
+        "this CPU has no AVX-512 BF16 or AMX: bf16 would be emulated"
+        if not cpu_has_fast_bf16()
+        else "this CPU has no bf16 LSTM in torch's oneDNN"
+        if cfg.decoder == "lstm" and not bf16_lstm_works()
+        else None
+    )
+    precisions = (False,) if no_bf16 else (False, True)
+    if no_bf16:
+        print(f"bf16: not measured ({no_bf16})")
     if not args.no_train:
         for bf16 in precisions:
             dt = time_train(model, args.batch, args.train_steps, bf16)

@@ -37,6 +37,12 @@ CANDIDATES = {  # name -> (model-config overrides, further `melody-lc train` opt
     "batch 32, lr 0.002": ({}, ["--batch-size", "32", "--lr", "0.002"], None),
     "parallel decoder": ({}, ["--preset", "parallel"], None),  # non-autoregressive: z alone writes every step
     "parallel decoder, 256 wide": ({"encoder_size": 256, "conductor_size": 256}, ["--preset", "parallel"], None),
+    # a third of the parallel preset's arithmetic per melody, and fits (of a 256-wide z) of the shipped size
+    "parallel decoder, z 256, 256 wide": (
+        {"z_size": 256, "encoder_size": 256, "conductor_size": 256},
+        ["--preset", "parallel"],
+        None,
+    ),
     # continuing the shipped run (its weights, optimizer and step) with changes that keep the weights
     "shipped, continued": ({}, [], SHIPPED_RUN),
     "shipped + previous bar's last token": ({"bar_carry": True}, [], SHIPPED_RUN),
@@ -52,6 +58,13 @@ CANDIDATES = {  # name -> (model-config overrides, further `melody-lc train` opt
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+def run_dir(name: str, minutes: float = 30.0) -> Path:
+    """Where candidate ``name`` trains for ``minutes`` CPU minutes (in melody-lc's cache)."""
+    from melody_lc.paths import cache_dir
+
+    return cache_dir() / "benchmarks" / f"capacity-{minutes:g}min" / slug(name)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,7 +112,6 @@ def main() -> None:
     from melody_lc.melody.hardware import describe_hardware, matmul_gflops
     from melody_lc.melody.sources import DEFAULT_COLLECTIONS
     from melody_lc.melody.train import load_model
-    from melody_lc.paths import cache_dir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help=f"candidates (default: all): {', '.join(CANDIDATES)}")
@@ -110,7 +122,7 @@ def main() -> None:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         ap.error(f"unknown candidates: {', '.join(unknown)}")
-    work = cache_dir() / "benchmarks" / f"capacity-{args.minutes:g}min"
+    work = run_dir(names[0], args.minutes).parent
     work.mkdir(parents=True, exist_ok=True)
     todo = [n for n in names if not (work / slug(n) / "cpu.json").exists()]
     for i in range(0, len(todo), 2):

@@ -1,6 +1,7 @@
 """Rules as requirements: how each layer does, for every shipped example and the benchmark's own files.
 
-    python benchmarks/enforce_table.py [--model DIR] [--data DIR] [-n 256] [--rules FILE ...]
+    python benchmarks/enforce_table.py [--model DIR | --capacity NAME] [--data DIR] [-n 256]
+        [--rules FILE ... | --actor-target]
 
 For each rules file (default: rules/*.rules and benchmarks/rules/*.rules), with its fit (the shipped
 one, a cached one, or fitted now from the statistics shipped beside the model), rows:
@@ -159,7 +160,12 @@ def main() -> None:
     from melody_lc.melody.sources import DEFAULT_COLLECTIONS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(default_model_dir()))
+    ap.add_argument("--model", help="model directory (default: the shipped model)")
+    ap.add_argument(
+        "--capacity",
+        metavar="NAME",
+        help="instead, the model of benchmarks/capacity_table.py's 30-minute run of candidate NAME",
+    )
     ap.add_argument(
         "--data",
         default=str(default_corpus_out(list(DEFAULT_COLLECTIONS))),
@@ -167,6 +173,7 @@ def main() -> None:
     )
     ap.add_argument("-n", type=int, default=256, help="melodies per row")
     ap.add_argument("--rules", nargs="+", help="rules files (default: rules/*.rules and benchmarks/rules/*.rules)")
+    ap.add_argument("--actor-target", action="store_true", help="only the shipped examples with an actor target")
     args = ap.parse_args()
 
     gflops = matmul_gflops()
@@ -174,10 +181,24 @@ def main() -> None:
         f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-    model, _ = load_model(args.model)
-    stats = load_fit_stats(args.model, model)
+    if args.capacity:
+        from capacity_table import CANDIDATES, run_dir
+
+        if args.capacity not in CANDIDATES:
+            ap.error(f"unknown capacity_table candidate {args.capacity!r}: {', '.join(CANDIDATES)}")
+        args.model = run_dir(args.capacity)
+        if not (args.model / "cpu.json").exists():
+            ap.error(
+                f"no finished run of {args.capacity!r}: run `python benchmarks/capacity_table.py '{args.capacity}'`"
+            )
+    model, meta = load_model(args.model or default_model_dir())
+    stats = load_fit_stats(args.model or default_model_dir(), model)
+    what = f"capacity_table's run {args.capacity!r}" if args.capacity else args.model or "the shipped model"
+    print(f"model: {what} ({model.config.decoder} decoder, {meta['steps']} steps)")
     heldout = MelodyDataset(args.data).windows("test")
     held = features(heldout)
+    if args.actor_target:
+        args.rules = [f"rules/{name}.rules" for name in ACTOR_TARGET]
     files = args.rules or [  # a file of phrase sections has its own benchmark, benchmarks/plan_morph.py
         f
         for f in sorted(glob.glob("rules/*.rules")) + sorted(glob.glob("benchmarks/rules/*.rules"))

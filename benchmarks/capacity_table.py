@@ -43,6 +43,12 @@ CANDIDATES = {  # name -> (model-config overrides, further `melody-lc train` opt
         ["--preset", "parallel"],
         None,
     ),
+    # the parallel decoder with an autoregressive head (an LSTM over the steps; model.py)
+    "parallel decoder + head 128, token dropout 0.5": (
+        {"head_size": 128, "token_dropout": 0.5},
+        ["--preset", "parallel"],
+        None,
+    ),
     # continuing the shipped run (its weights, optimizer and step) with changes that keep the weights
     "shipped, continued": ({}, [], SHIPPED_RUN),
     "shipped + previous bar's last token": ({"bar_carry": True}, [], SHIPPED_RUN),

@@ -73,12 +73,12 @@ def main() -> None:
     gflops = matmul_gflops()
     print(f"{describe_hardware()}; float32 matmul {gflops:.0f} GFLOP/s")
     print(f"model {args.preset} {json.dumps(cfg.to_dict())}: {params / 1e6:.2f} M parameters")
-    # bf16 where it runs at the hardware's speed (and, for the LSTM decoder, where oneDNN has a bf16 LSTM)
+    # bf16 where it runs at the hardware's speed (and, for a model with an LSTM, where oneDNN has a bf16 LSTM)
     no_bf16 = (
         "this CPU has no AVX-512 BF16 or AMX: bf16 would be emulated"
         if not cpu_has_fast_bf16()
         else "this CPU has no bf16 LSTM in torch's oneDNN"
-        if cfg.decoder == "lstm" and not bf16_lstm_works()
+        if (cfg.decoder == "lstm" or cfg.head_size) and not bf16_lstm_works()
         else None
     )
     precisions = (False,) if no_bf16 else (False, True)

@@ -12,6 +12,21 @@ import mido
 import numpy as np
 import pytest
 
+
+def _tiny(**changes):
+    from melody_lc.melody.model import PRESETS, VAEConfig
+
+    return VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), **changes})
+
+
+# every decoder at the tiny preset's sizes (ids -> configs): the tests run each path through them all
+TINY_MODELS = {
+    "lstm": _tiny(),
+    "parallel": _tiny(encoder="patches", decoder="parallel"),
+    "parallel+head": _tiny(encoder="patches", decoder="parallel", head_size=16, token_dropout=0.5),
+}
+EVERY_DECODER = pytest.mark.parametrize("config", list(TINY_MODELS.values()), ids=list(TINY_MODELS))
+
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
 
 TPQ = 480  # ticks per quarter in the files the tests write

@@ -14,8 +14,9 @@ import torch
 
 from melody_lc.constrain import Infeasible, fit_rules, generate, load_fitted, transform
 from melody_lc.engine import FitConfig
-from melody_lc.melody.model import PRESETS, VAEConfig, build_model
+from melody_lc.melody.model import PRESETS, build_model
 from melody_lc.rules import Rule, RuleKind, RuleSet, parse_rules
+from tests.conftest import EVERY_DECODER
 
 FAST = FitConfig(
     rounds=2,
@@ -32,12 +33,7 @@ FAST = FitConfig(
 )
 
 
-# both decoders at the tiny preset's sizes: every path works through their common face
-MODELS = pytest.mark.parametrize(
-    "config",
-    [PRESETS["tiny"], VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "patches", "decoder": "parallel"})],
-    ids=["lstm", "parallel"],
-)
+MODELS = EVERY_DECODER  # every path works through the decoders' common face
 
 
 def _setup(config=PRESETS["tiny"]):

@@ -27,6 +27,16 @@ teacher-forced decoding; what that buys and costs is measured in docs/training.m
 
 A free-running decode draws the 256 steps from those logits; under the rules' constraints it draws
 them in order, each step from its logits restricted to what the constraints allow.
+
+With ``head_size`` > 0 (the parallel decoder with an autoregressive head), a small LSTM reads the
+steps in order and adds a correction to each step's logits:
+
+    input_t = [embedding of token t-1 (zeros at t = 0 and, in training, at a token_dropout share
+               of steps), softmax of the parallel logits at t]  --LSTM (head_size)--> linear -> + logits_t
+
+Its output layer starts at zero, so it starts as the parallel model; it learns what the previous
+tokens tell beyond z (a held note is held on, a phrase's rhythm goes on). Decoding runs the 256 steps in
+sequence over B rows.
 """
 
 from __future__ import annotations
@@ -73,6 +83,10 @@ class VAEConfig:
     # (then conductor_size/conductor_layers are the bar embeddings' width and convolutions, and
     # decoder_size the hidden width of the per-bar output MLP)
     decoder: str = "lstm"
+    # the parallel decoder only: with head_size > 0, an LSTM of that size runs over the 256 steps and
+    # corrects each step's logits from the tokens before it (its input: the previous token, zeroed
+    # at the first step and by token_dropout in training, and the parallel logits' softmax)
+    head_size: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEConfig:
@@ -89,7 +103,7 @@ class VAEConfig:
 
 
 # fields added after models were shipped -> the value that means "as before"
-LATER_FIELDS = {"bar_carry": False, "token_dropout": 0.0, "decoder": "lstm"}
+LATER_FIELDS = {"bar_carry": False, "token_dropout": 0.0, "decoder": "lstm", "head_size": 0}
 
 
 # what a run may change when it continues another run's weights (``train --from``): no weight's shape
@@ -366,8 +380,11 @@ class ParallelMelodyVAE(MelodyVAE):
         self.config = c = config
         if c.encoder != "patches":
             raise ValueError(f"the parallel decoder takes encoder 'patches', not {c.encoder!r}")
-        if c.bar_carry or c.token_dropout:  # nothing is fed back: those settings would do nothing
-            raise ValueError("bar_carry and token_dropout are settings of the LSTM decoder, not the parallel one")
+        if c.bar_carry or (c.token_dropout and not c.head_size):  # nothing fed back: they would do nothing
+            raise ValueError(
+                "bar_carry and token_dropout are settings of the LSTM decoder (token_dropout also of the "
+                "parallel decoder's head, head_size > 0), not of the parallel one"
+            )
         E, C = c.encoder_size, c.conductor_size
         self.embedding = nn.Embedding(NUM_CLASSES, PATCH_EMBEDDING)
         self.bar_in = nn.Sequential(nn.Linear(BAR_STEPS * PATCH_EMBEDDING, 2 * E), nn.GELU(), nn.Linear(2 * E, E))
@@ -378,6 +395,12 @@ class ParallelMelodyVAE(MelodyVAE):
         self.bar_out = nn.Sequential(
             nn.Linear(C, c.decoder_size), nn.GELU(), nn.Linear(c.decoder_size, BAR_STEPS * NUM_CLASSES)
         )
+        if c.head_size:
+            self.head_embedding = nn.Embedding(NUM_CLASSES, PATCH_EMBEDDING)
+            self.head = nn.LSTM(PATCH_EMBEDDING + NUM_CLASSES, c.head_size, batch_first=True)
+            self.head_out = nn.Linear(c.head_size, NUM_CLASSES)
+            nn.init.zeros_(self.head_out.weight)  # it starts as the parallel model
+            nn.init.zeros_(self.head_out.bias)
 
     def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, 256) long -> (mu, sigma), each (B, Z)."""
@@ -397,8 +420,18 @@ class ParallelMelodyVAE(MelodyVAE):
         return self.bar_out(bars).view(bars.shape[0], STEPS, NUM_CLASSES)
 
     def decode_logits(self, z: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """The logits (B, 256, V) given z; ``tokens`` is not read (nothing is fed back)."""
-        return self.bar_logits(self.bar_embeddings(z))
+        """The logits (B, 256, V) given z (and, with the head, teacher-forced on ``tokens``; without
+        it ``tokens`` is not read: nothing is fed back)."""
+        logits = self.bar_logits(self.bar_embeddings(z))
+        if not self.config.head_size:
+            return logits
+        prev = self.head_embedding(tokens.long()[:, :-1])
+        prev = torch.cat([prev.new_zeros(prev.shape[0], 1, prev.shape[-1]), prev], 1)  # zeros at the first step
+        if self.training and self.config.token_dropout > 0:
+            keep = torch.rand(prev.shape[:2], device=prev.device) >= self.config.token_dropout
+            prev = prev * keep.unsqueeze(-1).to(prev.dtype)
+        out, _ = self.head(torch.cat([prev, torch.softmax(logits, -1).to(prev.dtype)], -1))
+        return logits + self.head_out(out)
 
     @torch.inference_mode()
     def decode(
@@ -416,13 +449,41 @@ class ParallelMelodyVAE(MelodyVAE):
             if steer is not None and steer.bar_source is not None:  # bars that repeat others share their embedding
                 bars = bars[:, steer.bar_source]
             logits = self.bar_logits(bars).float()  # (B, 256, V)
-        if not steer:
+        if not steer and not self.config.head_size:
             return _draw(logits.view(-1, NUM_CLASSES), temperature, generator).view(z.shape[0], STEPS)
-        state = steer.start(z.shape[0], z.device)
+        state = steer.start(z.shape[0], z.device) if steer else None
         out = torch.empty(z.shape[0], STEPS, dtype=torch.long, device=z.device)
+        head = _HeadSteps(self, logits) if self.config.head_size else None
+        tok = None
         for t in range(STEPS):
-            out[:, t] = steer.choose(logits[:, t], state, temperature, generator)
+            step = logits[:, t] if head is None else head.logits(t, tok)
+            tok = steer.choose(step, state, temperature, generator) if steer else _draw(step, temperature, generator)
+            out[:, t] = tok
         return out
+
+
+class _HeadSteps:
+    """The parallel decoder's head, one step at a time (a free-running decode): the beliefs' share
+    of the gates is computed once for all steps, the previous token's share is a row lookup."""
+
+    def __init__(self, model: ParallelMelodyVAE, logits: torch.Tensor) -> None:
+        lstm = model.head
+        w_ih = lstm.weight_ih_l0
+        self.logits_in, self.out = logits, model.head_out
+        self.w_hh = lstm.weight_hh_l0
+        self.beliefs = torch.softmax(logits, -1) @ w_ih[:, PATCH_EMBEDDING:].T + lstm.bias_ih_l0 + lstm.bias_hh_l0
+        self.token_gates = model.head_embedding.weight @ w_ih[:, :PATCH_EMBEDDING].T  # (V, 4H)
+        self.h = self.c = logits.new_zeros(logits.shape[0], model.config.head_size)
+
+    def logits(self, t: int, prev: torch.Tensor | None) -> torch.Tensor:
+        """Step t's logits (B, V), given the tokens (B,) drawn at step t - 1 (None at the first)."""
+        g = self.beliefs[:, t] + self.h @ self.w_hh.T
+        if prev is not None:
+            g = g + self.token_gates[prev]
+        i, f, gg, o = g.chunk(4, dim=-1)
+        self.c = torch.sigmoid(f) * self.c + torch.sigmoid(i) * torch.tanh(gg)
+        self.h = torch.sigmoid(o) * torch.tanh(self.c)
+        return self.logits_in[:, t] + self.out(self.h)
 
 
 def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -25,6 +25,8 @@ def _n(v) -> str:
 DESCRIPTIONS = {  # decoder -> what the model is
     "lstm": "A hierarchical LSTM melody VAE (the model of Engel, Hoffman & Roberts 2018; MusicVAE's hierarchical decoder)",
     "parallel": "A non-autoregressive melody VAE (bar patches and convolutions over the bars; z alone writes every step)",
+    "parallel+head": "A melody VAE that writes every step from z at once (bar patches and convolutions over the bars), "
+    "each step then corrected by a small LSTM that reads the steps before it",
 }
 
 
@@ -34,7 +36,7 @@ def model_card(name: str, config: dict, meta: dict, figures: dict) -> str:
     lines = [
         f"# {name}",
         "",
-        DESCRIPTIONS.get(config.get("decoder", "lstm"), "A melody VAE"),
+        DESCRIPTIONS.get(config.get("decoder", "lstm") + ("+head" if config.get("head_size") else ""), "A melody VAE"),
         "over 16-bar melodies: 256 sixteenth steps x 130 classes. Trained with `melody-lc train`;",
         "every figure below was measured by `melody-lc evaluate` on held-out tunes (never seen in training).",
         "",

@@ -11,6 +11,7 @@ import torch
 from melody_lc import checkpoint
 from melody_lc.melody.model import PRESETS, HierarchicalMelodyVAE, ParallelMelodyVAE, VAEConfig, build_model, vae_loss
 from melody_lc.melody.train import load_model
+from tests.conftest import EVERY_DECODER, TINY_MODELS
 
 
 def _tokens(n=4, seed=0):
@@ -18,19 +19,20 @@ def _tokens(n=4, seed=0):
     return torch.from_numpy(np.where(rng.random((n, 256)) < 0.3, rng.integers(50, 80, (n, 256)), 128))
 
 
-# the parallel model at the tiny preset's sizes
-TINY_PARALLEL = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "patches", "decoder": "parallel"})
+TINY_PARALLEL = TINY_MODELS["parallel"]
 
 
-@pytest.mark.parametrize("encoder", ["flat", "hierarchical", "patches"])
+@pytest.mark.parametrize("encoder", ["flat", "hierarchical", "patches", "patches+head"])
 def test_shapes_and_loss_terms(encoder):
     cfg = (
         TINY_PARALLEL
         if encoder == "patches"
+        else TINY_MODELS["parallel+head"]
+        if encoder == "patches+head"
         else VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": encoder})
     )
     model = build_model(cfg)
-    assert isinstance(model, ParallelMelodyVAE if encoder == "patches" else HierarchicalMelodyVAE)
+    assert isinstance(model, ParallelMelodyVAE if encoder.startswith("patches") else HierarchicalMelodyVAE)
     tokens = _tokens()
     logits, mu, sigma = model(tokens)
     assert logits.shape == (4, 256, 130) and mu.shape == sigma.shape == (4, cfg.z_size) and (sigma > 0).all()
@@ -136,6 +138,41 @@ def test_the_parallel_model_decodes_every_step_from_z_alone():
         build_model(VAEConfig.from_dict({**TINY_PARALLEL.to_dict(), "token_dropout": 0.5}))
 
 
+def test_the_parallel_models_head_reads_the_tokens_before_each_step_and_starts_as_the_parallel_model():
+    """head_size > 0: an LSTM over the steps corrects the parallel logits from the tokens before each
+    step (none after it); its output starts at zero; the step-by-step decode is the teacher-forced
+    computation; token_dropout hides the tokens in training only."""
+    from melody_lc.melody.steer import Steer
+    from melody_lc.rules.constraints import PitchRange
+
+    cfg = TINY_MODELS["parallel+head"]
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    z, tokens = torch.randn(5, cfg.z_size), _tokens(5)
+    parallel = model.bar_logits(model.bar_embeddings(z))
+    assert torch.equal(model.decode_logits(z, tokens), parallel)  # as the parallel model, until it learns
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head_out.weight)
+    changed = tokens.clone()
+    changed[:, 100] = (tokens[:, 100] + 1) % 130
+    a, b = model.decode_logits(z, tokens), model.decode_logits(z, changed)
+    assert torch.equal(a[:, :101], b[:, :101]) and not torch.allclose(a[:, 101:], b[:, 101:])
+    greedy = model.decode(z, temperature=0)
+    with torch.no_grad():  # the decode's tokens are inference tensors
+        assert torch.equal(model.decode_logits(z, greedy).argmax(-1), greedy)
+    assert not torch.equal(greedy, parallel.argmax(-1))  # the head changed what is written
+    steer = Steer([("range", PitchRange(5, 60, 72))])
+    kept = model.decode(z, 1.0, torch.Generator().manual_seed(0), steer=steer)
+    assert ((kept[kept < 128] >= 60) & (kept[kept < 128] <= 72)).all()
+    hidden = build_model(VAEConfig.from_dict({**cfg.to_dict(), "token_dropout": 1.0}))
+    hidden.load_state_dict(model.state_dict())
+    hidden.train()
+    torch.manual_seed(0)
+    assert torch.equal(hidden.decode_logits(z, tokens), hidden.decode_logits(z, changed))
+    hidden.eval()
+    assert not torch.equal(hidden.decode_logits(z, tokens), hidden.decode_logits(z, changed))
+
+
 def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():
     """The step loop's weights are cast to bf16 once per decode: the same arithmetic as autocast
     casting them at every step, so the same tokens, unsteered (bars at once) and steered (in sequence)."""
@@ -157,7 +194,7 @@ def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():
     assert not torch.equal(fp32, cast_once)  # bf16 really is another arithmetic: the check can fail
 
 
-@pytest.mark.parametrize("config", [PRESETS["tiny"], TINY_PARALLEL], ids=["lstm", "parallel"])
+@EVERY_DECODER
 def test_checkpoint_roundtrip_fp16_and_config(tmp_path, config):
     model = build_model(config)
     checkpoint.save(

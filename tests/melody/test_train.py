@@ -18,6 +18,7 @@ import torch
 from melody_lc.checkpoint import CheckpointError
 from melody_lc.melody.model import PRESETS, VAEConfig, kl_nats
 from melody_lc.melody.train import TrainConfig, Trainer, load_model, transpose_batch
+from tests.conftest import TINY_MODELS
 
 
 def _windows(n=96, seed=0):
@@ -32,11 +33,7 @@ def _train(out, steps, resume=False, model=PRESETS["tiny"], **kw):
     return t
 
 
-# the parallel model (decoder "parallel") at the tiny preset's sizes
-TINY_PARALLEL = VAEConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "patches", "decoder": "parallel"})
-
-
-@pytest.mark.parametrize("model", [PRESETS["tiny"], TINY_PARALLEL], ids=["lstm", "parallel"])
+@pytest.mark.parametrize("model", list(TINY_MODELS.values()), ids=list(TINY_MODELS))
 def test_resume_continues_exactly(tmp_path, model):
     straight = _train(tmp_path / "a", 7, model=model)
     _train(tmp_path / "b", 3, model=model)

@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "may change free_bits, beta, dropout, bar_carry and token_dropout",
     )
     t.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start a new run (step 0, a fresh optimizer) from the weights of a model or run in DIR; "
+        "--model-config may change what --from allows and add the parallel decoder's head (head_size), "
+        "which starts as nothing: the run starts as DIR's model",
+    )
+    t.add_argument(
         "--compact",
         action="store_true",
         help="train nothing: rewrite the checkpoint in --out to be committed (Adam's moments in bf16, "
@@ -70,7 +77,7 @@ def cmd_train(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _dataset
     from melody_lc.melody.hardware import describe_hardware, matmul_gflops
-    from melody_lc.melody.model import PRESETS, WEIGHT_FREE, VAEConfig, same_weights
+    from melody_lc.melody.model import ADDED_WEIGHTS, PRESETS, WEIGHT_FREE, VAEConfig, grows_from, same_weights
     from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer
 
     out = Path(args.out)
@@ -90,6 +97,12 @@ def cmd_train(args) -> int:
             if args.resume
             else f"{args.start_from}: no checkpoint to continue"
         )
+    if args.init is not None and (args.resume or args.start_from is not None or not checkpoint.exists(args.init)):
+        raise CLIError(
+            f"{args.init}: no model to start from"
+            if not (args.resume or args.start_from is not None)
+            else "--init starts a new run: leave out --resume and --from"
+        )
     given = {
         k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None
     }
@@ -107,11 +120,12 @@ def cmd_train(args) -> int:
                     "(leave the option out, or train a new run)"
                 )
         given = {k: getattr(run, k) for k in RUN_DEFINING}
-    preset = args.preset or (saved["meta"].get("preset", "?") if saved is not None else "default")
+    base = checkpoint.load(args.init, KIND, tensors=False) if args.init is not None else None
+    preset = args.preset or next((c["meta"].get("preset", "?") for c in (saved, base) if c is not None), "default")
     if args.preset is not None and args.preset not in PRESETS:
         raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    if saved is not None:  # the run's own model; --preset / --model-config may only say the same
-        model_config = VAEConfig.from_dict(saved["config"])
+    if saved is not None or base is not None:  # the run's own model; --preset / --model-config may only say the same
+        model_config = VAEConfig.from_dict((saved or base)["config"])
         asked = PRESETS[args.preset] if args.preset is not None else model_config
     else:
         model_config = asked = PRESETS[preset]
@@ -122,6 +136,11 @@ def cmd_train(args) -> int:
             raise CLIError(f"--model-config: {e}") from None
     if args.start_from is not None and not same_weights(asked, model_config):
         raise CLIError(f"--model-config: continuing {source} may change only {', '.join(WEIGHT_FREE)}")
+    if base is not None and not grows_from(model_config, asked):
+        raise CLIError(
+            f"--model-config: a run started from {args.init} may change only {', '.join(WEIGHT_FREE)} "
+            f"and add {', '.join(ADDED_WEIGHTS)}"
+        )
     if args.resume and asked != model_config:
         raise CLIError(
             f"{out}: holds a model of another configuration ({json.dumps(saved['config'])}); resuming keeps "
@@ -169,6 +188,7 @@ def cmd_train(args) -> int:
             meta=meta,
             progress=progress,
             start_from=args.start_from,
+            init_from=args.init,
         )
     except ValueError as e:
         raise CLIError(str(e)) from None

@@ -116,6 +116,18 @@ def same_weights(a: VAEConfig, b: VAEConfig) -> bool:
     return replace(a, **{k: getattr(b, k) for k in WEIGHT_FREE}) == b
 
 
+# weights a new run may add to another model's when it starts from them (``train --init``): each
+# starts so that the grown model computes what the other did (the head's output layer is zero)
+ADDED_WEIGHTS = {"head_size": ("head_embedding.", "head.", "head_out.")}
+
+
+def grows_from(base: VAEConfig, new: VAEConfig) -> bool:
+    """Whether a model of config ``new`` holds every weight of one of ``base`` with its shape, and
+    adds none but ``ADDED_WEIGHTS`` where ``base`` had none of them (the parallel decoder's head)."""
+    added = {k: getattr(new, k) for k in ADDED_WEIGHTS if getattr(base, k) == LATER_FIELDS[k]}
+    return same_weights(replace(base, **added), new)
+
+
 PRESETS: dict[str, VAEConfig] = {
     # MusicVAE hierdec-mel_16bar: encoder 2 x 2048 bidirectional, conductor 2 x 1024, decoder 2 x 1024, z 512.
     "paper": VAEConfig(z_size=512, encoder_size=2048, encoder_layers=2, conductor_size=1024, decoder_size=1024),

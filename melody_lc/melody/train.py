@@ -32,7 +32,17 @@ import torch
 from melody_lc import checkpoint
 from melody_lc.melody.encoding import NUM_PITCHES
 from melody_lc.melody.hardware import use_bf16
-from melody_lc.melody.model import WEIGHT_FREE, MelodyVAE, VAEConfig, build_model, kl_nats, same_weights, vae_loss
+from melody_lc.melody.model import (
+    ADDED_WEIGHTS,
+    WEIGHT_FREE,
+    MelodyVAE,
+    VAEConfig,
+    build_model,
+    grows_from,
+    kl_nats,
+    same_weights,
+    vae_loss,
+)
 
 KIND = "melody-vae"
 
@@ -142,9 +152,12 @@ class Trainer:
         meta: dict | None = None,
         progress: Callable[[dict], None] | None = None,
         start_from: str | os.PathLike | None = None,
+        init_from: str | os.PathLike | None = None,
     ) -> None:
         """``start_from``: another run's checkpoint, continued (weights, optimizer, step, data order)
-        into ``out`` with ``model_config``, which may differ from its own only in ``WEIGHT_FREE``."""
+        into ``out`` with ``model_config``, which may differ from its own only in ``WEIGHT_FREE``.
+        ``init_from``: a model's or run's weights only, the start of a new run (step 0, a fresh
+        optimizer); ``model_config`` may also add ``ADDED_WEIGHTS`` (see :func:`grows_from`)."""
         self.dist = _setup_distributed()
         if config.batch_size % self.dist.world:
             raise ValueError(f"batch size {config.batch_size} does not split over {self.dist.world} processes")
@@ -173,6 +186,8 @@ class Trainer:
             self._load(self.out)
         elif start_from is not None:
             self._load(Path(start_from), other_run=True)
+        elif init_from is not None:
+            self._init(Path(init_from))
         self.bf16 = use_bf16(config.precision, self.device)
         self.net = self.model
         if self.dist.world > 1:
@@ -375,6 +390,25 @@ class Trainer:
             state_tensors=tensors,
             extra_files={"log.jsonl": log_text},
         )
+
+    def _init(self, path: Path) -> None:
+        ck = checkpoint.load(path, KIND)  # float16 weights (a shipped model) load into float32 ones
+        theirs = VAEConfig.from_dict(ck["config"])
+        if not grows_from(theirs, self.model.config):
+            raise checkpoint.CheckpointError(
+                f"{path}: holds a model of another configuration; a run started from its weights may change "
+                f"only {', '.join(WEIGHT_FREE)} and add {', '.join(ADDED_WEIGHTS)}"
+            )
+        missing, _ = self.model.load_state_dict(ck["weights"], strict=False)  # grows_from: none unexpected
+        mine = self.model.config
+        self.meta["initialised_from"] = {
+            "model": path.name,
+            "steps": ck["meta"].get("steps"),
+            "changed": {
+                k: getattr(mine, k) for k in (*WEIGHT_FREE, *ADDED_WEIGHTS) if getattr(theirs, k) != getattr(mine, k)
+            },
+            "added_weights": len(missing),
+        }
 
     def _load(self, path: Path, other_run: bool = False) -> None:
         ck = checkpoint.load(path, KIND, with_state=True)  # a damaged file is a CheckpointError

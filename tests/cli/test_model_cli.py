@@ -245,6 +245,8 @@ def _assert_card_matches(card_path: Path, figures: dict) -> None:
         "KL (bits per melody)": figures["kl_bits"],
         "feature overlap: mean of the four": figures["feature_overlap"]["mean"],
     }
+    if "feature_overlap_realism" in figures:
+        rows["feature overlap through the realism actor: mean of the four"] = figures["feature_overlap_realism"]["mean"]
     for label, value in rows.items():
         shown = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
         assert f"| {label} | {shown} |" in card, (label, shown)

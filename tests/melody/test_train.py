@@ -318,3 +318,53 @@ def test_a_run_continues_another_with_a_change_that_keeps_the_weights(tmp_path, 
     assert main(args) == 2
     assert "may change only free_bits, beta, dropout, bar_carry" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_new_run_starts_from_a_models_weights_and_may_give_the_parallel_decoder_a_head(tmp_path, capsys):
+    """``train --init``: the weights of a run or of a shipped (float16) model start a new run at step
+    0 with a fresh optimizer; the parallel decoder may gain a head, which starts as nothing, so the
+    grown model computes what the other did; any other change of a weight's shape is refused."""
+    from melody_lc import checkpoint
+    from melody_lc.cli import main
+    from melody_lc.melody.model import ADDED_WEIGHTS
+    from melody_lc.melody.train import KIND
+
+    parallel = TINY_MODELS["parallel"]
+    a = _train(tmp_path / "a", 3, model=parallel)
+    shipped = tmp_path / "shipped"  # as `melody-lc export` writes it: float16 weights, no training state
+    checkpoint.save(shipped, KIND, parallel.to_dict(), a.model.state_dict(), meta={"steps": 3}, dtype=torch.float16)
+    headed = VAEConfig.from_dict({**parallel.to_dict(), "head_size": 16, "token_dropout": 0.5})
+    cfg = TrainConfig(steps=2, batch_size=8, precision="fp32", log_every=1)
+    tokens = torch.from_numpy(_windows(4, seed=1).astype(np.int64))
+    z = torch.randn(4, parallel.z_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = a.model.eval().decode_logits(z, tokens)
+    for source, tol in ((tmp_path / "a", 0.0), (shipped, 5e-2)):
+        b = Trainer(_windows(), headed, cfg, tmp_path / f"b-{source.name}", init_from=source)
+        assert b.step == 0 and not b.opt.state  # a new run: step 0, nothing in the optimizer
+        with torch.no_grad():
+            after = b.model.eval().decode_logits(z, tokens)
+        assert (after - before).abs().max().item() <= tol  # the head adds nothing yet (float16: rounding)
+        b.model.train()
+        b.run()
+        model, meta = load_model(tmp_path / f"b-{source.name}")
+        added = sum(k.startswith(ADDED_WEIGHTS["head_size"]) for k in model.state_dict())
+        assert model.config.head_size == 16 and meta["steps"] == 2 and added > 0
+        assert meta["initialised_from"] == {
+            "model": source.name,
+            "steps": 3,
+            "changed": {"token_dropout": 0.5, "head_size": 16},
+            "added_weights": added,
+        }
+    wider = VAEConfig.from_dict({**parallel.to_dict(), "decoder_size": 64})
+    with pytest.raises(CheckpointError, match="may change only free_bits"):
+        Trainer(_windows(), wider, cfg, tmp_path / "c", init_from=tmp_path / "a")
+    args = ["train", "--init", str(shipped), "--out", str(tmp_path / "d"), "--model-config", '{"z_size": 8}']
+    assert main(args) == 2
+    assert (
+        "may change only free_bits, beta, dropout, bar_carry, token_dropout and add head_size"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "d").exists()
+    assert main(["train", "--init", str(tmp_path / "nothing"), "--out", str(tmp_path / "e")]) == 2
+    assert "no model to start from" in capsys.readouterr().err

@@ -33,6 +33,11 @@ BENCHMARKS = {
         "files with an actor target",
         "25 min",
     ),
+    "enforce_table_parallel_long": (
+        ["--model", "runs/parallel", "--actor-target"],
+        "the same for the long parallel run (25,537 steps, kept in runs/parallel), on the files with an actor target",
+        "10 min",
+    ),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
     "like_table": (
         [],
@@ -119,6 +124,7 @@ SCRIPTS = {
     "capacity_table_parallel": "capacity_table",
     "model_speed_parallel": "model_speed",
     "enforce_table_parallel": "enforce_table",
+    "enforce_table_parallel_long": "enforce_table",
 }
 HEADER = """# Figures
 

@@ -38,6 +38,11 @@ BENCHMARKS = {
         "the same for the long parallel run (25,537 steps, kept in runs/parallel), on the files with an actor target",
         "10 min",
     ),
+    "latent_fitness": (
+        ["--lambda-dist", "0.1", "0.02"],
+        "how well a model's latent space serves the rules: the shipped LSTM against the long parallel run",
+        "25 min",
+    ),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
     "like_table": (
         [],

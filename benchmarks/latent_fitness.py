@@ -1,0 +1,99 @@
+"""How well a model's latent space serves the rules: the same files fitted on several models.
+
+    python benchmarks/latent_fitness.py [--model DIR ...] [--rules FILE ...] [--lambda-dist L ...]
+        [--temperatures T ...] [-n 512]
+
+A model can reconstruct tunes well and still serve the latent constraints badly: the actor can only
+move z to where the decoder writes what the rules ask by itself. For each model (default: the
+shipped one, the reference, and the long parallel run in runs/parallel) and each rules file
+(default: the shipped examples with an actor target), the rules are fitted (or the fit is taken
+from the caches) with each distance penalty ``lambda_dist``, and n prior latents and the actor's
+moves of them are decoded at each temperature (0: argmax), with and without the rules' masks.
+
+Columns: the fit's time and the graded reward of the actor's melodies at its last round; the share
+of the actor's own melodies obeying every rule (the actor alone); how many notes per melody the
+mask overrules, for prior latents and for the actor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from enforce_table import ACTOR_TARGET  # the files with an actor target (issue 15)
+
+from melody_lc.constrain import decode_checked, fit_rules, load_fit_stats, shipped_fits_dir
+from melody_lc.engine import FitConfig
+from melody_lc.melody.hardware import describe_hardware, matmul_gflops
+from melody_lc.melody.train import load_model
+from melody_lc.paths import cache_dir
+from melody_lc.rules import load_rules
+
+
+def measure(rules, model, fitted, n: int, temperature: float) -> dict:
+    g = torch.Generator().manual_seed(1)
+    cond = rules.sample_conditions(n, np.random.default_rng(1)) if rules.open else None
+    cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
+    z = torch.randn(n, model.config.z_size, generator=g)
+    with torch.no_grad():
+        moved = fitted.actor(z, cvec)
+    out = {}
+    for name, latents in (("prior", z), ("actor", moved)):
+        for masked in (False, True):
+            c = decode_checked(rules, model, latents, cond, temperature, torch.Generator().manual_seed(2), mask=masked)
+            out[name, masked] = c.interventions.mean() if masked else c.ok.mean()
+    return out
+
+
+def main() -> None:
+    from melody_lc.cli.model import default_model_dir
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", default=[str(default_model_dir()), "runs/parallel"])
+    ap.add_argument("--rules", nargs="+", default=[f"rules/{name}.rules" for name in ACTOR_TARGET])
+    ap.add_argument("--lambda-dist", nargs="+", type=float, default=[FitConfig().lambda_dist])
+    ap.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.5])
+    ap.add_argument("-n", type=int, default=512)
+    args = ap.parse_args()
+    print(
+        f"{describe_hardware()}; float32 matmul {matmul_gflops():.0f} GFLOP/s; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {args.n} latents per row"
+    )
+    print(
+        "\n| model | rules | lambda_dist | fit s | fit's reward | T | actor alone | mask/melody: prior | actor |"
+        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for model_dir in args.model:
+        model, meta = load_model(model_dir)
+        stats = load_fit_stats(model_dir, model)
+        label = f"{Path(model_dir).name} ({model.config.decoder}, {meta.get('steps')} steps)"
+        for path in args.rules:
+            rules = load_rules(path)
+            for lam in args.lambda_dist:
+                t = time.perf_counter()
+                fitted = fit_rules(
+                    rules,
+                    model,
+                    stats,
+                    replace(FitConfig(), lambda_dist=lam),
+                    cache_dir=cache_dir() / "fits",
+                    search=(shipped_fits_dir(),),
+                )
+                took = fitted.meta.get("seconds", time.perf_counter() - t)
+                reward = next((h["mean_reward"] for h in reversed(fitted.meta["history"]) if "mean_reward" in h), None)
+                for temperature in args.temperatures:
+                    m = measure(rules, model, fitted, args.n, temperature)
+                    print(
+                        f"| {label} | {Path(path).stem} | {lam:g} | {took:.0f} | "
+                        f"{'—' if reward is None else format(reward, '.2f')} | {temperature:g} | "
+                        f"{m['actor', False]:.1%} | {m['prior', True]:.1f} | {m['actor', True]:.1f} |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()

@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
     from melody_lc.cli import CLIError
     from melody_lc.cli.model import _dataset
     from melody_lc.melody.hardware import describe_hardware, matmul_gflops
-    from melody_lc.melody.model import ADDED_WEIGHTS, PRESETS, WEIGHT_FREE, VAEConfig, grows_from, same_weights
+    from melody_lc.melody.model import GROWTH, PRESETS, WEIGHT_FREE, VAEConfig, grows_from, same_weights
     from melody_lc.melody.train import KIND, RUN_DEFINING, TrainConfig, Trainer
 
     out = Path(args.out)
@@ -124,7 +124,9 @@ def cmd_train(args) -> int:
     preset = args.preset or next((c["meta"].get("preset", "?") for c in (saved, base) if c is not None), "default")
     if args.preset is not None and args.preset not in PRESETS:
         raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    if saved is not None or base is not None:  # the run's own model; --preset / --model-config may only say the same
+    if (
+        saved is not None or base is not None
+    ):  # the model continued or grown; --preset / --model-config are checked below
         model_config = VAEConfig.from_dict((saved or base)["config"])
         asked = PRESETS[args.preset] if args.preset is not None else model_config
     else:
@@ -137,10 +139,7 @@ def cmd_train(args) -> int:
     if args.start_from is not None and not same_weights(asked, model_config):
         raise CLIError(f"--model-config: continuing {source} may change only {', '.join(WEIGHT_FREE)}")
     if base is not None and not grows_from(model_config, asked):
-        raise CLIError(
-            f"--model-config: a run started from {args.init} may change only {', '.join(WEIGHT_FREE)} "
-            f"and add {', '.join(ADDED_WEIGHTS)}"
-        )
+        raise CLIError(f"--model-config: a run started from {args.init} {GROWTH}")
     if args.resume and asked != model_config:
         raise CLIError(
             f"{out}: holds a model of another configuration ({json.dumps(saved['config'])}); resuming keeps "

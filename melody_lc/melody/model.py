@@ -119,6 +119,7 @@ def same_weights(a: VAEConfig, b: VAEConfig) -> bool:
 # weights a new run may add to another model's when it starts from them (``train --init``): each
 # starts so that the grown model computes what the other did (the head's output layer is zero)
 ADDED_WEIGHTS = {"head_size": ("head_embedding.", "head.", "head_out.")}
+GROWTH = f"may change only {', '.join(WEIGHT_FREE)} and add {', '.join(ADDED_WEIGHTS)}"  # what grows_from allows
 
 
 def grows_from(base: VAEConfig, new: VAEConfig) -> bool:

@@ -34,6 +34,7 @@ from melody_lc.melody.encoding import NUM_PITCHES
 from melody_lc.melody.hardware import use_bf16
 from melody_lc.melody.model import (
     ADDED_WEIGHTS,
+    GROWTH,
     WEIGHT_FREE,
     MelodyVAE,
     VAEConfig,
@@ -396,8 +397,7 @@ class Trainer:
         theirs = VAEConfig.from_dict(ck["config"])
         if not grows_from(theirs, self.model.config):
             raise checkpoint.CheckpointError(
-                f"{path}: holds a model of another configuration; a run started from its weights may change "
-                f"only {', '.join(WEIGHT_FREE)} and add {', '.join(ADDED_WEIGHTS)}"
+                f"{path}: holds a model of another configuration; a run started from its weights {GROWTH}"
             )
         missing, _ = self.model.load_state_dict(ck["weights"], strict=False)  # grows_from: none unexpected
         mine = self.model.config

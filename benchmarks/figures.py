@@ -43,6 +43,27 @@ BENCHMARKS = {
         "how well a model's latent space serves the rules: the shipped LSTM against the long parallel run",
         "25 min",
     ),
+    "latent_fitness_stages": (
+        ["--model", "models/melody-16bar-folk", "--stages", "1", "2", "--temperatures", "0.5", "--rules"]
+        + [
+            f"rules/{name}.rules"
+            for name in (
+                "c_major_busy",
+                "any_key_major",
+                "open_density",
+                "pentatonic_calm",
+                "dorian_folk",
+                "blues_riff",
+                "harmonic_minor_dance",
+                "aaba_song",
+                "call_and_answer",
+                "twelve_bar_blues",
+                "two_keys",
+            )
+        ],
+        "fits of one stage against two (engine/fit.py): the shipped model on the examples of issue 15's targets",
+        "15 min",
+    ),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
     "like_table": (
         [],
@@ -130,6 +151,7 @@ SCRIPTS = {
     "model_speed_parallel": "model_speed",
     "enforce_table_parallel": "enforce_table",
     "enforce_table_parallel_long": "enforce_table",
+    "latent_fitness_stages": "latent_fitness",
 }
 HEADER = """# Figures
 

@@ -1,18 +1,21 @@
 """How well a model's latent space serves the rules: the same files fitted on several models.
 
     python benchmarks/latent_fitness.py [--model DIR ...] [--rules FILE ...] [--lambda-dist L ...]
-        [--temperatures T ...] [-n 512]
+        [--stages S ...] [--temperatures T ...] [-n 512]
 
 A model can reconstruct tunes well and still serve the latent constraints badly: the actor can only
 move z to where the decoder writes what the rules ask by itself. For each model (default: the
 shipped one, the reference, and the long parallel run in runs/parallel) and each rules file
 (default: the shipped examples with an actor target), the rules are fitted (or the fit is taken
-from the caches) with each distance penalty ``lambda_dist``, and n prior latents and the actor's
-moves of them are decoded at each temperature (0: argmax), with and without the rules' masks.
+from the caches) with each distance penalty ``lambda_dist`` and each most number of stages (a
+further stage fits new critics and an actor on the moves of the stages before while the actor alone
+falls short of ``FitConfig.stage_target``; engine/fit.py), and n prior latents and the actor's moves
+of them are decoded at each temperature (0: argmax), with and without the rules' masks.
 
-Columns: the fit's time and the graded reward of the actor's melodies at its last round; the share
-of the actor's own melodies obeying every rule (the actor alone); how many notes per melody the
-mask overrules, for prior latents and for the actor's.
+Columns: the stages the fit kept, its time and the graded reward of the actor's melodies at its
+last round; the share of the actor's own melodies obeying every rule (the actor alone); how many
+notes per melody the mask overrules, for prior latents and for the actor's, and their ratio (issue
+15's target: at most 0.20); the spread of the actor's latents (1: the prior's variety kept).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from enforce_table import ACTOR_TARGET  # the files with an actor target (issue 15)
 
 from melody_lc.constrain import decode_checked, fit_rules, load_fit_stats, shipped_fits_dir
-from melody_lc.engine import FitConfig
+from melody_lc.engine import FitConfig, latent_spread
 from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
 from melody_lc.paths import cache_dir
@@ -41,7 +44,7 @@ def measure(rules, model, fitted, n: int, temperature: float) -> dict:
     z = torch.randn(n, model.config.z_size, generator=g)
     with torch.no_grad():
         moved = fitted.actor(z, cvec)
-    out = {}
+    out = {"spread": latent_spread(z, moved)}
     for name, latents in (("prior", z), ("actor", moved)):
         for masked in (False, True):
             c = decode_checked(rules, model, latents, cond, temperature, torch.Generator().manual_seed(2), mask=masked)
@@ -56,6 +59,7 @@ def main() -> None:
     ap.add_argument("--model", nargs="+", default=[str(default_model_dir()), "runs/parallel"])
     ap.add_argument("--rules", nargs="+", default=[f"rules/{name}.rules" for name in ACTOR_TARGET])
     ap.add_argument("--lambda-dist", nargs="+", type=float, default=[FitConfig().lambda_dist])
+    ap.add_argument("--stages", nargs="+", type=int, default=[FitConfig().stages])
     ap.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.5])
     ap.add_argument("-n", type=int, default=512)
     args = ap.parse_args()
@@ -64,8 +68,9 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; {args.n} latents per row"
     )
     print(
-        "\n| model | rules | lambda_dist | fit s | fit's reward | T | actor alone | mask/melody: prior | actor |"
-        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "\n| model | rules | lambda_dist | stages | fit s | fit's reward | T | actor alone "
+        "| mask/melody: prior | actor | actor/prior | spread |"
+        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for model_dir in args.model:
         model, meta = load_model(model_dir)
@@ -73,13 +78,13 @@ def main() -> None:
         label = f"{Path(model_dir).name} ({model.config.decoder}, {meta.get('steps')} steps)"
         for path in args.rules:
             rules = load_rules(path)
-            for lam in args.lambda_dist:
+            for lam, stages in [(lam, stages) for lam in args.lambda_dist for stages in args.stages]:
                 t = time.perf_counter()
                 fitted = fit_rules(
                     rules,
                     model,
                     stats,
-                    replace(FitConfig(), lambda_dist=lam),
+                    replace(FitConfig(), lambda_dist=lam, stages=stages),
                     cache_dir=cache_dir() / "fits",
                     search=(shipped_fits_dir(),),
                 )
@@ -88,9 +93,10 @@ def main() -> None:
                 for temperature in args.temperatures:
                     m = measure(rules, model, fitted, args.n, temperature)
                     print(
-                        f"| {label} | {Path(path).stem} | {lam:g} | {took:.0f} | "
-                        f"{'—' if reward is None else format(reward, '.2f')} | {temperature:g} | "
-                        f"{m['actor', False]:.1%} | {m['prior', True]:.1f} | {m['actor', True]:.1f} |",
+                        f"| {label} | {Path(path).stem} | {lam:g} | {fitted.meta.get('stages', 1)} of {stages} | "
+                        f"{took:.0f} | {'—' if reward is None else format(reward, '.2f')} | {temperature:g} | "
+                        f"{m['actor', False]:.1%} | {m['prior', True]:.1f} | {m['actor', True]:.1f} | "
+                        f"{m['actor', True] / max(m['prior', True], 1e-9):.2f} | {m['spread']:.2f} |",
                         flush=True,
                     )
 

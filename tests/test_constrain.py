@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from melody_lc.constrain import Infeasible, fit_rules, generate, load_fitted, transform
-from melody_lc.engine import FitConfig
+from melody_lc.constrain import Infeasible, fit_rules, generate, load_fitted, save_fitted, transform
+from melody_lc.engine import Actor, ActorChain, FitConfig
 from melody_lc.melody.model import PRESETS, build_model
 from melody_lc.rules import Rule, RuleKind, RuleSet, parse_rules
 from tests.conftest import EVERY_DECODER
@@ -30,6 +30,7 @@ FAST = FitConfig(
     hidden=16,
     actor_hidden=16,
     ensemble=2,
+    stages=1,  # a staged fit: test_a_staged_fit_is_stored_and_generates_as_one_actor
 )
 
 
@@ -71,6 +72,33 @@ def test_fit_is_cached_and_generate_reports(tmp_path, config):
         assert report["missing"] == 0 and report["decodes"] >= 6 and report["enforced"]
     raw, raw_report = generate(rules, model, 6, fitted, values={"tonic": 2}, enforce=False)
     assert raw_report["all_rules"] < 1.0  # the untrained decoder breaks the rules by itself: the check can fail
+
+
+def test_a_staged_fit_is_stored_and_generates_as_one_actor(tmp_path):
+    from dataclasses import replace
+
+    model, windows = _setup()
+    rules = parse_rules("key: ? major\nrange: C4 .. C6")
+    staged = replace(FAST, stages=2, stage_target=1.01)  # a second stage is always tried
+    fitted = fit_rules(rules, model, windows, staged, cache_dir=tmp_path)
+    assert {e["stage"] for e in fitted.meta["history"]} == {0, 1}
+    assert fitted.meta["stages"] == (len(fitted.actor.stages) if isinstance(fitted.actor, ActorChain) else 1)
+    # a chain of two actors (whether or not this tiny fit kept its second stage) is stored and loaded whole
+    second = Actor(model.config.z_size, rules.condition_size, 16, FAST.layers, FAST.actor_max_step)
+    chain = fitted.actor if isinstance(fitted.actor, ActorChain) else ActorChain([fitted.actor, second])
+    fitted.actor, fitted.meta["stages"] = chain, 2
+    save_fitted(fitted, tmp_path / "chain")
+    loaded = load_fitted(tmp_path / "chain")
+    z, c = (
+        torch.randn(5, model.config.z_size),
+        torch.from_numpy(rules.condition_vector(rules.fixed_conditions(5, tonic=4))),
+    )
+    with torch.no_grad():
+        assert isinstance(loaded.actor, ActorChain) and len(loaded.actor.stages) == 2
+        assert torch.allclose(loaded.actor(z, c), chain(z, c), atol=2e-2)  # float16 weights
+        assert not torch.allclose(loaded.actor(z, c), chain.stages[0](z, c), atol=1e-3)  # the second stage acts
+    tokens, report = generate(rules, model, 4, loaded, values={"tonic": 4})
+    assert rules.satisfied(tokens, rules.fixed_conditions(4, tonic=4)).all() and report["missing"] == 0
 
 
 def test_an_untrained_decoder_obeys_every_rule_under_the_constraints(tmp_path):

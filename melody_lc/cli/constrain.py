@@ -182,6 +182,7 @@ def fit_config(args):
             samples_per_round=256,
             critic_steps=100,
             actor_steps=100,
+            stages=1,
         )
     if args.rounds is None:
         return config
@@ -302,6 +303,7 @@ def cmd_fit(args) -> int:
                 "satisfaction": m["satisfaction"],
                 "seconds": m["seconds"],
                 "best_round": m["best_round"],
+                "stages": m.get("stages", 1),
             }
     if args.out:
         old = Path(args.out) / "index.json"

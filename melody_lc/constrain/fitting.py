@@ -16,7 +16,7 @@ import torch
 
 from melody_lc import checkpoint
 from melody_lc.constrain.enforce import FIT_TEMPERATURE, Checked, decode_checked
-from melody_lc.engine import Actor, CriticEnsemble, FitConfig, LatentProblem, fit
+from melody_lc.engine import Actor, ActorChain, CriticEnsemble, FitConfig, LatentProblem, fit
 from melody_lc.melody.model import MelodyVAE
 from melody_lc.rules import RuleSet
 from melody_lc.rules.examples import bind_examples, example_rules
@@ -78,7 +78,7 @@ def load_fit_stats(model_dir: str | os.PathLike, model: MelodyVAE) -> tuple[torc
 
 @dataclass
 class Fitted:
-    actor: Actor
+    actor: Actor | ActorChain
     critic: CriticEnsemble
     sigma_bar: torch.Tensor
     meta: dict
@@ -114,8 +114,9 @@ def config_for(rules: RuleSet, config: FitConfig) -> FitConfig:
 
 
 def fit_rounds(rules: RuleSet, config: FitConfig) -> int:
-    """The most rounds a fit of ``rules`` runs (for a progress bar)."""
-    return config_for(rules, config).rounds_for(rules.condition_size)
+    """The most rounds a fit of ``rules`` runs, over all its stages (for a progress bar)."""
+    config = config_for(rules, config)
+    return config.rounds_for(rules.condition_size) * config.stages
 
 
 def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: float) -> str:
@@ -123,6 +124,8 @@ def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: fl
     settings = asdict(config_for(rules, config))
     for name in ("slow_rounds", "slow_patience"):  # applied above: the rounds and patience say what they did
         del settings[name]
+    if settings["stages"] == 1:  # a fit of one stage is a fit as made before stages: its key is unchanged
+        del settings["stages"], settings["stage_target"]
     parts = [rules.digest(), model_fingerprint(model), settings, temperature, FIT_SCORING]
     if rules.open:
         parts.append({"relabels": RELABELS})
@@ -210,6 +213,7 @@ def fit_rules(
         "fit_config": asdict(config),
         "temperature": temperature,
         "best_round": result.best_round,
+        "stages": len(result.actor.stages) if isinstance(result.actor, ActorChain) else 1,
         "satisfaction": result.best_satisfaction,
         "seconds": round(time.perf_counter() - t0, 1),
         "history": result.history,
@@ -258,6 +262,7 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
             "pessimism": cfg["pessimism"],
             "actor_hidden": cfg["actor_hidden"],
             "actor_max_step": cfg.get("actor_max_step"),
+            "actor_stages": f.meta.get("stages", 1),
         },
         weights,
         meta=f.meta,
@@ -268,7 +273,11 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
 def load_fitted(path: str | os.PathLike) -> Fitted:
     ck = checkpoint.load(path, FIT_KIND)
     c, w = ck["config"], ck["weights"]
-    actor = Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"], c.get("actor_max_step"))
+    actors = [
+        Actor(c["z_size"], c["cond_size"], c["actor_hidden"], c["layers"], c.get("actor_max_step"))
+        for _ in range(c.get("actor_stages", 1))
+    ]
+    actor = actors[0] if len(actors) == 1 else ActorChain(actors)
     critic = CriticEnsemble(
         c["z_size"], c["num_constraints"], c["cond_size"], c["hidden"], c["layers"], c["ensemble"], c["pessimism"]
     )

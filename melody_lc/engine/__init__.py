@@ -6,12 +6,13 @@ melody, image, midi, tui or cli packages.
 
 from melody_lc.engine.fit import FitConfig, FitResult, LatentProblem, fit, latent_spread
 from melody_lc.engine.losses import actor_loss, critic_loss, distance_penalty, gradient_penalty
-from melody_lc.engine.nets import Actor, Critic, CriticEnsemble
+from melody_lc.engine.nets import Actor, ActorChain, Critic, CriticEnsemble
 from melody_lc.engine.realism import RealismFit, fit_realism
 from melody_lc.engine.search import gradient_search
 
 __all__ = [
     "Actor",
+    "ActorChain",
     "Critic",
     "CriticEnsemble",
     "FitConfig",

@@ -9,6 +9,13 @@ No labels: rounds of
 The true reward is cheap to measure, so each round measures the actor's real satisfaction on fresh
 latents; the best actor is kept, and fitting stops once it has not improved for a few rounds.
 
+Stages: critics that learnt from the prior alone know little of where the actor has taken the latents
+(a rule the prior almost never satisfies), and the actor's real satisfaction stops rising after a
+round or two. While it is below ``stage_target``, a further stage fits new critics and a new actor
+on the moves of the stages before (those moves are the new stage's "prior": its scored latents, its
+realism critic's fakes, the start of its distance penalty); the result is the chain of actors, kept
+while a stage improves the actor (``benchmarks/latent_fitness.py --stages 1 2``).
+
 Why it is built so (``benchmarks/fit_choices.py`` undoes each choice in turn; docs/figures.md):
   - feeding the actor's own outputs back to the critics (or to the realism critic as fakes, a GAN)
     lets the critics chase the actor, and the actor satisfies less. Critics that learn from the
@@ -34,7 +41,7 @@ import numpy as np
 import torch
 
 from melody_lc.engine.losses import GRADIENT_PENALTY_WEIGHT, actor_loss, critic_loss, gradient_penalty
-from melody_lc.engine.nets import Actor, Critic, CriticEnsemble
+from melody_lc.engine.nets import Actor, ActorChain, Critic, CriticEnsemble
 
 
 @dataclass
@@ -103,6 +110,10 @@ class FitConfig:
     # interventions fall a little, never rise, for about twice the fit time (benchmarks/fit_rounds.py).
     slow_rounds: int = 14
     slow_patience: int = 5
+    # Stages (see the module's docstring): at most this many, a further one while the actor alone
+    # satisfies every rule less often than stage_target (issue 15's target for the actor alone).
+    stages: int = 2
+    stage_target: float = 0.8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -154,6 +165,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_round: int = -1
     best_satisfaction: float = 0.0
+    best_reward: float = 0.0  # the best actor's mean graded reward: decides where no actor satisfies yet
+    best_stage: int = 0
 
 
 def _real_vs_fake_loss(critic, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -167,9 +180,52 @@ def _real_vs_fake_loss(critic, real: torch.Tensor, fake: torch.Tensor, g: torch.
 def fit(
     problem: LatentProblem, config: FitConfig = FitConfig(), progress: Callable[[dict], None] | None = None
 ) -> FitResult:
+    """Fit critics and an actor for ``problem`` in stages (see the module's docstring). The result's
+    actor is an :class:`Actor`, or an :class:`ActorChain` of the stages kept; its critics are the
+    first stage's, which learnt from the prior (where a user's encoded melody lies)."""
+    result = _fit_stage(problem, config, progress)
+    for stage in range(1, config.stages):
+        if result.best_satisfaction >= config.stage_target:
+            break
+        start = result.actor
+        more = _fit_stage(problem, config, progress, start, stage)
+        result.history.extend(more.history)
+        if (more.best_satisfaction, more.best_reward) <= (result.best_satisfaction, result.best_reward):
+            result.history.append({"stage": stage, "round": None, "stopped": "the stage did not improve the actor"})
+            break
+        stages = list(start.stages) if isinstance(start, ActorChain) else [start]
+        result.actor = ActorChain([*stages, more.actor])
+        result.best_round, result.best_satisfaction, result.best_reward = (
+            more.best_round,
+            more.best_satisfaction,
+            more.best_reward,
+        )
+        result.best_stage = stage
+    return result
+
+
+def _fit_stage(
+    problem: LatentProblem,
+    config: FitConfig,
+    progress: Callable[[dict], None] | None,
+    start: torch.nn.Module | None = None,
+    stage: int = 0,
+) -> FitResult:
+    """One stage: critics and an actor for the latents ``start`` moves prior latents to (the prior's
+    own without ``start``)."""
     config = config.for_condition(problem.cond_size)
-    g = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
+    g = torch.Generator().manual_seed(config.seed + 1000 * stage)
+    torch.manual_seed(config.seed + 1000 * stage)
+
+    def moved(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # this stage's "prior": the earlier stages' moves
+        if start is None:
+            return z
+        with torch.no_grad():
+            return start(z, c)
+
+    def draw(n: int, c: torch.Tensor) -> torch.Tensor:
+        return moved(problem.sample_prior(n, g), c)
+
     Z, C, K = problem.sigma_bar.shape[0], problem.cond_size, problem.num_constraints
     critic = CriticEnsemble(Z, K, C, config.hidden, config.layers, config.ensemble, config.pessimism)
     realism = Critic(Z, 1, 0, config.hidden, config.layers) if problem.real_latents is not None else None
@@ -185,7 +241,6 @@ def fit(
     buf_z, buf_c, buf_r = (torch.zeros(0, Z), torch.zeros(0, C), torch.zeros(0, K))
     result = FitResult(actor, critic, realism)
     best_state = copy.deepcopy(actor.state_dict())
-    best_reward = 0.0
     replay = max(config.replay, config.initial_samples * problem.relabels)  # room for every relabelled copy
     rounds = config.rounds
     for rnd in range(rounds):
@@ -195,6 +250,7 @@ def fit(
         n_prior = n if rnd == 0 else n - int(n * config.actor_share)
         z_prior = problem.sample_prior(n, g)
         c = problem.sample_condition(n, g)
+        z_prior = moved(z_prior, c)
         with torch.no_grad():
             z_moved = actor(z_prior[n_prior:], c[n_prior:])
         z_all = torch.cat([z_prior[:n_prior], z_moved])
@@ -214,12 +270,13 @@ def fit(
         actor_reward = float(rewards[n_prior:].mean()) if rnd > 0 else 0.0
         spread = latent_spread(z_prior[n_prior:], z_moved) if rnd > 0 else 1.0
         # the actor of the round before, on fresh latents; rules none of it satisfies yet: the mean reward decides
-        if rnd > 0 and (actor_sat, actor_reward) > (result.best_satisfaction, best_reward):
-            result.best_satisfaction, result.best_round, best_reward = actor_sat, rnd - 1, actor_reward
+        if rnd > 0 and (actor_sat, actor_reward) > (result.best_satisfaction, result.best_reward):
+            result.best_satisfaction, result.best_round, result.best_reward = actor_sat, rnd - 1, actor_reward
             best_state = copy.deepcopy(actor.state_dict())
         elif config.patience and rnd - 1 - result.best_round > config.patience:
             result.history.append(
                 {
+                    "stage": stage,
                     "round": rnd,
                     "stopped": f"no better actor for {config.patience} rounds",
                     "actor_satisfaction": actor_sat,
@@ -247,12 +304,12 @@ def fit(
             if realism is not None:
                 ridx = torch.randint(0, len(problem.real_latents), (config.batch_size,), generator=g)
                 real = problem.real_latents[ridx]
-                fake = zb if config.realism_fakes == "prior+actor" else problem.sample_prior(config.batch_size, g)
+                fake = zb if config.realism_fakes == "prior+actor" else draw(config.batch_size, buf_c[idx])
                 loss = loss + _real_vs_fake_loss(realism, real, fake, g)
             for like, (mu, sigma, _, _) in zip(likes, problem.examples):  # the examples' posteriors vs the prior
                 eidx = torch.randint(0, len(mu), (config.batch_size,), generator=g)
                 real = mu[eidx] + sigma[eidx] * torch.randn(config.batch_size, Z, generator=g)
-                loss = loss + _real_vs_fake_loss(like, real, problem.sample_prior(config.batch_size, g), g)
+                loss = loss + _real_vs_fake_loss(like, real, draw(config.batch_size, buf_c[idx]), g)
             opt_c.zero_grad()
             loss.backward()
             opt_c.step()
@@ -260,6 +317,7 @@ def fit(
         for _ in range(config.actor_steps):
             z = problem.sample_prior(config.batch_size, g)
             cb = problem.sample_condition(config.batch_size, g)
+            z = moved(z, cb)
             z2 = actor(z, cb)
             logits = critic(z2, cb)
             if realism is not None:
@@ -275,6 +333,7 @@ def fit(
             terms["loss"].backward()
             opt_a.step()
         entry = {
+            "stage": stage,
             "round": rnd,
             "prior_satisfaction": prior_sat,
             "actor_satisfaction": actor_sat,
@@ -292,10 +351,11 @@ def fit(
         z = problem.sample_prior(config.samples_per_round, g)
         c = problem.sample_condition(config.samples_per_round, g)
         with torch.no_grad():
-            _, sat = problem.score(actor(z, c), c)
+            rewards, sat = problem.score(actor(moved(z, c), c), c)
         last = float(np.asarray(sat, dtype=bool).all(1).mean())
         if last > result.best_satisfaction:
             result.best_satisfaction, result.best_round = last, rounds - 1
+            result.best_reward = float(np.asarray(rewards).mean())
             return result
     actor.load_state_dict(best_state)
     return result

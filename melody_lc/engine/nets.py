@@ -107,3 +107,19 @@ class Actor(nn.Module):
             g = torch.sigmoid(gates)
             moved = (1 - g) * z + g * (self.bound * torch.tanh(dz / self.bound))
         return moved * (z.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+
+class ActorChain(nn.Module):
+    """Actors applied in turn, z -> G_1(z) -> G_2(G_1(z)) ...: the result of a staged fit
+    (``engine.fit``), where each stage's critics learnt from the moves of the stages before it and
+    its actor moves those on."""
+
+    def __init__(self, actors: list[Actor]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(actors)
+        self.z_size, self.cond_size = actors[0].z_size, actors[0].cond_size
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        for actor in self.stages:
+            z = actor(z, c)
+        return z

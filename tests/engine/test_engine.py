@@ -11,6 +11,7 @@ import torch
 
 from melody_lc.engine import (
     Actor,
+    ActorChain,
     Critic,
     CriticEnsemble,
     FitConfig,
@@ -229,3 +230,37 @@ def test_a_condition_gets_more_data_rounds_and_patience():
         m * c.samples_per_round,
         m * c.critic_steps,
     )
+
+
+def test_a_further_stage_moves_on_from_the_stage_before_while_the_actor_falls_short():
+    """z0 > 1.5 (7% of the prior) with a step of at most 0.5 per dimension: one stage cannot take
+    most latents there; each further stage starts from the moves of the ones before."""
+
+    def score(z, c):
+        z0 = z.numpy()[:, 0]
+        return np.exp(-np.maximum(1.5 - z0, 0.0))[:, None], (z0 > 1.5)[:, None]
+
+    prob = LatentProblem(
+        sample_prior=lambda n, g: torch.randn(n, Z, generator=g),
+        sample_condition=lambda n, g: torch.zeros(n, 0),
+        score=score,
+        sigma_bar=torch.full((Z,), 0.5),
+        num_constraints=1,
+    )
+    small = dict(rounds=3, initial_samples=512, samples_per_round=256, initial_critic_steps=100, critic_steps=100)
+    small.update(actor_steps=200, actor_lr=1e-3, hidden=32, actor_hidden=32, actor_max_step=0.5, lambda_dist=0.01)
+    res = fit(prob, FitConfig(**small, patience=0, stages=3, stage_target=0.99))
+    assert isinstance(res.actor, ActorChain) and len(res.actor.stages) == res.best_stage + 1 == 3
+    starts = [e for e in res.history if e["round"] == 0]
+    assert [e["stage"] for e in starts] == [0, 1, 2]
+    # each stage's "prior" is the moves of the stages before: it starts about where they ended
+    first = max(e["actor_satisfaction"] for e in res.history if e["stage"] == 0)
+    assert starts[0]["prior_satisfaction"] < 0.12 and starts[1]["prior_satisfaction"] > 0.5 * first
+    z = prob.sample_prior(2000, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        sat_first = score(res.actor.stages[0](z, None), None)[1].mean()
+        sat_all = score(res.actor(z, None), None)[1].mean()
+    assert sat_first < 0.3 and sat_all > sat_first + 0.2, (sat_first, sat_all)
+    # an actor that already reaches the target gets no further stage
+    quick = FitConfig(rounds=1, initial_samples=64, initial_critic_steps=1, actor_steps=1, stages=3, stage_target=0.0)
+    assert isinstance(fit(prob, quick).actor, Actor)

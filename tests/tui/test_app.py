@@ -196,7 +196,13 @@ def test_a_rules_file_without_a_fit_is_fitted_in_a_worker_with_a_progress_bar(ma
     session = make_session("c_major_busy.rules")
     windows = MelodyDataset(misc_folk_dataset[0]).windows("train")
     config = FitConfig(
-        rounds=2, initial_samples=256, samples_per_round=128, initial_critic_steps=30, critic_steps=20, actor_steps=20
+        rounds=2,
+        initial_samples=256,
+        samples_per_round=128,
+        initial_critic_steps=30,
+        critic_steps=20,
+        actor_steps=20,
+        stages=1,
     )
     rounds_seen = []
 

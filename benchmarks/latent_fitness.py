@@ -89,7 +89,15 @@ def main() -> None:
                     search=(shipped_fits_dir(),),
                 )
                 took = fitted.meta.get("seconds", time.perf_counter() - t)
-                reward = next((h["mean_reward"] for h in reversed(fitted.meta["history"]) if "mean_reward" in h), None)
+                kept = fitted.meta.get("best_stage", 0)  # the stage the actor's last part comes from
+                reward = next(
+                    (
+                        h["mean_reward"]
+                        for h in reversed(fitted.meta["history"])
+                        if "mean_reward" in h and h.get("stage", 0) == kept
+                    ),
+                    None,
+                )
                 for temperature in args.temperatures:
                     m = measure(rules, model, fitted, args.n, temperature)
                     print(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from melody_lc.constrain import Infeasible, fit_rules, generate, load_fitted, save_fitted, transform
+from melody_lc.constrain import Infeasible, cached_fit, fit_rules, generate, load_fitted, save_fitted, transform
 from melody_lc.engine import Actor, ActorChain, FitConfig
 from melody_lc.melody.model import PRESETS, build_model
 from melody_lc.rules import Rule, RuleKind, RuleSet, parse_rules
@@ -79,7 +79,7 @@ def test_a_staged_fit_is_stored_and_generates_as_one_actor(tmp_path):
 
     model, windows = _setup()
     rules = parse_rules("key: ? major\nrange: C4 .. C6")
-    staged = replace(FAST, stages=2, stage_target=1.01)  # a second stage is always tried
+    staged = replace(FAST, stages=2, stage_target=1.0)  # a second stage is tried: this model satisfies less
     fitted = fit_rules(rules, model, windows, staged, cache_dir=tmp_path)
     assert {e["stage"] for e in fitted.meta["history"]} == {0, 1}
     assert fitted.meta["stages"] == (len(fitted.actor.stages) if isinstance(fitted.actor, ActorChain) else 1)
@@ -99,6 +99,12 @@ def test_a_staged_fit_is_stored_and_generates_as_one_actor(tmp_path):
         assert not torch.allclose(loaded.actor(z, c), chain.stages[0](z, c), atol=1e-3)  # the second stage acts
     tokens, report = generate(rules, model, 4, loaded, values={"tonic": 4})
     assert rules.satisfied(tokens, rules.fixed_conditions(4, tonic=4)).all() and report["missing"] == 0
+    # a stored one-stage fit is what a staged fit would be where its first stage reached the target
+    one = fit_rules(rules, model, windows, FAST, cache_dir=tmp_path / "one")
+    target = one.meta["satisfaction"]
+    assert cached_fit(rules, model, [tmp_path / "one"], replace(FAST, stages=2, stage_target=target)) is not None
+    if target < 1.0:
+        assert cached_fit(rules, model, [tmp_path / "one"], replace(FAST, stages=2, stage_target=1.0)) is None
 
 
 def test_an_untrained_decoder_obeys_every_rule_under_the_constraints(tmp_path):

@@ -218,6 +218,7 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=
     windows = fit_data(args, model)
 
     bars = []  # made at the first round: a fit found in a cache shows no bar
+    stages = []  # the stages seen so far
     section = getattr(rules, "section_words", "")
 
     def progress(e):
@@ -235,6 +236,11 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=
                     leave=False,
                 )
             )
+        if e["stage"] >= len(stages):  # a further stage: as many rounds again
+            stages.append(e["stage"])
+            if e["stage"]:
+                bars[0].total += fit_rounds(rules, fit_config(args))
+                bars[0].set_description(f"fit{f' {section}' if section else ''} (stage {e['stage'] + 1})")
         bars[0].update(1)
         bars[0].set_postfix(actor_sat=f"{e['actor_satisfaction']:.2f}", prior_sat=f"{e['prior_satisfaction']:.2f}")
 
@@ -294,7 +300,8 @@ def cmd_fit(args) -> int:
             name = f"{path} ({rs.section_words})" if plan.sectioned else path
             print(
                 f"fitted {name}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
-                f"(best round {m['best_round']}, {m['seconds']} s when fitted)"
+                f"({m.get('stages', 1)} stage(s), best round {m['best_round']} of stage {m.get('best_stage', 0) + 1}, "
+                f"{m['seconds']} s when fitted)"
             )
             config = fit_config(args)
             key = Path(path).name + (f"#{rs.section_words}" if plan.sectioned else "")

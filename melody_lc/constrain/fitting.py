@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,9 +114,9 @@ def config_for(rules: RuleSet, config: FitConfig) -> FitConfig:
 
 
 def fit_rounds(rules: RuleSet, config: FitConfig) -> int:
-    """The most rounds a fit of ``rules`` runs, over all its stages (for a progress bar)."""
-    config = config_for(rules, config)
-    return config.rounds_for(rules.condition_size) * config.stages
+    """The most rounds a stage of the fit of ``rules`` runs (for a progress bar; a further stage
+    runs as many again)."""
+    return config_for(rules, config).rounds_for(rules.condition_size)
 
 
 def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: float) -> str:
@@ -213,7 +213,8 @@ def fit_rules(
         "fit_config": asdict(config),
         "temperature": temperature,
         "best_round": result.best_round,
-        "stages": len(result.actor.stages) if isinstance(result.actor, ActorChain) else 1,
+        "stages": stages_of(result.actor),
+        "best_stage": result.best_stage,
         "satisfaction": result.best_satisfaction,
         "seconds": round(time.perf_counter() - t0, 1),
         "history": result.history,
@@ -236,11 +237,19 @@ def cached_fit(
     search: tuple = (),
 ) -> Fitted | None:
     """The fit of ``rules`` already stored in one of ``folders`` (then ``search``), or None: tells
-    at once whether ``fit_rules`` would have to fit."""
+    at once whether ``fit_rules`` would have to fit. A staged fit whose first stage reaches the
+    target stops there, so a stored one-stage fit that reached it is that fit."""
     key = fit_key(rules, model, config, temperature)
     for folder in [*folders, *search]:
         if checkpoint.exists(Path(folder) / f"fit-{key}"):
             return load_fitted(Path(folder) / f"fit-{key}")
+    if config.stages > 1:
+        first = fit_key(rules, model, replace(config, stages=1), temperature)
+        for folder in [*folders, *search]:
+            if checkpoint.exists(Path(folder) / f"fit-{first}"):
+                fitted = load_fitted(Path(folder) / f"fit-{first}")
+                if fitted.meta["satisfaction"] >= config.stage_target:
+                    return fitted
     return None
 
 
@@ -262,12 +271,16 @@ def save_fitted(f: Fitted, path: str | os.PathLike) -> None:
             "pessimism": cfg["pessimism"],
             "actor_hidden": cfg["actor_hidden"],
             "actor_max_step": cfg.get("actor_max_step"),
-            "actor_stages": f.meta.get("stages", 1),
+            "actor_stages": stages_of(f.actor),
         },
         weights,
         meta=f.meta,
         dtype=torch.float16,
     )  # half the size; the nets run in float32
+
+
+def stages_of(actor: Actor | ActorChain) -> int:
+    return len(actor.stages) if isinstance(actor, ActorChain) else 1
 
 
 def load_fitted(path: str | os.PathLike) -> Fitted:

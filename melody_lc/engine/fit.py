@@ -117,6 +117,10 @@ class FitConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.stages < 1 or not 0.0 <= self.stage_target <= 1.0:
+            raise ValueError(
+                f"FitConfig needs stages >= 1 and stage_target in [0, 1], not {self.stages}, {self.stage_target}"
+            )
         for name, allowed in (("realism_fakes", ("prior", "prior+actor")), ("critic_data", ("prior", "all"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -306,7 +310,9 @@ def _fit_stage(
                 real = problem.real_latents[ridx]
                 fake = zb if config.realism_fakes == "prior+actor" else draw(config.batch_size, buf_c[idx])
                 loss = loss + _real_vs_fake_loss(realism, real, fake, g)
-            for like, (mu, sigma, _, _) in zip(likes, problem.examples):  # the examples' posteriors vs the prior
+            for like, (mu, sigma, _, _) in zip(
+                likes, problem.examples
+            ):  # the examples' posteriors vs this stage's prior
                 eidx = torch.randint(0, len(mu), (config.batch_size,), generator=g)
                 real = mu[eidx] + sigma[eidx] * torch.randn(config.batch_size, Z, generator=g)
                 loss = loss + _real_vs_fake_loss(like, real, draw(config.batch_size, buf_c[idx]), g)

@@ -327,9 +327,14 @@ class LiveApp(ChainsPanel, App):
         self.call_from_thread(self._fit_done, rules, fitted)
 
     def _fit_progress(self, entry: dict) -> None:
-        self.query_one("#fit", ProgressBar).advance(1)
+        bar = self.query_one("#fit", ProgressBar)
+        stage = entry.get("stage", 0)
+        if stage and entry["round"] == 0 and self.fit_rounds is not None:  # a further stage: as many rounds again
+            rounds = self.fit_rounds
+            bar.update(total=bar.total + (rounds(self.session.pending_rules) if callable(rounds) else rounds))
+        bar.advance(1)
         self.log_line(
-            f"fit round {entry['round'] + 1}: actor satisfies the rules in "
+            f"fit{f' stage {stage + 1}' if stage else ''} round {entry['round'] + 1}: actor satisfies the rules in "
             f"{entry['actor_satisfaction']:.0%} of fresh samples"
         )
 

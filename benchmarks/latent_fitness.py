@@ -89,7 +89,7 @@ def main() -> None:
                     search=(shipped_fits_dir(),),
                 )
                 took = fitted.meta.get("seconds", time.perf_counter() - t)
-                kept = fitted.meta.get("best_stage", 0)  # the stage the actor's last part comes from
+                kept = fitted.meta.get("stages", 1) - 1  # the stage the actor's last part comes from
                 reward = next(
                     (
                         h["mean_reward"]

@@ -300,7 +300,7 @@ def cmd_fit(args) -> int:
             name = f"{path} ({rs.section_words})" if plan.sectioned else path
             print(
                 f"fitted {name}: actor satisfies all rules in {m['satisfaction']:.1%} of fresh samples "
-                f"({m.get('stages', 1)} stage(s), best round {m['best_round']} of stage {m.get('best_stage', 0) + 1}, "
+                f"({m.get('stages', 1)} stage(s), best round {m['best_round']} of the last, "
                 f"{m['seconds']} s when fitted)"
             )
             config = fit_config(args)

@@ -213,8 +213,7 @@ def fit_rules(
         "fit_config": asdict(config),
         "temperature": temperature,
         "best_round": result.best_round,
-        "stages": stages_of(result.actor),
-        "best_stage": result.best_stage,
+        "stages": stages_of(result.actor),  # the best actor's stage is the last of them
         "satisfaction": result.best_satisfaction,
         "seconds": round(time.perf_counter() - t0, 1),
         "history": result.history,

@@ -310,9 +310,8 @@ def _fit_stage(
                 real = problem.real_latents[ridx]
                 fake = zb if config.realism_fakes == "prior+actor" else draw(config.batch_size, buf_c[idx])
                 loss = loss + _real_vs_fake_loss(realism, real, fake, g)
-            for like, (mu, sigma, _, _) in zip(
-                likes, problem.examples
-            ):  # the examples' posteriors vs this stage's prior
+            # the examples' posteriors against this stage's prior
+            for like, (mu, sigma, _, _) in zip(likes, problem.examples):
                 eidx = torch.randint(0, len(mu), (config.batch_size,), generator=g)
                 real = mu[eidx] + sigma[eidx] * torch.randn(config.batch_size, Z, generator=g)
                 loss = loss + _real_vs_fake_loss(like, real, draw(config.batch_size, buf_c[idx]), g)

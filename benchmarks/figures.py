@@ -64,6 +64,12 @@ BENCHMARKS = {
         "fits of one stage against two (engine/fit.py): the shipped model on the examples of issue 15's targets",
         "10 min",
     ),
+    "latent_fitness_temperature": (
+        ["--model", "models/melody-16bar-folk", "--stages", "2", "3", "--temperatures", "0", "0.25", "0.5"]
+        + ["-n", "256", "--rules", "rules/dorian_folk.rules", "rules/pentatonic_calm.rules"],
+        "what caps the actor alone: the same actor's latents decoded at lower temperatures, and a third stage",
+        "5 min",
+    ),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
     "like_table": (
         [],

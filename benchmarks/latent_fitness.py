@@ -15,7 +15,8 @@ of them are decoded at each temperature (0: argmax), with and without the rules'
 Columns: the stages the fit kept, its time and the graded reward of the actor's melodies at its
 last round; the share of the actor's own melodies obeying every rule (the actor alone); how many
 notes per melody the mask overrules, for prior latents and for the actor's, and their ratio (issue
-15's target: at most 0.20); the spread of the actor's latents (1: the prior's variety kept).
+15's target: at most 0.20); the spread of the actor's latents (1: the prior's variety kept); the
+rule the actor alone breaks most often, and in what share of its melodies.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def measure(rules, model, fitted, n: int, temperature: float) -> dict:
         for masked in (False, True):
             c = decode_checked(rules, model, latents, cond, temperature, torch.Generator().manual_seed(2), mask=masked)
             out[name, masked] = c.interventions.mean() if masked else c.ok.mean()
+            if name == "actor" and not masked:  # the rule the actor alone fails most often
+                worst = int(c.failed.mean(0).argmax())
+                out["worst"] = f"{rules.names[worst]} {c.failed[:, worst].mean():.0%}"
     return out
 
 
@@ -69,8 +73,8 @@ def main() -> None:
     )
     print(
         "\n| model | rules | lambda_dist | stages | fit s | fit's reward | T | actor alone "
-        "| mask/melody: prior | actor | actor/prior | spread |"
-        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| mask/melody: prior | actor | actor/prior | spread | actor alone fails most |"
+        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     for model_dir in args.model:
         model, meta = load_model(model_dir)
@@ -104,7 +108,7 @@ def main() -> None:
                         f"| {label} | {Path(path).stem} | {lam:g} | {fitted.meta.get('stages', 1)} of {stages} | "
                         f"{took:.0f} | {'—' if reward is None else format(reward, '.2f')} | {temperature:g} | "
                         f"{m['actor', False]:.1%} | {m['prior', True]:.1f} | {m['actor', True]:.1f} | "
-                        f"{m['actor', True] / max(m['prior', True], 1e-9):.2f} | {m['spread']:.2f} |",
+                        f"{m['actor', True] / max(m['prior', True], 1e-9):.2f} | {m['spread']:.2f} | {m['worst']} |",
                         flush=True,
                     )
 

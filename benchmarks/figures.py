@@ -158,6 +158,7 @@ SCRIPTS = {
     "enforce_table_parallel": "enforce_table",
     "enforce_table_parallel_long": "enforce_table",
     "latent_fitness_stages": "latent_fitness",
+    "latent_fitness_temperature": "latent_fitness",
 }
 HEADER = """# Figures
 

@@ -51,8 +51,9 @@ def measure(rules, model, fitted, n: int, temperature: float) -> dict:
             c = decode_checked(rules, model, latents, cond, temperature, torch.Generator().manual_seed(2), mask=masked)
             out[name, masked] = c.interventions.mean() if masked else c.ok.mean()
             if name == "actor" and not masked:  # the rule the actor alone fails most often
-                worst = int(c.failed.mean(0).argmax())
-                out["worst"] = f"{rules.names[worst]} {c.failed[:, worst].mean():.0%}"
+                rates = c.failed.mean(0)
+                worst = int(rates.argmax())
+                out["worst"] = f"{rules.names[worst]} {rates[worst]:.0%}"
     return out
 
 

@@ -248,6 +248,60 @@ def test_the_model_fingerprint_of_fit_keys_does_not_depend_on_the_thread_count()
     assert model_fingerprint(model) != one
 
 
+def test_a_kinds_own_interventions_scale_and_version_are_part_of_the_fit_key(monkeypatch):
+    """A fit scores each rule by its kind's mask_scale: changing it, or the kind's version, must
+    make the fit anew rather than find the old one; kinds that set neither leave keys as they were."""
+    from melody_lc.constrain import FIT_TEMPERATURE, fit_key
+    from melody_lc.rules.kinds import registry
+
+    model, _ = _setup()
+    plain = parse_rules("key: C major\nrange: C4 .. C6")
+    chords = parse_rules("chords: C | G7 | C | C\nkey: C major")
+
+    def keys():
+        return fit_key(plain, model, FAST, FIT_TEMPERATURE), fit_key(chords, model, FAST, FIT_TEMPERATURE)
+
+    before_plain, before_chords = keys()
+    for attribute, value in (("mask_scale", 7.0), ("version", 2)):
+        with monkeypatch.context() as m:
+            m.setattr(type(registry()["chords"]), attribute, value)
+            assert keys() == (before_plain, keys()[1]) and keys()[1] != before_chords
+        with monkeypatch.context() as m:
+            m.setattr(type(registry()["key"]), attribute, value)
+            assert keys()[0] != before_plain
+    assert keys() == (before_plain, before_chords)
+
+
+def test_every_shipped_example_finds_its_fit_with_the_shipped_model():
+    """models/fits/index.json names each shipped file's fit under the key the code computes now, so
+    the README's main job on any example runs without fitting."""
+    import json
+    from pathlib import Path
+
+    from melody_lc.constrain import FIT_TEMPERATURE, fit_key, shipped_fits_dir
+    from melody_lc.melody.train import load_model
+    from melody_lc.rules.plan import load_plan
+
+    repo = Path(__file__).resolve().parents[1]
+    model, _ = load_model(repo / "models" / "melody-16bar-folk")
+    index = json.loads((shipped_fits_dir() / "index.json").read_text())
+    found = set()
+    for path in sorted((repo / "rules").glob("*.rules")):
+        plan = load_plan(path)
+        for rs in plan.rulesets():
+            name = path.name + (f"#{rs.section_words}" if plan.sectioned else "")
+            fitted = cached_fit(rs, model, [], search=(shipped_fits_dir(),))
+            assert fitted is not None, name
+            if name in index:
+                found.add(name)
+                assert fitted.meta["rules_digest"] == rs.digest()
+                assert index[name]["fit"] in (
+                    f"fit-{fit_key(rs, model, FitConfig(), FIT_TEMPERATURE)}",
+                    f"fit-{fit_key(rs, model, FitConfig(stages=1), FIT_TEMPERATURE)}",
+                )
+    assert found == set(index)
+
+
 def test_a_file_with_a_slowly_learnt_rule_gets_more_rounds_and_only_its_key_changes(tmp_path):
     """A form's repeats are learnt slowly (FitConfig.slow_rounds): a file with a form rule runs
     them; a file without one runs FitConfig.rounds, and its key ignores the slow settings, so its

@@ -119,8 +119,21 @@ def fit_rounds(rules: RuleSet, config: FitConfig) -> int:
     return config_for(rules, config).rounds_for(rules.condition_size)
 
 
+def kind_facts(rules: RuleSet) -> dict:
+    """What a fit takes from the rules' kinds besides their parameters: the interventions scale of
+    a kind that sets its own (``mask_scale``) and its ``version``. Kinds that set neither add
+    nothing, so the keys of their fits are those made before kinds could set them."""
+    facts = {}
+    for r in rules.rules:
+        own = {"mask_scale": getattr(r.kind, "mask_scale", None), "version": getattr(r.kind, "version", None)}
+        if any(v is not None for v in own.values()):
+            facts[r.kind.name] = own
+    return facts
+
+
 def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: float) -> str:
-    """What a fit depends on: the rules' meaning, the model's weights, the fit settings."""
+    """What a fit depends on: the rules' meaning and kinds, the model's weights, the fit settings
+    (a change of MASK_SCALE or of how fits score melodies changes FIT_SCORING)."""
     settings = asdict(config_for(rules, config))
     for name in ("slow_rounds", "slow_patience"):  # applied above: the rounds and patience say what they did
         del settings[name]
@@ -129,6 +142,8 @@ def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: fl
     parts = [rules.digest(), model_fingerprint(model), settings, temperature, FIT_SCORING]
     if rules.open:
         parts.append({"relabels": RELABELS})
+    if kind_facts(rules):
+        parts.append({"kinds": kind_facts(rules)})
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from melody_lc.melody import model as model_module
 from melody_lc.melody.hardware import bf16_lstm_works, cpu_has_fast_bf16, describe_hardware, matmul_gflops
 from melody_lc.melody.model import PRESETS, MelodyVAE, VAEConfig, build_model, vae_loss
 
@@ -109,6 +110,22 @@ def main() -> None:
         print(
             f"sample fp32 with bar_carry (bars in sequence): {256 / dt_carry:,.0f} melodies/s at batch 256, "
             f"{dt_carry / base:.1f}x the time of the bars at once ({256 / base:,.0f} melodies/s, same run)"
+        )
+    if cfg.decoder == "lstm" and not cfg.bar_carry:  # the bars at once, in blocks of rows or in one block
+        blocks = model_module.PARALLEL_ROWS
+
+        def one_block(rows: int) -> float:
+            model_module.PARALLEL_ROWS = rows
+            try:
+                return time_sample(model, 256, 1, False)
+            finally:
+                model_module.PARALLEL_ROWS = blocks
+
+        pairs = [(one_block(blocks), one_block(256 * 16)) for _ in range(3)]
+        base, whole = (min(t) for t in zip(*pairs))
+        print(
+            f"sample fp32, the bars at once in blocks of {blocks} rows: {whole / base:.2f}x as fast as all "
+            f"{256 * 16} rows in one block ({256 / base:,.0f} against {256 / whole:,.0f} melodies/s, same run)"
         )
 
 

@@ -53,6 +53,10 @@ from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_CLASSES, STEPS
 from melody_lc.melody.steer import Steer, draw
 
 LOG2 = math.log(2.0)
+# bar rows per block of an unsteered decode: a block's LSTM state stays in a CPU's caches, where all
+# of a large batch's bars at once would not (benchmarks/model_speed.py measures both;
+# docs/figures.md)
+PARALLEL_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -327,13 +331,24 @@ class HierarchicalMelodyVAE(MelodyVAE):
             return self._decode_in_sequence(
                 h0, c0, emb_gates, token_gates, layers, output, temperature, generator, steer
             )
-        hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
-        out = torch.empty(B * NUM_BARS, BAR_STEPS, dtype=torch.long, device=z.device)
-        gates_in = emb_gates
-        for t in range(BAR_STEPS):
-            tok = _draw(self._step(gates_in, hs, cs, layers, output), temperature, generator)
-            out[:, t] = tok
-            gates_in = emb_gates + token_gates[tok]
+        rows = B * NUM_BARS
+        out = torch.empty(rows, BAR_STEPS, dtype=torch.long, device=z.device)
+        # every step's uniforms drawn at once: the same numbers as one draw per step over all rows,
+        # so the melodies do not depend on how the rows are split below
+        u = 1 - torch.rand(BAR_STEPS, rows, 1, generator=generator, device=z.device) if temperature > 0 else None
+        for a in range(0, rows, PARALLEL_ROWS):  # rows in blocks that stay in the CPU's caches
+            b = min(a + PARALLEL_ROWS, rows)
+            hs, cs = list(h0[:, a:b].unbind(0)), list(c0[:, a:b].unbind(0))
+            gates_in = emb_gates[a:b]
+            for t in range(BAR_STEPS):
+                logits = self._step(gates_in, hs, cs, layers, output)
+                tok = (
+                    logits.argmax(-1)
+                    if u is None
+                    else draw(torch.softmax(logits.float() / temperature, -1), u=u[t, a:b])
+                )
+                out[a:b, t] = tok
+                gates_in = emb_gates[a:b] + token_gates[tok]
         return out.view(B, STEPS)
 
     @staticmethod

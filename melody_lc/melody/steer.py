@@ -34,12 +34,16 @@ from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_CLASSES, NUM_PITCHES,
 NOTES = slice(0, 128)
 
 
-def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def draw(
+    weights: torch.Tensor, generator: torch.Generator | None = None, u: torch.Tensor | None = None
+) -> torch.Tensor:
     """One class per row (N,), drawn in proportion to ``weights`` (N, C), which need not sum to 1
-    (zero: never drawn): by the inverse of the cumulative distribution at a uniform u in (0, 1].
+    (zero: never drawn): by the inverse of the cumulative distribution at a uniform u in (0, 1]
+    (``u`` (N, 1), or drawn from ``generator``).
     The same draw as ``torch.multinomial(weights, 1)``, about 13x faster on a CPU for 130 classes."""
     cdf = weights.cumsum(-1)
-    u = 1 - torch.rand(len(weights), 1, generator=generator, device=weights.device)  # (0, 1]: never a class of weight 0
+    if u is None:
+        u = 1 - torch.rand(len(weights), 1, generator=generator, device=weights.device)  # (0, 1]: never weight 0
     # the first class whose cumulative weight reaches u of the total (the cdf never decreases)
     return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=weights.shape[-1] - 1)
 

@@ -93,6 +93,11 @@ BENCHMARKS = {
     "extraction_throughput": (["--limit", "2000"], "music21 corpus to windows at 1 and 2 workers", "10 min"),
     "build_memory": ([], "peak memory of a MIDI-directory build", "2 min"),
     "model_speed": ([], "training and sampling speed of the default preset, per GFLOP/s", "3 min"),
+    "model_speed_no_bf16": (
+        [],
+        "the same on a CPU without bf16 (fp32 only), with an unsteered decode's bars in blocks of rows",
+        "3 min",
+    ),
     "model_speed_parallel": (
         ["--preset", "parallel"],
         "training and sampling speed of the parallel preset, per GFLOP/s",
@@ -155,6 +160,7 @@ SCRIPTS = {
     "capacity_table_token_dropout": "capacity_table",
     "capacity_table_parallel": "capacity_table",
     "model_speed_parallel": "model_speed",
+    "model_speed_no_bf16": "model_speed",
     "enforce_table_parallel": "enforce_table",
     "enforce_table_parallel_long": "enforce_table",
     "latent_fitness_stages": "latent_fitness",

@@ -358,7 +358,7 @@ class HierarchicalMelodyVAE(MelodyVAE):
         x = None
         for k, (w_ih, w_hh, b) in enumerate(layers):
             dt = w_hh.dtype
-            g = (gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T)) + hs[k].to(dt) @ w_hh.T
+            g = torch.addmm(gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T), hs[k].to(dt), w_hh.T)
             i, f, gg, o = g.chunk(4, dim=-1)
             cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
             hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])

@@ -358,7 +358,9 @@ class HierarchicalMelodyVAE(MelodyVAE):
         x = None
         for k, (w_ih, w_hh, b) in enumerate(layers):
             dt = w_hh.dtype
-            g = torch.addmm(gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T), hs[k].to(dt), w_hh.T)
+            base = gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T)
+            h = hs[k].to(dt)  # bf16 weights: the first layer's gates stay fp32, the sum promoted to it
+            g = torch.addmm(base, h, w_hh.T) if base.dtype == dt else base + h @ w_hh.T
             i, f, gg, o = g.chunk(4, dim=-1)
             cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
             hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])

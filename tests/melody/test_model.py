@@ -109,6 +109,33 @@ def test_fused_sampling_loop_matches_teacher_forcing(bar_carry):
     assert torch.equal(model.sample(3, 1.0, g1), model.sample(3, 1.0, g2))
 
 
+def test_the_decoders_step_in_bf16_keeps_the_first_layers_gates_in_float32():
+    """With bf16 weights the first layer's input gates come in float32 (the bar embedding's share
+    plus the token's); the step adds the bf16 recurrent product to them as a float32 sum. Runs on
+    any CPU: only matmuls, no oneDNN LSTM."""
+    torch.manual_seed(0)
+    rows, H, V = 3, 8, 130
+    layers = [
+        (torch.randn(4 * H, H).bfloat16(), torch.randn(4 * H, H).bfloat16(), torch.randn(4 * H).bfloat16())
+        for _ in range(2)
+    ]
+    output = (torch.randn(V, H).bfloat16(), torch.randn(V).bfloat16())
+    gates_in = torch.randn(rows, 4 * H)
+    hs, cs = [torch.randn(rows, H) for _ in range(2)], [torch.randn(rows, H) for _ in range(2)]
+    hs2, cs2 = [h.clone() for h in hs], [c.clone() for c in cs]
+    logits = HierarchicalMelodyVAE._step(gates_in, hs, cs, layers, output)
+    x = None
+    for k, (w_ih, w_hh, b) in enumerate(layers):  # the step written out in float32, the same weights
+        g = (gates_in if k == 0 else torch.addmm(b.float(), x, w_ih.float().T)) + hs2[k] @ w_hh.float().T
+        i, f, gg, o = g.chunk(4, dim=-1)
+        cs2[k] = torch.sigmoid(f) * cs2[k] + torch.sigmoid(i) * torch.tanh(gg)
+        hs2[k] = torch.sigmoid(o) * torch.tanh(cs2[k])
+        x = hs2[k]
+    reference = torch.nn.functional.linear(x, output[0].float(), output[1].float())
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), reference, atol=0.1, rtol=0.03)  # bf16's rounding
+
+
 def test_an_unsteered_decode_in_blocks_of_rows_writes_what_one_block_would(monkeypatch):
     """The bars of an unsteered decode run in blocks (PARALLEL_ROWS) that stay in the caches; the
     uniforms are drawn for every row at once, so the melodies do not depend on the block size,

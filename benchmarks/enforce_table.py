@@ -77,21 +77,28 @@ def mask_speed(rules, model, fitted, n: int, pairs: int = 5) -> float:
     """Decoding with masks over decoding without, as speeds (1: as fast), on the same actor
     latents: the median over ``pairs`` turns of the two back to back (a shared machine's bursts of
     load fall on both halves of a pair, so the median of the pairs' ratios is steadier than either time)."""
+    return mask_times(rules, model, fitted, n, pairs)[0]
+
+
+def mask_times(rules, model, fitted, n: int, pairs: int = 5) -> tuple[float, float, float]:
+    """:func:`mask_speed`'s ratio, and the median seconds of the decodes without and with masks."""
     rng = np.random.default_rng(1)
     cond = rules.sample_conditions(n, rng) if rules.open else None
     cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
     with torch.no_grad():
         z = fitted.actor(torch.randn(n, model.config.z_size, generator=torch.Generator().manual_seed(1)), cvec)
-    ratios = []
+    ratios, seconds = [], {False: [], True: []}
     for turn in range(pairs + 1):
-        seconds = {}
+        pair = {}
         for masked in (False, True):
             t = time.perf_counter()
             decode_checked(rules, model, z, cond, FIT_TEMPERATURE, torch.Generator().manual_seed(2), mask=masked)
-            seconds[masked] = time.perf_counter() - t
+            pair[masked] = time.perf_counter() - t
         if turn:  # the first pair warms up
-            ratios.append(seconds[False] / seconds[True])
-    return float(np.median(ratios))
+            ratios.append(pair[False] / pair[True])
+            for masked, took in pair.items():
+                seconds[masked].append(took)
+    return float(np.median(ratios)), float(np.median(seconds[False])), float(np.median(seconds[True]))
 
 
 def measure(rules, model, fitted, n: int, held: dict, share_bars: bool = True) -> dict:

@@ -95,7 +95,7 @@ BENCHMARKS = {
     "mask_speed": ([], "decoding with and without the rules' masks at 16, 256 and 1024 melodies at once", "8 min"),
     "model_speed": ([], "training and sampling speed of the default preset, per GFLOP/s", "3 min"),
     "model_speed_no_bf16": (
-        [],
+        ["--no-bf16"],
         "the same on a CPU without bf16 (fp32 only), with an unsteered decode's bars in blocks of rows",
         "3 min",
     ),

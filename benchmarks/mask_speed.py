@@ -3,43 +3,29 @@
     python benchmarks/mask_speed.py [--rules FILE ...] [--batches 16 256 1024] [--pairs 3]
 
 Without masks the decoder runs all bars of a melody at once (in blocks of rows that stay in the
-caches); with them each melody is written step by step, its bars in sequence, so that a constraint
+caches; a form's shared bars run in sequence either way); with them each melody is written step by step, its bars in sequence, so that a constraint
 sees across bar lines, and the constraints are computed at every step. What that costs depends on
 the batch: the per-step work of the constraints is shared by the rows decoded together. For each
 rules file (default: the shipped examples with an actor target, and the two blues files) and each
 batch size, the shipped fit's actor latents are decoded at temperature 0.5 with and without masks,
-checked by the exact tests either way, in interleaved pairs (the first pair warms up); the columns
-are the median times per melody and their ratio (issue 15's target: with masks at least 0.80 the
-speed without). Fits and batch exports decode 1024 at a time (``enforce.DECODE_BATCH``); `generate
+checked by the exact tests either way, in pairs back to back (the first pair warms up; the
+timing of enforce_table.py); the columns are the median times per melody and the median of the
+pairs' speed ratios (issue 15's target: with masks at least 0.80 the speed without). Fits and batch exports decode 1024 at a time (``enforce.DECODE_BATCH``); `generate
 -n 16` and the live engine's phrases, a few.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
 import torch
-from enforce_table import ACTOR_TARGET
+from enforce_table import ACTOR_TARGET, mask_times
 
 from melody_lc.cli.model import default_model_dir
-from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, decode_checked, shipped_fits_dir
+from melody_lc.constrain import FIT_TEMPERATURE, cached_fit, shipped_fits_dir
 from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
 from melody_lc.rules import load_rules
-
-
-def times(rules, model, z, cond, pairs: int) -> tuple[float, float]:
-    """Median seconds of an unmasked and a masked decode (and check) of z."""
-    seconds = {False: [], True: []}
-    for turn in range(pairs + 1):
-        for masked in (False, True):
-            t = time.perf_counter()
-            decode_checked(rules, model, z, cond, FIT_TEMPERATURE, torch.Generator().manual_seed(2), mask=masked)
-            if turn:  # the first pair warms up
-                seconds[masked].append(time.perf_counter() - t)
-    return float(np.median(seconds[False])), float(np.median(seconds[True]))
 
 
 def main() -> None:
@@ -66,12 +52,7 @@ def main() -> None:
             raise SystemExit(f"{path}: no shipped fit (this benchmark times the shipped fits' latents)")
         name = path.rsplit("/", 1)[-1].removesuffix(".rules")
         for n in args.batches:
-            cond = rules.sample_conditions(n, np.random.default_rng(1)) if rules.open else None
-            cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
-            with torch.no_grad():
-                z = fitted.actor(torch.randn(n, model.config.z_size, generator=torch.Generator().manual_seed(1)), cvec)
-            plain, masked = times(rules, model, z, cond, args.pairs)
-            ratio = plain / masked
+            ratio, plain, masked = mask_times(rules, model, fitted, n, args.pairs)
             worst[n] = min(worst.get(n, ratio), ratio)
             print(f"| {name} | {n} | {plain / n * 1000:.2f} | {masked / n * 1000:.2f} | {ratio:.2f} |", flush=True)
     print()

@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="training batch")
     ap.add_argument("--train-steps", type=int, default=5)
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--no-bf16", action="store_true", help="fp32 only, also where the CPU has bf16")
     args = ap.parse_args()
 
     cfg = PRESETS[args.preset]
@@ -82,6 +83,7 @@ def main() -> None:
         if (cfg.decoder == "lstm" or cfg.head_size) and not bf16_lstm_works()
         else None
     )
+    no_bf16 = no_bf16 or ("not asked for (--no-bf16)" if args.no_bf16 else None)
     precisions = (False,) if no_bf16 else (False, True)
     if no_bf16:
         print(f"bf16: not measured ({no_bf16})")
@@ -114,14 +116,14 @@ def main() -> None:
     if cfg.decoder == "lstm" and not cfg.bar_carry:  # the bars at once, in blocks of rows or in one block
         blocks = model_module.PARALLEL_ROWS
 
-        def one_block(rows: int) -> float:
+        def timed(rows: int) -> float:
             model_module.PARALLEL_ROWS = rows
             try:
                 return time_sample(model, 256, 1, False)
             finally:
                 model_module.PARALLEL_ROWS = blocks
 
-        pairs = [(one_block(blocks), one_block(256 * 16)) for _ in range(3)]
+        pairs = [(timed(blocks), timed(256 * 16)) for _ in range(3)]
         base, whole = (min(t) for t in zip(*pairs))
         print(
             f"sample fp32, the bars at once in blocks of {blocks} rows: {whole / base:.2f}x as fast as all "

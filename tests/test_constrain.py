@@ -262,7 +262,7 @@ def test_a_kinds_own_interventions_scale_and_version_are_part_of_the_fit_key(mon
         return fit_key(plain, model, FAST, FIT_TEMPERATURE), fit_key(chords, model, FAST, FIT_TEMPERATURE)
 
     before_plain, before_chords = keys()
-    for attribute, value in (("mask_scale", 7.0), ("version", 2)):
+    for attribute, value in (("mask_scale", 7.0), ("fit_version", 2)):
         with monkeypatch.context() as m:
             m.setattr(type(registry()["chords"]), attribute, value)
             assert keys() == (before_plain, keys()[1]) and keys()[1] != before_chords

@@ -121,13 +121,14 @@ def fit_rounds(rules: RuleSet, config: FitConfig) -> int:
 
 def kind_facts(rules: RuleSet) -> dict:
     """What a fit takes from the rules' kinds besides their parameters: the interventions scale of
-    a kind that sets its own (``mask_scale``) and its ``version``. Kinds that set neither add
-    nothing, so the keys of their fits are those made before kinds could set them."""
+    a kind that sets its own (``mask_scale``; also keyed where no mask is fitted on, which costs at
+    most a needless fit) and its ``fit_version``. Kinds that set neither add nothing, so their
+    fits keep the keys they had before these were keyed."""
     facts = {}
     for r in rules.rules:
-        own = {"mask_scale": getattr(r.kind, "mask_scale", None), "version": getattr(r.kind, "version", None)}
-        if any(v is not None for v in own.values()):
-            facts[r.kind.name] = own
+        scale, version = getattr(r.kind, "mask_scale", None), getattr(r.kind, "fit_version", None)
+        if scale is not None or version is not None:
+            facts[r.kind.name] = {"mask_scale": scale, "version": None if version is None else str(version)}
     return facts
 
 
@@ -142,8 +143,8 @@ def fit_key(rules: RuleSet, model: MelodyVAE, config: FitConfig, temperature: fl
     parts = [rules.digest(), model_fingerprint(model), settings, temperature, FIT_SCORING]
     if rules.open:
         parts.append({"relabels": RELABELS})
-    if kind_facts(rules):
-        parts.append({"kinds": kind_facts(rules)})
+    if facts := kind_facts(rules):
+        parts.append({"kinds": facts})
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

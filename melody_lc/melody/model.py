@@ -13,7 +13,8 @@ Shapes: B melodies, T = 256 steps = 16 bars x 16 steps, V = 130 classes, Z laten
              token) concatenated with the bar embedding.
 
 Bars restart from their embedding, so during training all 16 bars run as one batch of B*16
-sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 256 steps); with
+sequences of 16 steps, and sampling is a loop of 16 steps over B*16 rows (not 256 steps; on a
+CPU in blocks of PARALLEL_ROWS rows); with
 ``bar_carry`` sampling runs the bars in sequence (256 steps over B rows), training still at once.
 
 :class:`ParallelMelodyVAE` (``decoder="parallel"``, the ``parallel`` preset) writes every step from z
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_CLASSES, STEPS
-from melody_lc.melody.steer import Steer, draw
+from melody_lc.melody.steer import Steer, draw, uniforms
 
 LOG2 = math.log(2.0)
 # bar rows per block of an unsteered decode: a block's LSTM state stays in a CPU's caches, where all
@@ -298,7 +299,8 @@ class HierarchicalMelodyVAE(MelodyVAE):
 
         A fused step loop: the bar embedding's share of the first layer's gates is computed once,
         the previous token's share is a column lookup, so each step costs one matmul per layer plus
-        the output projection. Unsteered, all B*16 bars run at once (16 steps); with ``steer`` (the
+        the output projection. Unsteered, all B*16 bars run at once (16 steps; on a CPU in blocks
+        of PARALLEL_ROWS rows); with ``steer`` (the
         rules' decode-time constraints, :mod:`melody_lc.melody.steer`) each row is a whole melody
         and its bars run in sequence (256 steps over B rows), so a constraint sees across bar lines.
         """
@@ -333,20 +335,17 @@ class HierarchicalMelodyVAE(MelodyVAE):
             )
         rows = B * NUM_BARS
         out = torch.empty(rows, BAR_STEPS, dtype=torch.long, device=z.device)
-        # every step's uniforms drawn at once: the same numbers as one draw per step over all rows,
-        # so the melodies do not depend on how the rows are split below
-        u = 1 - torch.rand(BAR_STEPS, rows, 1, generator=generator, device=z.device) if temperature > 0 else None
-        for a in range(0, rows, PARALLEL_ROWS):  # rows in blocks that stay in the CPU's caches
-            b = min(a + PARALLEL_ROWS, rows)
+        # every step's uniforms drawn at once: from a CPU generator the same numbers as one draw per
+        # step over all rows, so the melodies do not depend on how the rows are split below
+        u = uniforms((BAR_STEPS, rows, 1), generator, z.device) if temperature > 0 else None
+        block = PARALLEL_ROWS if z.device.type == "cpu" else rows  # blocks for a CPU's caches
+        for a in range(0, rows, block):
+            b = min(a + block, rows)
             hs, cs = list(h0[:, a:b].unbind(0)), list(c0[:, a:b].unbind(0))
             gates_in = emb_gates[a:b]
             for t in range(BAR_STEPS):
                 logits = self._step(gates_in, hs, cs, layers, output)
-                tok = (
-                    logits.argmax(-1)
-                    if u is None
-                    else draw(torch.softmax(logits.float() / temperature, -1), u=u[t, a:b])
-                )
+                tok = _draw(logits, temperature, generator, None if u is None else u[t, a:b])
                 out[a:b, t] = tok
                 gates_in = emb_gates[a:b] + token_gates[tok]
         return out.view(B, STEPS)
@@ -359,8 +358,10 @@ class HierarchicalMelodyVAE(MelodyVAE):
         for k, (w_ih, w_hh, b) in enumerate(layers):
             dt = w_hh.dtype
             base = gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T)
-            h = hs[k].to(dt)  # bf16 weights: the first layer's gates stay fp32, the sum promoted to it
-            g = torch.addmm(base, h, w_hh.T) if base.dtype == dt else base + h @ w_hh.T
+            h = hs[k].to(dt)
+            # fp32: the recurrent product added in the matmul; bf16 weights (the first layer's gates
+            # are fp32 there) keep the separate product and sum, rounded as they always were
+            g = torch.addmm(base, h, w_hh.T) if base.dtype == dt == torch.float32 else base + h @ w_hh.T
             i, f, gg, o = g.chunk(4, dim=-1)
             cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
             hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])
@@ -516,11 +517,14 @@ class _HeadSteps:
         return self.logits_in[:, t] + self.out(self.h)
 
 
-def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """The class (rows,) of a step: the argmax at temperature 0, else drawn at ``temperature``."""
+def _draw(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None, u: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The class (rows,) of a step: the argmax at temperature 0, else drawn at ``temperature`` (at
+    the uniforms ``u`` (rows, 1) where given)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    return draw(torch.softmax(logits.float() / temperature, -1), generator)
+    return draw(torch.softmax(logits.float() / temperature, -1), generator, u)
 
 
 def kl_nats(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,11 @@ from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_CLASSES, NUM_PITCHES,
 NOTES = slice(0, 128)
 
 
+def uniforms(shape: tuple, generator: torch.Generator | None, device=None) -> torch.Tensor:
+    """Uniforms in (0, 1] for :func:`draw`: never a class of weight 0."""
+    return 1 - torch.rand(shape, generator=generator, device=device)
+
+
 def draw(
     weights: torch.Tensor, generator: torch.Generator | None = None, u: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -43,7 +48,7 @@ def draw(
     The same draw as ``torch.multinomial(weights, 1)``, about 13x faster on a CPU for 130 classes."""
     cdf = weights.cumsum(-1)
     if u is None:
-        u = 1 - torch.rand(len(weights), 1, generator=generator, device=weights.device)  # (0, 1]: never weight 0
+        u = uniforms((len(weights), 1), generator, weights.device)
     # the first class whose cumulative weight reaches u of the total (the cdf never decreases)
     return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=weights.shape[-1] - 1)
 

@@ -23,9 +23,9 @@ class RuleKind:
     # fitting: the actor learns this rule's graded reward slowly (a form's repeats), so a file with it
     # gets more rounds (FitConfig.slow_rounds)
     slow_fit = False
-    # part of every fit's key: change it when what the kind asks or scores changes, and the fits
-    # made before are made anew instead of found (None: the kind has never changed)
-    version: int | str | None = None
+    # part of every fit's key: change it (an int or a string) when what the kind asks or scores
+    # changes, and the fits made before are made anew instead of found (None: never changed)
+    fit_version: int | str | None = None
     api_version = PLUGIN_API_VERSION
 
     def parse(self, cur: Cursor) -> dict:

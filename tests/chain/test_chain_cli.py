@@ -92,14 +92,17 @@ def _wait_for_port(name: str, inputs: bool, timeout: float = 30.0) -> str:
     raise AssertionError(f"no port {name} appeared")
 
 
-def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
+def _play_into_inputs(tmp_path, receiver, attempt: int):
+    """Notes played into two virtual inputs of a running chain: (exit code, stderr, what the keys
+    chain's output port received, the notes played)."""
     from melody_lc.midi.ports import open_output
 
-    rx = receiver("input-rx")
+    keys, tape, rx_name = f"keys{attempt}in", f"tape{attempt}in", f"input-rx{attempt}"
+    rx = receiver(rx_name)
     chain = tmp_path / "in.chain"
     chain.write_text(
-        "chain keys: input(virtual=chain-in) -> transpose(12) -> velocity(fixed=64) -> out(port=input-rx)\n"
-        "chain tape: input(virtual=chain-in2) -> record(take.mid)\n"
+        f"chain keys: input(virtual={keys}) -> transpose(12) -> velocity(fixed=64) -> out(port={rx_name})\n"
+        f"chain tape: input(virtual={tape}) -> record(take.mid)\n"
     )
     env = {**os.environ, "MELODY_LC_MIDI_API": "jack"}
     proc = subprocess.Popen(
@@ -110,12 +113,12 @@ def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
         stderr=subprocess.PIPE,
         text=True,
     )
+    played = [60, 62, 64, 65, 67]
     try:
-        ports = [open_output(_wait_for_port(n, inputs=False)) for n in ("chain-in:", "chain-in2")]
+        ports = [open_output(_wait_for_port(n, inputs=False)) for n in (f"{keys}:", f"{tape}:")]
         # the ports open while the chain is built; what arrives before it runs is dropped
         while (line := proc.stderr.readline()) and "running at" not in line:
             pass
-        played = [60, 62, 64, 65, 67]
         for note in played:
             for port in ports:
                 port.send(mido.Message("note_on", note=note, velocity=100))
@@ -128,8 +131,18 @@ def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
-    got = rx.stop()
+    return proc.returncode, err, rx.stop(), played
+
+
+def test_notes_played_into_an_input_come_out_processed(tmp_path, receiver):
+    """A real JACK server with the dummy driver, on a shared machine, now and then stalls for a
+    moment ('engine may now behave abnormally' in its log) and drops what was sent meanwhile; so a
+    run where nothing at all arrived is played once more. A chain that passes nothing on fails both."""
+    for attempt in range(2):
+        code, err, got, played = _play_into_inputs(tmp_path, receiver, attempt)
+        assert code == 0, err
+        if any(m.type == "note_on" for _, m in got):
+            break
     ons = [m for _, m in got if m.type == "note_on" and m.velocity]
     assert [(m.note, m.velocity) for m in ons] == [(n + 12, 64) for n in played]
     assert not hanging([m for _, m in got])

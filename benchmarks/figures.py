@@ -70,6 +70,12 @@ BENCHMARKS = {
         "what caps the actor alone: the same actor's latents decoded at lower temperatures, and a third stage",
         "5 min",
     ),
+    "latent_fitness_by_value": (
+        ["--model", "models/melody-16bar-folk", "--temperatures", "0.5", "-n", "256", "--by-value", "--rules"]
+        + ["rules/open_density.rules", "rules/any_key_major.rules"],
+        "where a conditional actor falls short: the actor alone at each value of the open parameter",
+        "10 min",
+    ),
     "form_table": ([], "form, harmony and scopes: the files with chords, climax, form or scoped rules", "10 min"),
     "like_table": (
         [],
@@ -166,6 +172,7 @@ SCRIPTS = {
     "enforce_table_parallel_long": "enforce_table",
     "latent_fitness_stages": "latent_fitness",
     "latent_fitness_temperature": "latent_fitness",
+    "latent_fitness_by_value": "latent_fitness",
 }
 HEADER = """# Figures
 

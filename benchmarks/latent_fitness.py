@@ -1,7 +1,7 @@
 """How well a model's latent space serves the rules: the same files fitted on several models.
 
     python benchmarks/latent_fitness.py [--model DIR ...] [--rules FILE ...] [--lambda-dist L ...]
-        [--stages S ...] [--temperatures T ...] [-n 512]
+        [--stages S ...] [--temperatures T ...] [-n 512] [--by-value]
 
 A model can reconstruct tunes well and still serve the latent constraints badly: the actor can only
 move z to where the decoder writes what the rules ask by itself. For each model (default: the
@@ -16,7 +16,9 @@ Columns: the stages the fit kept, its time and the graded reward of the actor's 
 last round; the share of the actor's own melodies obeying every rule (the actor alone); how many
 notes per melody the mask overrules, for prior latents and for the actor's, and their ratio (issue
 15's target: at most 0.20); the spread of the actor's latents (1: the prior's variety kept); the
-rule the actor alone breaks most often, and in what share of its melodies.
+rule the actor alone breaks most often, and in what share of its melodies. With ``--by-value``, a
+second table holds each open parameter (``density: >= ?``) at each of its values in turn: where a
+conditional actor falls short.
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ from melody_lc.paths import cache_dir
 from melody_lc.rules import load_rules
 
 
-def measure(rules, model, fitted, n: int, temperature: float) -> dict:
+def measure(rules, model, fitted, n: int, temperature: float, fixed: dict | None = None) -> dict:
+    """The figures of one row; ``fixed``: open parameters held at one value (the rest drawn)."""
     g = torch.Generator().manual_seed(1)
     cond = rules.sample_conditions(n, np.random.default_rng(1)) if rules.open else None
+    for name, value in (fixed or {}).items():
+        cond[name] = np.full(n, value, dtype=cond[name].dtype)
     cvec = torch.from_numpy(rules.condition_vector(cond)) if cond else torch.zeros(n, 0)
     z = torch.randn(n, model.config.z_size, generator=g)
     with torch.no_grad():
@@ -57,6 +62,15 @@ def measure(rules, model, fitted, n: int, temperature: float) -> dict:
     return out
 
 
+def parameter_values(spec: tuple) -> list:
+    """The values of an open parameter to hold in turn: every category, or the whole numbers of a
+    range (a count such as notes per bar is whole: 7.5 asks as much as 8)."""
+    if spec[0] == "category":
+        return list(range(spec[1]))
+    lo, hi = int(np.ceil(spec[1])), int(np.floor(spec[2]))
+    return list(range(lo, hi + 1)) if hi - lo <= 12 else list(np.linspace(spec[1], spec[2], 8))
+
+
 def main() -> None:
     from melody_lc.cli.model import default_model_dir
 
@@ -67,6 +81,11 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", type=int, default=[FitConfig().stages])
     ap.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.5])
     ap.add_argument("-n", type=int, default=512)
+    ap.add_argument(
+        "--by-value",
+        action="store_true",
+        help="for files with open parameters, also the actor alone at each value of each parameter",
+    )
     args = ap.parse_args()
     print(
         f"{describe_hardware()}; float32 matmul {matmul_gflops():.0f} GFLOP/s; torch {torch.__version__}, "
@@ -77,6 +96,7 @@ def main() -> None:
         "| mask/melody: prior | actor | actor/prior | spread | actor alone fails most |"
         "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
+    by_value = []  # rows of the second table, printed after the first
     for model_dir in args.model:
         model, meta = load_model(model_dir)
         stats = load_fit_stats(model_dir, model)
@@ -112,6 +132,20 @@ def main() -> None:
                         f"{m['actor', True] / max(m['prior', True], 1e-9):.2f} | {m['spread']:.2f} | {m['worst']} |",
                         flush=True,
                     )
+                    for name, spec in rules.open.items() if args.by_value else ():
+                        for value in parameter_values(spec):
+                            v = measure(rules, model, fitted, args.n, temperature, {name: value})
+                            by_value.append(
+                                f"| {label} | {Path(path).stem} | {stages} | {name} = {value:g} | {temperature:g} "
+                                f"| {v['actor', False]:.1%} | {v['worst']} |"
+                            )
+    if by_value:
+        print(
+            "\nthe actor alone with one open parameter held at each value (the others drawn)"
+            "\n| model | rules | stages | parameter | T | actor alone | actor alone fails most |"
+            "\n|---|---|---:|---|---:|---:|---|"
+        )
+        print("\n".join(by_value))
 
 
 if __name__ == "__main__":

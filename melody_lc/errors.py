@@ -12,8 +12,9 @@ class UserError(Exception):
 
 
 class LocatedError(UserError):
-    """An error at a place in a text file the user wrote: ``path:line:column: message``."""
+    """An error at a place in a text file the user wrote: ``path:line:column: message`` (line 0: the
+    file as a whole, ``path: message``)."""
 
     def __init__(self, path: str, line: int, column: int, message: str) -> None:
         self.path, self.line, self.column, self.message = path, line, column, message
-        super().__init__(f"{path}:{line}:{column}: {message}")
+        super().__init__(f"{path}:{line}:{column}: {message}" if line else f"{path}: {message}")

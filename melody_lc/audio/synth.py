@@ -146,14 +146,19 @@ def _jack_server_running() -> bool:
     return jack_running()
 
 
-def read_midi_file(path: str | os.PathLike) -> mido.MidiFile:
-    """A .mid file for rendering or playing, or a one-line :class:`AudioError`."""
+def read_midi_file(path: str | os.PathLike, need_notes: bool = True) -> mido.MidiFile:
+    """A .mid file for rendering or playing, or a one-line :class:`AudioError` (also for a file
+    without notes, unless not ``need_notes``: a melody melody-lc wrote may be all rests)."""
     try:
-        return mido.MidiFile(str(path))
+        midi = mido.MidiFile(str(path))
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
     except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise AudioError(f"{path}: not a readable MIDI file ({e})") from None
+        why = str(e) or type(e).__name__  # an EOFError says nothing of itself
+        raise AudioError(f"{path}: not a readable MIDI file ({why})") from None
+    if need_notes and not any(msg.type == "note_on" and msg.velocity > 0 for track in midi.tracks for msg in track):
+        raise AudioError(f"{path}: no notes to play")
+    return midi
 
 
 def music_seconds(midi: mido.MidiFile) -> float:

@@ -18,10 +18,18 @@ class CLIError(UserError):
     """A user error the CLI itself finds (a missing file, options that contradict)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is one line too, as any other bad input (the usage is in --help); the
+    subcommands' parsers are of this class as well."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from melody_lc.cli import audio, chain, constrain, data, image, live, model, rules, train
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="melody-lc",
         description="Steer an unconditional melody VAE with rules (Latent Constraints, Engel et al. 2018).",
     )
@@ -62,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except UserError as e:
         print(f"melody-lc: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (a full disk, a name that is a folder): the user's to fix
+        if e.filename is None:
+            raise
+        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        print(f"melody-lc: error: {where}: {e.strerror}", file=sys.stderr)
         return 2
 
 

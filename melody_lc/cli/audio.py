@@ -8,6 +8,9 @@ import math
 import sys
 from pathlib import Path
 
+from melody_lc.choices import AUDIO_FORMATS
+from melody_lc.cli import checks
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
@@ -18,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with melody-lc).",
     )
     r.add_argument("inputs", nargs="+", metavar="IN.mid")
-    r.add_argument("--out", metavar="DIR", help="where the audio goes (default: beside each .mid)")
-    r.add_argument("--format", choices=("wav", "flac"), default="wav")
+    r.add_argument(
+        "--out", metavar="DIR", type=checks.out_folder, help="where the audio goes (default: beside each .mid)"
+    )
+    r.add_argument("--format", choices=AUDIO_FORMATS, default=AUDIO_FORMATS[0])
     soundfont_option(r)
     r.set_defaults(func=cmd_render)
 
@@ -61,8 +66,8 @@ def output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--audio",
         nargs="?",
-        const="wav",
-        choices=("wav", "flac"),
+        const=AUDIO_FORMATS[0],
+        choices=AUDIO_FORMATS,
         help="also render each melody to audio beside its .mid (WAV, or --audio flac)",
     )
     p.add_argument("--play", action="store_true", help="play the melodies through the built-in synth when written")
@@ -72,18 +77,19 @@ def output_options(p: argparse.ArgumentParser) -> None:
 def after_writing(paths: list[Path], args) -> None:
     """What --audio and --play ask for, once the .mid files are written."""
     if getattr(args, "audio", None):
-        render_files(paths, None, args.audio, args.soundfont)
+        render_files(paths, None, args.audio, args.soundfont, need_notes=False)
     if getattr(args, "play", False):
-        play_files(paths, args.soundfont, None)
+        play_files(paths, args.soundfont, None, need_notes=False)
 
 
-def render_files(inputs, out_dir, fmt: str, soundfont) -> list[Path]:
+def render_files(inputs, out_dir, fmt: str, soundfont, need_notes: bool = True) -> list[Path]:
     from melody_lc.audio.files import write_audio
     from melody_lc.audio.soundfonts import find_soundfont
     from melody_lc.audio.synth import Synth, read_midi_file
 
     find_soundfont(soundfont)  # a bad sound font is the first thing said
-    midis = [(Path(p), read_midi_file(p)) for p in inputs]  # and then a bad file, before anything is written
+    # and then a bad file (or one without notes, given by the user), before anything is written
+    midis = [(Path(p), read_midi_file(p, need_notes)) for p in inputs]
     written = []
     for path, midi in midis:
         synth = Synth(soundfont)
@@ -102,14 +108,14 @@ def render_files(inputs, out_dir, fmt: str, soundfont) -> list[Path]:
     return written
 
 
-def play_files(inputs, soundfont, driver) -> None:
+def play_files(inputs, soundfont, driver, need_notes: bool = True) -> None:
     """Each file in turn, in real time, on the built-in synth; Ctrl-C ends every note first."""
     import time
 
     from melody_lc.audio.synth import TAIL_S, Synth, read_midi_file
     from melody_lc.midi.schedule import Clock
 
-    midis = [(Path(p), read_midi_file(p)) for p in inputs]
+    midis = [(Path(p), read_midi_file(p, need_notes)) for p in inputs]
     synth = Synth(soundfont)
     try:
         name = synth.start(driver)

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from melody_lc.cli import checks
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plugins", help="list MIDI processors, built in and from plugins, with their parameters")
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     c.add_argument(
         "--rounds",
-        type=int,
+        type=checks.positive_int,
         help="fitting rounds for rules with no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
     )
     c.add_argument("--quick", action="store_true", help="for rules with no fit yet, a sketch fit (about a minute)")

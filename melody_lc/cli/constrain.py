@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from melody_lc.choices import METHODS, REALISM_STEPS
+from melody_lc.cli import checks
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--out",
         metavar="DIR",
+        type=checks.out_folder,
         help="keep the fits in DIR (with an index.json) instead of the user cache; "
         "the shipped fits in models/fits were made this way",
     )
     _common(f)
-    f.add_argument("--rounds", type=int, help="fitting rounds (default: FitConfig.rounds in melody_lc/engine/fit.py)")
+    f.add_argument(
+        "--rounds",
+        type=checks.positive_int,
+        help="fitting rounds (default: FitConfig.rounds in melody_lc/engine/fit.py)",
+    )
     f.add_argument(
         "--quick",
         action="store_true",
@@ -51,11 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="for a rules file of phrase sections: the rules of its phrase N (1-based)",
     )
     g.add_argument("-n", type=int, default=16)
-    g.add_argument("--out", metavar="DIR", default="generated")
+    g.add_argument("--out", metavar="DIR", type=checks.out_folder, default="generated")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
         "--temperature",
-        type=float,
+        type=checks.temperature,
         default=0.5,
         help="decoding temperature (default 0.5, the temperature the actor is fitted at)",
     )
@@ -85,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--rounds",
-        type=int,
+        type=checks.positive_int,
         help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
     )
     g.add_argument(
@@ -105,13 +111,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="for a rules file of phrase sections: the rules of its phrase N (1-based)",
     )
-    t.add_argument("--out", metavar="OUT.mid", required=True)
+    t.add_argument("--out", metavar="OUT.mid", type=checks.out_file, required=True)
     t.add_argument("--set", metavar="NAME=VALUE", action="append", default=[])
     t.add_argument("--bpm", type=float, default=120.0)
     t.add_argument("--program", type=int, default=0)
     t.add_argument(
         "--rounds",
-        type=int,
+        type=checks.positive_int,
         help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
     )
     t.add_argument(
@@ -203,9 +209,9 @@ def fit_data(args, model):
     return windows
 
 
-def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=None):
+def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=None, fit: bool = True):
     """(rules, model, fitted): loads everything, fitting if no cache has a fit yet (``rules``, a
-    RuleSet, instead of the file: one section of a plan)."""
+    RuleSet, instead of the file: one section of a plan); without ``fit``, fitted is None."""
     from melody_lc.cli.model import _load
     from melody_lc.constrain import fit_rounds, fit_rules, shipped_fits_dir
     from melody_lc.paths import cache_dir
@@ -215,6 +221,8 @@ def _prepare(args, rules_path: str | None = None, model=None, store=None, rules=
         rules = load_rules(rules_path or args.rules, getattr(args, "phrase", None))
     if model is None:
         model, _ = _load(args)
+    if not fit:
+        return rules, model, None
     windows = fit_data(args, model)
 
     bars = []  # made at the first round: a fit found in a cache shows no bar
@@ -374,7 +382,7 @@ def cmd_generate(args) -> int:
     if args.max_decodes is not None and args.max_decodes < 1:
         raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
     values = _parse_values(load_rules(args.rules, args.phrase), args.set)
-    rules, model, fitted = _prepare(args)
+    rules, model, fitted = _prepare(args, fit=args.method != "reject")  # rejection sampling needs no actor
     tokens, report = generate(
         rules,
         model,

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from melody_lc.cli import checks
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build and inspect melody datasets")
@@ -30,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--collections", metavar="A,B", help="music21 collections to use (default: the folk collections and bach)"
     )
     b.add_argument(
-        "--out", metavar="PATH", help="dataset directory (default: a cache directory named after the source)"
+        "--out",
+        metavar="PATH",
+        type=checks.out_folder,
+        help="dataset directory (default: a cache directory named after the source)",
     )
     b.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="parallel worker processes (default: all cores)"

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from melody_lc.cli import checks
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     top = sub.add_parser(
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--steps", type=int, default=5000)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--out", metavar="DIR", required=True)
+    t.add_argument("--out", metavar="DIR", type=checks.out_folder, required=True)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _data_args(c)
     c.add_argument("--attributes", help="comma-separated (CelebA default: the ten salient ones)")
     c.add_argument("--steps", type=int, default=3000)
-    c.add_argument("--out", metavar="DIR", required=True)
+    c.add_argument("--out", metavar="DIR", type=checks.out_folder, required=True)
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_classifier)
 
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--critic-steps", type=int, default=3000)
     f.add_argument("--actor-steps", type=int, default=2000)
-    f.add_argument("--out", metavar="DIR", required=True)
+    f.add_argument("--out", metavar="DIR", type=checks.out_folder, required=True)
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fit)
 
@@ -73,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("-n", type=int, default=64)
     g.add_argument("--method", choices=["actor", "gd", "prior"], default="actor")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", metavar="GRID.png", required=True)
+    g.add_argument("--out", metavar="GRID.png", type=checks.out_file, required=True)
     g.set_defaults(func=cmd_generate)
 
     x = isub.add_parser("transform", help="change attributes of your image, keeping its identity")
@@ -82,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--fit", metavar="DIR", required=True)
     x.add_argument("--attrs", required=True, help="changes, e.g. +Smiling,-Eyeglasses")
     x.add_argument("--lambda-dist", type=float, default=0.1)
-    x.add_argument("--out", metavar="OUT.png", required=True, help="the input and the result side by side")
+    x.add_argument(
+        "--out", metavar="OUT.png", type=checks.out_file, required=True, help="the input and the result side by side"
+    )
     x.set_defaults(func=cmd_transform)
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 from melody_lc.choices import CLOCKS
+from melody_lc.cli import checks
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,7 +107,7 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     )
     soundfont_option(s)
     driver_option(s)
-    s.add_argument("--temperature", type=float, default=0.5)
+    s.add_argument("--temperature", type=checks.temperature, default=0.5)
     s.add_argument("--variation", type=float, default=0.35, help="how far each phrase moves from the last, 0..1")
     s.add_argument(
         "--set",
@@ -119,7 +120,7 @@ def _play_args(s: argparse.ArgumentParser, rules_required: bool = True) -> None:
     _enforce_option(s)
     s.add_argument(
         "--rounds",
-        type=int,
+        type=checks.positive_int,
         help="fitting rounds if the rules have no fit yet (default: FitConfig.rounds in melody_lc/engine/fit.py)",
     )
     s.add_argument("--quick", action="store_true", help="if the rules have no fit yet, a sketch fit (about a minute)")

@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from melody_lc.choices import AUDIO_FORMATS
+from melody_lc.cli import checks
+
 DEFAULT_MODEL_NAME = "melody-16bar-folk"
+EARLIER_RUN_SUFFIXES = (".mid", *(f".{f}" for f in AUDIO_FORMATS))  # what _write_all and --audio write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=["validation", "test"])
     e.add_argument("--limit", type=int, default=0, help="evaluate on at most this many windows (0: all)")
     e.add_argument("--samples", type=int, default=1024, help="prior samples for the feature overlap")
-    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--temperature", type=checks.temperature, default=1.0)
     e.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="write melodies sampled from the model (through its realism actor) as .mid files")
     s.add_argument("-n", type=int, default=8, help="how many (default 8)")
-    s.add_argument("--out", metavar="DIR", default="samples")
-    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--out", metavar="DIR", type=checks.out_folder, default="samples")
+    s.add_argument("--temperature", type=checks.temperature, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument(
         "--no-realism",
@@ -39,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("reconstruct", help="encode a melody and decode it again")
     r.add_argument("input", metavar="IN.mid")
-    r.add_argument("--out", metavar="OUT.mid", help="default: IN.reconstructed.mid beside the input")
+    r.add_argument(
+        "--out", metavar="OUT.mid", type=checks.out_file, help="default: IN.reconstructed.mid beside the input"
+    )
     _add_model_and_midi_options(r)
     r.set_defaults(func=cmd_reconstruct)
 
@@ -51,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`melody-lc evaluate --json`.",
     )
     x.add_argument("checkpoint", metavar="RUN_DIR")
-    x.add_argument("--out", metavar="DIR", required=True)
+    x.add_argument("--out", metavar="DIR", type=checks.out_folder, required=True)
     x.add_argument("--eval", metavar="EVAL.json", required=True, help="figures from `melody-lc evaluate --json`")
     x.add_argument("--name", default=DEFAULT_MODEL_NAME)
     x.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16, half the size)")
@@ -61,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("a", metavar="A.mid")
     i.add_argument("b", metavar="B.mid")
     i.add_argument("--steps", type=int, default=5, help="melodies on the path, ends included (default 5)")
-    i.add_argument("--out", metavar="DIR", default="interpolation")
+    i.add_argument("--out", metavar="DIR", type=checks.out_folder, default="interpolation")
     _add_model_and_midi_options(i)
     i.set_defaults(func=cmd_interpolate)
 
@@ -116,6 +122,10 @@ def _check_midi_options(args) -> None:
         raise CLIError(f"--program must be 0-127, got {args.program}")
     if not 20 <= args.bpm <= 400:
         raise CLIError(f"--bpm must be between 20 and 400, got {args.bpm}")
+    if getattr(args, "audio", None) or getattr(args, "play", False):  # a bad sound font said before any work
+        from melody_lc.audio.soundfonts import find_soundfont
+
+        find_soundfont(args.soundfont)
 
 
 def read_user_melody(path: str):
@@ -124,6 +134,7 @@ def read_user_melody(path: str):
 
     from melody_lc.cli import CLIError
     from melody_lc.melody import Melody
+    from melody_lc.melody.encoding import STEPS
     from melody_lc.melody.extract import quantized_notes
     from melody_lc.melody.sources import read_midi_file
 
@@ -140,6 +151,9 @@ def read_user_melody(path: str):
     notes = notes[~notes["is_drum"]]
     if len(notes) == 0:
         raise CLIError(f"{p}: no notes (drums are ignored)")
+    if not (notes["start"] < STEPS).any():  # the model reads the first 16 bars
+        first = int(notes["start"].min()) // 16 + 1
+        raise CLIError(f"{p}: no notes in its first 16 bars (the first is in bar {first}); melody-lc reads those")
     bars = -(-int(notes["end"].max()) // 16)
     note = None
     if bars > 16:
@@ -161,14 +175,27 @@ def _write(melody, path: Path, args, chords=None) -> None:
 
 def _write_all(tokens, prefix: str, args, chords=None) -> None:
     """Each melody to OUT/PREFIX-0000.mid ...; with ``chords`` (per half bar), a chord track too;
-    then the audio or playback that --audio and --play ask for."""
+    then the audio or playback that --audio and --play ask for. OUT then holds this run's melodies
+    only: those of an earlier run into the same folder beyond this run's count (and their audio)
+    are removed, so that the folder and its report agree."""
+    from melody_lc.cli import CLIError
     from melody_lc.cli.audio import after_writing
 
     out = Path(args.out)
     paths = [out / f"{prefix}-{k:04d}.mid" for k in range(len(tokens))]
+    if clash := next((p for p in paths if p.is_dir()), None):
+        raise CLIError(f"{clash}: is a folder; a melody is to be written there")
     for t, path in zip(tokens, paths):
         _write(t, path, args, chords)
-    print(f"wrote {len(tokens)} melodies to {out}/")
+    earlier = [
+        p
+        for p in out.glob(f"{prefix}-[0-9][0-9][0-9][0-9].*")
+        if p.is_file() and p.suffix in EARLIER_RUN_SUFFIXES and int(p.stem[-4:]) >= len(tokens)
+    ]
+    for p in earlier:
+        p.unlink()
+    gone = len({p.stem for p in earlier})
+    print(f"wrote {len(tokens)} melodies to {out}/" + (f" (removed {gone} of an earlier run)" if gone else ""))
     after_writing(paths, args)
 
 
@@ -208,8 +235,6 @@ def cmd_sample(args) -> int:
     _check_midi_options(args)
     if args.n < 1:
         raise CLIError(f"-n must be at least 1, got {args.n}")
-    if args.temperature < 0:
-        raise CLIError("--temperature must be >= 0")
     from melody_lc.constrain.realism import load_realism
     from melody_lc.melody.hardware import use_bf16
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from melody_lc.choices import PRECISIONS
+from melody_lc.cli import checks
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", metavar="PATH", help="dataset directory (default: the music21 corpus dataset)")
     t.add_argument("--steps", type=int, default=20_000, help="train until this step (default 20000)")
     t.add_argument(
-        "--out", metavar="DIR", default="runs/melody-vae", help="checkpoint directory (default runs/melody-vae)"
+        "--out",
+        metavar="DIR",
+        type=checks.out_folder,
+        default="runs/melody-vae",
+        help="checkpoint directory (default runs/melody-vae)",
     )
     t.add_argument(
         "--resume",

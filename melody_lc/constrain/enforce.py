@@ -27,10 +27,22 @@ if TYPE_CHECKING:
 FIT_TEMPERATURE = 0.5  # melodies are decoded at this temperature while fitting (and by default when generating)
 REDRAW_BUDGET = 32  # generate: at most this many decodes per requested melody (and at least 64 in all)
 DECODE_BATCH = 1024  # rows decoded at once: a steered decode gains per melody from large batches
+FEASIBILITY_DRAWS = 256  # prior melodies decoded under the masks before a fit (check_feasible)
 
 
 class Infeasible(UserError):
     """The rules allowed no melody at all: every draw hit a dead end (constraints allowing nothing)."""
+
+
+def _raise_if_infeasible(rules: RuleSet, drawn: list[Checked]) -> None:
+    """:class:`Infeasible` when no draw obeyed the rules and every one reached a dead end."""
+    if not drawn or any(c.ok.any() for c in drawn) or not all(b for c in drawn for b in c.blocked_by):
+        return
+    blocked = {"+".join(b) for c in drawn for b in c.blocked_by}
+    raise Infeasible(
+        f"{rules.path}: the rules allow no melody: all {sum(len(c.tokens) for c in drawn)} draws reached "
+        f"a step where {' / '.join(sorted(blocked))} together allow nothing"
+    )
 
 
 @dataclass
@@ -184,6 +196,16 @@ def conditions(rules: RuleSet, n: int, values: dict | None = None, rng: np.rando
     return cond, torch.from_numpy(rules.condition_vector(cond)).float()
 
 
+def check_feasible(rules: RuleSet, model: MelodyVAE, temperature: float = FIT_TEMPERATURE) -> None:
+    """Before a fit (minutes): FEASIBILITY_DRAWS prior melodies decoded under the rules' masks;
+    :class:`Infeasible` when every one reached a dead end, so that rules no melody can satisfy (which
+    ``rules check`` cannot always see) are said at once, not after the fit."""
+    g = torch.Generator().manual_seed(0)
+    cond, _ = conditions(rules, FEASIBILITY_DRAWS, None, np.random.default_rng(0))
+    z = torch.randn(FEASIBILITY_DRAWS, model.config.z_size, generator=g)
+    _raise_if_infeasible(rules, [decode_checked(rules, model, z, cond, temperature, g)])
+
+
 def _propose(method: str, z: torch.Tensor, cvec: torch.Tensor, fitted: Fitted | None) -> torch.Tensor:
     """The latents to decode for prior latents z: moved by the actor, by gradient search, or not."""
     if method == "actor":
@@ -254,12 +276,8 @@ def generate(
     cond = {k: np.concatenate([c[k] for c in conds]) for k in rules.open} if rules.open and conds else None
     z = torch.cat(zs) if zs else torch.zeros(0, model.config.z_size)
     z2 = torch.cat(z2s) if z2s else z
-    if enforce and not len(tokens) and drawn and all(b for c in drawn for b in c.blocked_by):
-        blocked = {"+".join(b) for c in drawn for b in c.blocked_by}
-        raise Infeasible(
-            f"{rules.path}: the rules allow no melody: all {sum(len(c.tokens) for c in drawn)} draws reached "
-            f"a step where {' / '.join(sorted(blocked))} together allow nothing"
-        )
+    if enforce:
+        _raise_if_infeasible(rules, drawn)
     shift = (z2 - z).norm(dim=-1).numpy()
     report = _summary(rules, tokens, cond, shift, method, time.perf_counter() - t0)
     report["enforced"], report["masked"] = enforce, enforce and mask

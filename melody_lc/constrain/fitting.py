@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from melody_lc import checkpoint
-from melody_lc.constrain.enforce import FIT_TEMPERATURE, Checked, decode_checked
+from melody_lc.constrain.enforce import FIT_TEMPERATURE, Checked, check_feasible, decode_checked
 from melody_lc.engine import Actor, ActorChain, CriticEnsemble, FitConfig, LatentProblem, fit
 from melody_lc.melody.model import MelodyVAE
 from melody_lc.rules import RuleSet
@@ -181,6 +181,7 @@ def fit_rules(
         windows = windows()
     sigma_bar, real = windows if isinstance(windows, tuple) else posterior_stats(model, windows)
     bind_examples(rules, model)
+    check_feasible(rules, model, temperature)
 
     def sample_condition(n, g):
         values = rules.sample_conditions(n, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g))))

@@ -56,7 +56,7 @@ class PitchClasses(Constraint):
     notes_needed = staticmethod(_one_note)
 
     def __init__(self, allowed_pcs: np.ndarray) -> None:
-        pcs = torch.as_tensor(np.ascontiguousarray(allowed_pcs), dtype=torch.bool)  # (N, 12)
+        pcs = torch.from_numpy(np.array(allowed_pcs, dtype=bool))  # (N, 12), a writable copy
         self.pitches = only_notes(pcs[:, PITCHES % 12])  # (N, 130)
 
     def allowed(self, state):
@@ -258,7 +258,7 @@ class ChordTones(Constraint):
     ``tones`` (halves, 12) bool, one row per half bar of the steps the rule sees."""
 
     def __init__(self, n: int, tones: np.ndarray) -> None:
-        pcs = torch.as_tensor(np.ascontiguousarray(tones), dtype=torch.bool)
+        pcs = torch.from_numpy(np.array(tones, dtype=bool))  # a writable copy
         self.masks = only_notes(pcs[:, PITCHES % 12])[:, None, :].expand(-1, n, -1)  # (halves, N, 130)
 
     def allowed(self, state):

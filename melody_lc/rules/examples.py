@@ -84,6 +84,8 @@ class ExampleSet:
         if self.model is None:
             raise UserError(f"like/unlike ({self.source}): the rules must be bound to a model to be checked")
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if len(tokens) == 0:  # no melody (none delivered): nothing to encode
+            return np.zeros(0)
         key = tokens.tobytes()
         if self._last is not None and self._last[0] == key:  # rewards and exact test of one batch: one encode
             return self._last[1]

@@ -25,7 +25,9 @@ HALF_BAR = BAR_STEPS // 2  # chords change on beat 1 or beat 3
 
 
 def _whole_counts(total: int) -> str:
-    return ", ".join(str(k) for k in range(1, total + 1) if total % k == 0)
+    """'2, 4, 8 or 16': the phrase counts a form may have (one phrase says nothing)."""
+    counts = [str(k) for k in range(2, total + 1) if total % k == 0]
+    return ", ".join(counts[:-1]) + " or " + counts[-1]
 
 
 class Chords(RuleKind):
@@ -194,7 +196,7 @@ class Form(RuleKind):
                 first.column if first else None,
             )
         if len(labels) == 1:
-            cur.fail("a form of one phrase says nothing: give 2, 4, 8 or 16 letters", first.column)
+            cur.fail(f"a form of one phrase says nothing: give {_whole_counts(NUM_BARS)} letters", first.column)
         return {"labels": labels}
 
     @staticmethod

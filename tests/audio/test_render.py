@@ -140,6 +140,17 @@ def test_a_sound_font_by_name_and_a_broken_midi_file(melody_files, tmp_path):
     out = tmp_path / "out"
     r = run_cli("render", str(melody_files[0]), str(bad), "--out", str(out))
     assert r.returncode == 2 and "bad.mid: not a readable MIDI file" in r.stderr and "Traceback" not in r.stderr
+    assert "()" not in r.stderr  # the reason is named, also where the MIDI reader gives none
     assert not out.exists() or not any(out.iterdir())  # the good file first is not written either
+    silent = write_midi(tmp_path / "silent.mid", [[]])
+    r = run_cli("render", str(silent), "--out", str(out))
+    assert r.returncode == 2 and "silent.mid: no notes to play" in r.stderr and not out.exists()
     r = run_cli("render", str(melody_files[0]), "--out", str(out / "x.mp3"), "--format", "wav")
     assert r.returncode == 0  # --out is a folder: x.mp3/melody-0.wav
+
+
+def test_a_bad_sound_font_for_generate_audio_is_said_before_anything_is_written(tmp_path):
+    out = tmp_path / "gen"
+    r = run_cli("generate", "--rules", REPO_RULES, "-n", "1", "--out", str(out), "--audio", "--soundfont", "nosuch")
+    assert r.returncode == 2 and "nosuch: no such sound font" in r.stderr and "wrote" not in r.stdout
+    assert not out.exists()

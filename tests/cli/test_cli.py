@@ -134,7 +134,59 @@ def test_os_errors_are_one_line(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(blocker / "ds"), "--quiet")
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 2  # the "building" line + the error
-    assert "Traceback" not in res.stderr and "Not a directory" in res.stderr
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1  # said before building
+    assert "Traceback" not in res.stderr and "afile is a file, not a folder" in res.stderr
     res = run_cli("data", "build", "--midi-dir", str(src), "--out", str(src), "--quiet")
     assert res.returncode == 2 and "not a melody dataset" in res.stderr and (src / "a.mid").exists()
+
+
+def test_bad_option_values_are_one_line_before_any_work(tmp_path, capsys):
+    """Output places and numbers are checked when the command line is read: one line, exit 2,
+    nothing loaded, generated or made (a run of minutes never fails only when it writes)."""
+    from melody_lc.cli import main
+
+    rules = str(Path(__file__).resolve().parents[2] / "rules" / "c_major_busy.rules")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    cases = [
+        (["generate", "--rules", rules, "--out", str(blocker)], "afile: is a file, not a folder"),
+        (["generate", "--rules", rules, "--out", str(blocker / "sub")], "afile is a file, not a folder"),
+        (["generate", "--rules", rules, "--out", "/proc/melody-lc-test"], "cannot write in /proc"),
+        (["generate", "--rules", rules, "--out", ""], "empty name"),
+        (["generate", "--rules", rules, "--temperature", "-1"], "a number >= 0, got '-1'"),
+        (["generate", "--rules", rules, "--temperature", "nan"], "a number >= 0, got 'nan'"),
+        (["generate", "--rules", rules, "--rounds", "0"], "a whole number >= 1, got '0'"),
+        (["fit", rules, "--rounds", "-5"], "a whole number >= 1, got '-5'"),
+        (["transform", "in.mid", "--rules", rules, "--out", str(tmp_path)], "is a folder; expected a file name"),
+        (["sample", "--out", str(blocker)], "is a file, not a folder"),
+        (["sample", "--temperature", "x"], "a number >= 0, got 'x'"),
+        (["render", "in.mid", "--out", str(blocker)], "is a file, not a folder"),
+        (["generate", "-n", "abc"], "invalid int value"),
+    ]
+    for argv, words in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "--help" in err, (argv, err)
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]  # nothing made
+
+    from melody_lc.cli import checks
+
+    assert checks.out_folder(str(tmp_path / "new" / "deeper")) == str(tmp_path / "new" / "deeper")
+    assert checks.out_file(str(blocker)) == str(blocker)  # an existing file is replaced
+    assert checks.temperature("0") == 0.0 and checks.positive_int("3") == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]  # checking makes nothing either
+
+
+def test_a_phrase_of_a_file_without_phrases_is_an_error(tmp_path):
+    from melody_lc.rules import RulesError, load_rules
+
+    path = tmp_path / "plain.rules"
+    path.write_text("key: C major\n")
+    with pytest.raises(RulesError) as e:
+        load_rules(path, 2)
+    assert str(e.value) == f"{path}: phrase 2 asked for, but this file has no phrase sections"  # no :0:0
+    with pytest.raises(RulesError, match=r"missing\.rules: no such rules file$"):
+        load_rules(tmp_path / "missing.rules")
+    assert len(load_rules(path)) == 1

@@ -91,6 +91,34 @@ def test_bad_input_is_one_line_exit_2(tiny_run, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_folder_written_again_holds_only_the_new_run(tiny_run, tmp_path):
+    """Melodies of an earlier run beyond the new run's count (and their audio) are removed, so that
+    the folder agrees with its report; other files are left alone; a melody's name taken by a folder
+    is an error before anything is written."""
+    root, data, model = tiny_run
+    out = tmp_path / "s"
+    assert run_cli("sample", "--model", str(model), "-n", "3", "--out", str(out)).returncode == 0
+    (out / "sample-0002.wav").write_bytes(b"")  # as --audio writes it
+    (out / "mine.mid").write_bytes(b"")
+    (out / "sample-0009.txt").write_bytes(b"")  # not a melody's
+    res = run_cli("sample", "--model", str(model), "-n", "1", "--out", str(out))
+    assert res.returncode == 0 and "wrote 1 melodies" in res.stdout and "(removed 2 of an earlier run)" in res.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["mine.mid", "sample-0000.mid", "sample-0009.txt"]
+    (out / "sample-0001.mid").mkdir()
+    before = (out / "sample-0000.mid").read_bytes()
+    res = run_cli("sample", "--model", str(model), "-n", "2", "--seed", "5", "--out", str(out))
+    assert res.returncode == 2 and "sample-0001.mid: is a folder" in res.stderr and "Traceback" not in res.stderr
+    assert (out / "sample-0000.mid").read_bytes() == before  # nothing written
+
+
+def test_a_tune_silent_for_its_first_16_bars_is_an_error(tiny_run, tmp_path):
+    root, data, model = tiny_run
+    late = write_midi(tmp_path / "late.mid", [[(60, 16 * 20, 16 * 20 + 4, 90)]])  # one note, in bar 21
+    res = run_cli("reconstruct", str(late), "--model", str(model), "--out", str(tmp_path / "o.mid"))
+    assert res.returncode == 2 and "no notes in its first 16 bars (the first is in bar 21)" in res.stderr
+    assert not (tmp_path / "o.mid").exists()
+
+
 def test_evaluate_prints_every_figure(tiny_run, tmp_path):
     root, data, model = tiny_run
     out = tmp_path / "eval.json"

@@ -76,6 +76,8 @@ def test_like_is_checked_in_the_models_latent_space_against_its_own_melodies(mod
     assert np.array_equal(near | unlike.satisfied(prior)[:, 0], np.ones(len(prior), bool))
     r = like.rewards(prior)[:, 0]
     assert (r[near] == 1).all() and (r[~near] < 1).all()
+    none = np.zeros((0, 256), np.int64)  # no melody delivered: a report of none
+    assert like.satisfied(none).shape == (0, 1) and unlike.rewards(none).shape == (0, 1)
 
 
 def test_the_fit_moves_the_actor_toward_the_examples_and_generate_hands_over_only_near_ones(model):

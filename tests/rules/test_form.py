@@ -80,7 +80,7 @@ def test_form_repeats_phrases_and_primes_keep_the_rhythm():
     assert not parse_rules("form: A A B B").satisfied(aaba).any()
     assert not parse_rules("form: A B A B").satisfied(melody(a + at(a, 5) + at(a, 9) + at(a, 13))).any()  # B = A
     assert parse_rules("form: A B A B A B A B").rules[0].describe().startswith("8 phrases of 2 bars")
-    assert "do not divide 16 bars: give 1, 2, 4, 8, 16 letters" in error("form: A A B")
+    assert "do not divide 16 bars: give 2, 4, 8 or 16 letters" in error("form: A A B")
     assert "song.rules:1:9: expected a phrase letter" in error("form: A 1 B A")
 
 

@@ -41,3 +41,16 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
         assert make_temp_dir(tmp_path / "d").stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(mask)
+
+
+def test_a_write_that_fails_names_its_file_and_leaves_nothing(tmp_path):
+    import errno
+
+    from melody_lc.fileio import atomic_path
+
+    with pytest.raises(OSError) as e:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")  # a full disk names no file
+    assert e.value.filename == str(tmp_path / "a.json") and e.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

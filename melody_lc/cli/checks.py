@@ -52,6 +52,20 @@ def _writable_below(path: Path) -> None:
     _can_write_in(parent, path)
 
 
+def _checked(check):
+    """A check that says a file system's refusal (a folder one may not look into) as its answer."""
+
+    def run(text: str) -> str:
+        try:
+            return check(text)
+        except OSError as e:
+            raise argparse.ArgumentTypeError(f"{text}: {e.strerror}") from None
+
+    run.__name__ = check.__name__  # argparse names the type in its messages
+    return run
+
+
+@_checked
 def out_folder(text: str) -> str:
     """A folder to write into: an existing writable folder, or one that can be made (it is made
     when the command writes)."""
@@ -67,6 +81,7 @@ def out_folder(text: str) -> str:
     return str(path)
 
 
+@_checked
 def out_file(text: str) -> str:
     """A file to write (replaced if it exists), in a folder that exists or can be made."""
     if not text:

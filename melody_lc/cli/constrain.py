@@ -11,6 +11,7 @@ from pathlib import Path
 
 from melody_lc.choices import METHODS, REALISM_STEPS
 from melody_lc.cli import checks
+from melody_lc.cli.model import OUT_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="for a rules file of phrase sections: the rules of its phrase N (1-based)",
     )
     g.add_argument("-n", type=int, default=16)
-    g.add_argument("--out", metavar="DIR", type=checks.out_folder, default="generated")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        type=checks.out_folder,
+        default="generated",
+        help=f"the melodies, report.json, report.csv and sheet.png (default generated); {OUT_HELP}",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
         "--temperature",
@@ -368,7 +375,7 @@ def shortfall(report: dict) -> str | None:
 
 def cmd_generate(args) -> int:
     from melody_lc.cli import CLIError
-    from melody_lc.cli.model import _check_midi_options, _write_all
+    from melody_lc.cli.model import _check_midi_options, _write_all, clear_earlier_run
     from melody_lc.constrain import generate, report_conditions
     from melody_lc.fileio import atomic_path, write_json
     from melody_lc.melody.render import pianoroll_sheet
@@ -398,6 +405,9 @@ def cmd_generate(args) -> int:
     out = Path(args.out)
     if len(tokens):
         _write_all(tokens, "melody", args, chord_halves(rules))
+    else:  # none delivered: nothing of an earlier run may look like this run's
+        clear_earlier_run(out, "melody", 0)
+        (out / "sheet.png").unlink(missing_ok=True)
     write_json(out / "report.json", report)
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _play_args(s)
     s.add_argument("--phrases", type=int, help="stop after this many 16-bar phrases (default: until Ctrl-C)")
-    s.add_argument("--record", metavar="OUT.mid", help="write everything sent to this .mid file when the stream ends")
+    s.add_argument(
+        "--record",
+        metavar="OUT.mid",
+        type=checks.out_file,
+        help="write everything sent to this .mid file when the stream ends",
+    )
     s.add_argument(
         "--status",
         metavar="FILE",
@@ -51,7 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "beside it. The chains' processors can be bypassed, moved and edited live, and saved back",
     )
     v.set_defaults(bpm=None)  # the chain file's tempo, else 120
-    v.add_argument("--captures", metavar="DIR", default="captures", help="where captures go (default ./captures)")
+    v.add_argument(
+        "--captures",
+        metavar="DIR",
+        type=checks.out_folder,
+        default="captures",
+        help="where captures go (default ./captures)",
+    )
     v.add_argument(
         "--capture-last", type=int, default=4, metavar="N", help="phrases that 'capture last' writes (default 4)"
     )
@@ -159,8 +170,6 @@ def _check(args) -> None:
         raise CLIError(f"--program must be 0-127, got {args.program}")
     if phrases is not None and phrases < 1:
         raise CLIError(f"--phrases must be at least 1, got {args.phrases}")
-    if args.temperature < 0:
-        raise CLIError("--temperature must be >= 0")
     if not 0 <= args.variation <= 1:
         raise CLIError(f"--variation must be 0..1, got {args.variation:g}")
     if record and not record.lower().endswith((".mid", ".midi")):

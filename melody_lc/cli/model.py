@@ -11,7 +11,8 @@ from melody_lc.choices import AUDIO_FORMATS
 from melody_lc.cli import checks
 
 DEFAULT_MODEL_NAME = "melody-16bar-folk"
-EARLIER_RUN_SUFFIXES = (".mid", *(f".{f}" for f in AUDIO_FORMATS))  # what _write_all and --audio write
+INDEX_DIGITS = 4  # melody-0000.mid, melody-0001.mid, ...
+OUT_HELP = "a folder used before keeps only this run's melodies"  # what _write_all does to it
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--limit", type=int, default=0, help="evaluate on at most this many windows (0: all)")
     e.add_argument("--samples", type=int, default=1024, help="prior samples for the feature overlap")
     e.add_argument("--temperature", type=checks.temperature, default=1.0)
-    e.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    e.add_argument("--json", metavar="FILE", type=checks.out_file, help="also write the figures to FILE")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="write melodies sampled from the model (through its realism actor) as .mid files")
     s.add_argument("-n", type=int, default=8, help="how many (default 8)")
-    s.add_argument("--out", metavar="DIR", type=checks.out_folder, default="samples")
+    s.add_argument(
+        "--out", metavar="DIR", type=checks.out_folder, default="samples", help=f"default samples; {OUT_HELP}"
+    )
     s.add_argument("--temperature", type=checks.temperature, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument(
@@ -67,7 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("a", metavar="A.mid")
     i.add_argument("b", metavar="B.mid")
     i.add_argument("--steps", type=int, default=5, help="melodies on the path, ends included (default 5)")
-    i.add_argument("--out", metavar="DIR", type=checks.out_folder, default="interpolation")
+    i.add_argument(
+        "--out",
+        metavar="DIR",
+        type=checks.out_folder,
+        default="interpolation",
+        help=f"default interpolation; {OUT_HELP}",
+    )
     _add_model_and_midi_options(i)
     i.set_defaults(func=cmd_interpolate)
 
@@ -134,7 +143,7 @@ def read_user_melody(path: str):
 
     from melody_lc.cli import CLIError
     from melody_lc.melody import Melody
-    from melody_lc.melody.encoding import STEPS
+    from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, STEPS
     from melody_lc.melody.extract import quantized_notes
     from melody_lc.melody.sources import read_midi_file
 
@@ -151,9 +160,11 @@ def read_user_melody(path: str):
     notes = notes[~notes["is_drum"]]
     if len(notes) == 0:
         raise CLIError(f"{p}: no notes (drums are ignored)")
-    if not (notes["start"] < STEPS).any():  # the model reads the first 16 bars
-        first = int(notes["start"].min()) // 16 + 1
-        raise CLIError(f"{p}: no notes in its first 16 bars (the first is in bar {first}); melody-lc reads those")
+    if not (notes["start"] < STEPS).any():  # the model reads the first NUM_BARS bars
+        first = int(notes["start"].min()) // BAR_STEPS + 1
+        raise CLIError(
+            f"{p}: no notes in its first {NUM_BARS} bars (the first is in bar {first}); melody-lc reads those"
+        )
     bars = -(-int(notes["end"].max()) // 16)
     note = None
     if bars > 16:
@@ -182,21 +193,35 @@ def _write_all(tokens, prefix: str, args, chords=None) -> None:
     from melody_lc.cli.audio import after_writing
 
     out = Path(args.out)
-    paths = [out / f"{prefix}-{k:04d}.mid" for k in range(len(tokens))]
+    paths = [out / f"{prefix}-{k:0{INDEX_DIGITS}d}.mid" for k in range(len(tokens))]
     if clash := next((p for p in paths if p.is_dir()), None):
         raise CLIError(f"{clash}: is a folder; a melody is to be written there")
     for t, path in zip(tokens, paths):
         _write(t, path, args, chords)
-    earlier = [
-        p
-        for p in out.glob(f"{prefix}-[0-9][0-9][0-9][0-9].*")
-        if p.is_file() and p.suffix in EARLIER_RUN_SUFFIXES and int(p.stem[-4:]) >= len(tokens)
-    ]
-    for p in earlier:
-        p.unlink()
-    gone = len({p.stem for p in earlier})
-    print(f"wrote {len(tokens)} melodies to {out}/" + (f" (removed {gone} of an earlier run)" if gone else ""))
+    print(f"wrote {len(tokens)} melodies to {out}/")
+    clear_earlier_run(out, prefix, len(tokens))
     after_writing(paths, args)
+
+
+def clear_earlier_run(out: Path, prefix: str, n: int) -> None:
+    """Remove what an earlier run wrote into ``out`` that this run of n melodies does not write
+    again: its melodies from PREFIX-n on, and every melody's audio (stale beside a new melody; this
+    run's --audio writes its own). Only names melody-lc gives (PREFIX-0000.mid, .wav, .flac) are
+    touched; what was removed is said."""
+    import re
+
+    name = re.compile(rf"{re.escape(prefix)}-(\d{{{INDEX_DIGITS}}})\.(mid|{'|'.join(AUDIO_FORMATS)})")
+    earlier = [(p, name.fullmatch(p.name)) for p in out.glob(f"{prefix}-*")] if out.is_dir() else []
+    gone = [(p, int(m[1])) for p, m in earlier if m and p.is_file() and (int(m[1]) >= n or m[2] != "mid")]
+    for p, _ in gone:
+        p.unlink()
+    if gone:
+        first, last = min(k for _, k in gone), max(k for _, k in gone)
+        kinds = ", ".join(sorted({p.suffix for p, _ in gone}))
+        span = f"{prefix}-{first:0{INDEX_DIGITS}d}" + (f" to {prefix}-{last:0{INDEX_DIGITS}d}" if last > first else "")
+        print(
+            f"removed {len(gone)} file{'s' if len(gone) != 1 else ''} of an earlier run from {out}/: {span} ({kinds})"
+        )
 
 
 # --------------------------------------------------------------------------------------------------

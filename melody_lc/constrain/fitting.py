@@ -177,11 +177,11 @@ def fit_rules(
         return found
     path = Path(cache_dir) / f"fit-{fit_key(rules, model, config, temperature)}" if cache_dir is not None else None
     config = config_for(rules, config)
+    bind_examples(rules, model)
+    check_feasible(rules, model, temperature)  # rules that allow no melody are said before the data is read
     if callable(windows):
         windows = windows()
     sigma_bar, real = windows if isinstance(windows, tuple) else posterior_stats(model, windows)
-    bind_examples(rules, model)
-    check_feasible(rules, model, temperature)
 
     def sample_condition(n, g):
         values = rules.sample_conditions(n, np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g))))

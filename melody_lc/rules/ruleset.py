@@ -277,8 +277,6 @@ def parse_rules(text: str, path: str = "<rules>", phrase: int | None = None) -> 
         from melody_lc.rules.plan import parse_plan
 
         return parse_plan(text, path).rules_of_phrase(phrase)
-    if phrase is not None:
-        raise RulesError(path, 0, 0, f"phrase {phrase} asked for, but this file has no phrase sections")
     return compile_rules(lines, path, text)
 
 

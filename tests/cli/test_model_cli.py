@@ -105,7 +105,9 @@ def test_a_folder_written_again_holds_only_the_new_run(tiny_run, tmp_path):
     (out / "sample-0001.reconstructed.mid").write_bytes(b"")  # as `reconstruct` names it: not the run's
     res = run_cli("sample", "--model", str(model), "-n", "1", "--out", str(out))
     assert res.returncode == 0 and "wrote 1 melodies" in res.stdout
-    assert f"removed 4 files of an earlier run from {out}/: sample-0000 to sample-0002 (.flac, .mid, .wav)" in res.stdout
+    assert (
+        f"removed 4 files of an earlier run from {out}/: sample-0000 to sample-0002 (.flac, .mid, .wav)" in res.stdout
+    )
     names = ["mine.mid", "sample-0000.mid", "sample-0001.reconstructed.mid", "sample-0009.txt"]
     assert sorted(p.name for p in out.iterdir()) == names
     (out / "sample-0001.mid").mkdir()

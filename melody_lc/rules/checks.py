@@ -112,6 +112,16 @@ def _check_group(rules: list[Rule], path: str, bars: int) -> None:
                 d_rule,
                 f"asks for at least {d_low:g} different pitches but the key and range allow only {len(pitches)}",
             )
+        _, leap_high, leap_rule = _interval(rules, "leap")
+        nearest = min((b - a for a, b in zip(pitches, pitches[1:])), default=None)
+        if d_low >= 2 and leap_rule is not None and nearest is not None and leap_high < nearest:
+            # no step from one note to the next may change the pitch: every note repeats the first
+            _fail(
+                path,
+                d_rule,
+                f"asks for at least {d_low:g} different pitches but line {leap_rule.line} allows leaps of at most "
+                f"{leap_high:g} semitones, and no two pitches of the key and range lie that close (nearest: {nearest})",
+            )
 
 
 def _check_counts(

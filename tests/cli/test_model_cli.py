@@ -578,7 +578,7 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     assert res.returncode == 0 and raw["enforced"] is False and raw["decodes"] == 6
     assert (raw["all_rules"] < 1) == ("break a rule" in res.stderr)
     impossible = tmp_path / "impossible.rules"  # contradictory, but only the constraints can see it
-    impossible.write_text("key: pitch classes C F#\nleap: <= 2 semitones\ndistinct: >= 2 pitches\n")
+    impossible.write_text("start: on G\nleap: <= 0 semitones\nend: on C\n")  # every note repeats the first, a G
     res = run_cli(
         "generate",
         "--rules",
@@ -592,7 +592,7 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
         *common,
         env_extra=env,
     )
-    assert res.returncode == 2 and "allow no melody" in res.stderr and "key:1+leap:2+distinct:3" in res.stderr
+    assert res.returncode == 2 and "allow no melody" in res.stderr and "end:3" in res.stderr
     assert not (tmp_path / "none").exists() and "Traceback" not in res.stderr
     static = tmp_path / "static.rules"
     static.write_text("density: >= 12 notes per bar\nrests: >= 50%\n")

@@ -113,6 +113,8 @@ def test_errors_say_where_and_what(text, where, message):
         ("key: C major\nkey: F# major pentatonic", 2),
         ("range: C4 .. E4\nrange: G4 .. C5", 2),
         ("key: C major\nrange: C4 .. D4\ndistinct: >= 4 pitches", 3),
+        ("key: pitch classes C F#\nleap: <= 2 semitones\ndistinct: >= 2 pitches", 3),  # no second pitch reachable
+        ("leap: <= 0 semitones\ndistinct: >= 2 pitches", 2),
         ("start: on tonic", 1),
     ],
 )

@@ -388,6 +388,9 @@ def cmd_generate(args) -> int:
         raise CLIError(f"-n must be at least 1, got {args.n}")
     if args.max_decodes is not None and args.max_decodes < 1:
         raise CLIError(f"--max-decodes must be at least 1, got {args.max_decodes}")
+    if args.method == "reject" and (args.rounds is not None or args.quick):
+        option = "--rounds" if args.rounds is not None else "--quick"
+        raise CLIError(f"{option} sets how rules are fitted; --method reject draws from the prior and fits nothing")
     values = _parse_values(load_rules(args.rules, args.phrase), args.set)
     rules, model, fitted = _prepare(args, fit=args.method != "reject")  # rejection sampling needs no actor
     tokens, report = generate(

@@ -196,14 +196,17 @@ def conditions(rules: RuleSet, n: int, values: dict | None = None, rng: np.rando
     return cond, torch.from_numpy(rules.condition_vector(cond)).float()
 
 
-def check_feasible(rules: RuleSet, model: MelodyVAE, temperature: float = FIT_TEMPERATURE) -> None:
-    """Before a fit (minutes): FEASIBILITY_DRAWS prior melodies decoded under the rules' masks;
-    :class:`Infeasible` when every one reached a dead end, so that rules no melody can satisfy (which
-    ``rules check`` cannot always see) are said at once, not after the fit."""
+def check_feasible(rules: RuleSet, model: MelodyVAE, temperature: float = FIT_TEMPERATURE) -> Checked:
+    """FEASIBILITY_DRAWS prior melodies decoded under the rules' masks and checked (before a fit,
+    which takes minutes, and by ``rules check``); :class:`Infeasible` when every one reached a dead
+    end, so that rules no melody can satisfy, which the file alone does not always show, are said
+    at once. Returns the checked melodies."""
     g = torch.Generator().manual_seed(0)
     cond, _ = conditions(rules, FEASIBILITY_DRAWS, None, np.random.default_rng(0))
     z = torch.randn(FEASIBILITY_DRAWS, model.config.z_size, generator=g)
-    _raise_if_infeasible(rules, [decode_checked(rules, model, z, cond, temperature, g)])
+    checked = decode_checked(rules, model, z, cond, temperature, g)
+    _raise_if_infeasible(rules, [checked])
+    return checked
 
 
 def _propose(method: str, z: torch.Tensor, cvec: torch.Tensor, fitted: Fitted | None) -> torch.Tensor:

@@ -602,6 +602,13 @@ def test_fit_generate_transform_commands(tiny_run, tmp_path):
     bad.write_text("key: C majr\n")
     res = run_cli("generate", "--rules", str(bad), "--out", str(tmp_path / "nothing"), *common, env_extra=env)
     assert res.returncode == 2 and "bad.rules:1:8" in res.stderr and not (tmp_path / "nothing").exists()
+    for option in (["--rounds", "3"], ["--quick"]):  # rejection sampling fits nothing: a fit's option is a mistake
+        res = run_cli(
+            "generate", "--rules", str(rules), "--method", "reject", *option, "--out", str(tmp_path / "nothing"),
+            "--model", str(model), "--quiet", env_extra=env,
+        )  # fmt: skip
+        assert res.returncode == 2 and f"{option[0]} sets how rules are fitted" in res.stderr
+        assert not (tmp_path / "nothing").exists()
 
 
 def test_a_new_rules_file_fits_with_nothing_but_the_model(tiny_run, tmp_path):

@@ -107,6 +107,9 @@ def test_rules_check_explains_a_plan_in_words(tmp_path):
         "(held to the rules every phrase shares)",
         "  line 6: phrase 4:",
         "    line 7: density: at least 4 notes in every bar",
+        # each section decoded under its rules' constraints (the morph is held to the shared ones)
+        "phrase 1: 256 of 256 prior melodies decoded under the rules' constraints (temperature 0.5) obey every rule",
+        "phrase 4: 256 of 256 prior melodies decoded under the rules' constraints (temperature 0.5) obey every rule",
     ]
     f.write_text("phrase 1:\nkey: C major\nphrase 3:\nkey: D major\n")
     res = run_cli("rules", "check", str(f))

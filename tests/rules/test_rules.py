@@ -135,6 +135,8 @@ def test_rules_check_cli(tmp_path):
         [sys.executable, "-m", "melody_lc", "rules", "check", str(good)], capture_output=True, text=True
     )
     assert res.returncode == 0 and "every note is in C major" in res.stdout
+    # decoded under the constraints by the shipped model: c_major_busy's masks leave every draw a way
+    assert "256 of 256 prior melodies decoded under the rules' constraints" in res.stdout
     bad = tmp_path / "bad.rules"
     bad.write_text("key: C major\nkey: G dorain\n")
     res = subprocess.run(
@@ -151,6 +153,23 @@ def test_rules_check_cli(tmp_path):
         text=True,
     )
     assert res.returncode == 2 and "no such rules file" in res.stderr
+
+
+def test_rules_check_finds_what_only_the_constraints_find(tmp_path):
+    """The file alone shows no contradiction; decoding under the masks does (every note must
+    repeat the first, a G, and the last must be a C), as generate would before fitting."""
+    impossible = tmp_path / "impossible.rules"
+    impossible.write_text("start: on G\nleap: <= 0 semitones\nend: on C\n")
+    check = [sys.executable, "-m", "melody_lc", "rules", "check"]
+    res = subprocess.run([*check, str(impossible)], capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "the rules allow no melody" in res.stderr and "end:3" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([*check, "--static", str(impossible)], capture_output=True, text=True)
+    assert res.returncode == 0 and "prior melodies" not in res.stdout  # the file alone: no model, no decoding
+    res = subprocess.run(
+        [*check, "--model", str(tmp_path / "nowhere"), str(impossible)], capture_output=True, text=True
+    )
+    assert res.returncode == 2 and "nowhere" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 PLUGIN = '''

@@ -54,9 +54,9 @@ from melody_lc.melody.encoding import BAR_STEPS, NUM_BARS, NUM_CLASSES, STEPS
 from melody_lc.melody.steer import Steer, draw, uniforms
 
 LOG2 = math.log(2.0)
-# bar rows per block of an unsteered decode: a block's LSTM state stays in a CPU's caches, where all
-# of a large batch's bars at once would not (benchmarks/model_speed.py measures both;
-# docs/figures.md)
+# bar rows per block of a decode with the bars at once: a block's LSTM state stays in a CPU's caches,
+# where all of a large batch's bars at once would not (benchmarks/model_speed.py measures both;
+# docs/figures.md). A multiple of 16, so that a block holds whole melodies (a steer by bars needs them).
 PARALLEL_ROWS = 1024
 
 
@@ -300,9 +300,10 @@ class HierarchicalMelodyVAE(MelodyVAE):
         A fused step loop: the bar embedding's share of the first layer's gates is computed once,
         the previous token's share is a column lookup, so each step costs one matmul per layer plus
         the output projection. Unsteered, all B*16 bars run at once (16 steps; on a CPU in blocks
-        of PARALLEL_ROWS rows); with ``steer`` (the
-        rules' decode-time constraints, :mod:`melody_lc.melody.steer`) each row is a whole melody
-        and its bars run in sequence (256 steps over B rows), so a constraint sees across bar lines.
+        of PARALLEL_ROWS rows); with ``steer`` (the rules' decode-time constraints,
+        :mod:`melody_lc.melody.steer`) too, where every constraint depends only on the step and its
+        own bar (``Steer.start_bars``); else each row is a whole melody and its bars run in sequence
+        (256 steps over B rows), so that a constraint sees across bar lines.
         """
         B = z.shape[0]
         # bf16: the one-off parts under autocast; the step loop's weights are cast once here, not
@@ -329,7 +330,8 @@ class HierarchicalMelodyVAE(MelodyVAE):
             for k in range(self.config.decoder_layers)
         ]
         output = (cast(self.output.weight), cast(self.output.bias))
-        if steer or self.config.bar_carry:
+        steered = bool(steer)
+        if self.config.bar_carry or (steered and not steer.start_bars(B, z.device)):
             return self._decode_in_sequence(
                 h0, c0, emb_gates, token_gates, layers, output, temperature, generator, steer
             )
@@ -337,17 +339,22 @@ class HierarchicalMelodyVAE(MelodyVAE):
         out = torch.empty(rows, BAR_STEPS, dtype=torch.long, device=z.device)
         # every step's uniforms drawn at once: from a CPU generator the same numbers as one draw per
         # step over all rows, so the melodies do not depend on how the rows are split below
-        u = uniforms((BAR_STEPS, rows, 1), generator, z.device) if temperature > 0 else None
-        block = PARALLEL_ROWS if z.device.type == "cpu" else rows  # blocks for a CPU's caches
+        u = uniforms((BAR_STEPS, rows, 1), generator, z.device) if temperature > 0 and not steered else None
+        block = PARALLEL_ROWS if z.device.type == "cpu" else rows  # blocks for a CPU's caches (whole melodies)
         for a in range(0, rows, block):
             b = min(a + block, rows)
             hs, cs = list(h0[:, a:b].unbind(0)), list(c0[:, a:b].unbind(0))
             gates_in = emb_gates[a:b]
             for t in range(BAR_STEPS):
                 logits = self._step(gates_in, hs, cs, layers, output)
-                tok = _draw(logits, temperature, generator, None if u is None else u[t, a:b])
+                if steered:
+                    tok = steer.choose_bars(logits, t, slice(a, b), temperature, generator)
+                else:
+                    tok = _draw(logits, temperature, generator, None if u is None else u[t, a:b])
                 out[a:b, t] = tok
                 gates_in = emb_gates[a:b] + token_gates[tok]
+        if steered:
+            steer.finish_bars()
         return out.view(B, STEPS)
 
     @staticmethod

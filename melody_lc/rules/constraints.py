@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from melody_lc.melody.encoding import NUM_CLASSES, STEPS
+from melody_lc.melody.encoding import BAR_STEPS, NUM_CLASSES, STEPS
 from melody_lc.melody.steer import (
+    ByBar,
     Constraint,
     DecodeState,
     by_kind,
@@ -62,6 +63,9 @@ class PitchClasses(Constraint):
     def allowed(self, state):
         return _needs_a_note(self.pitches.clone(), state) if state.steps_left == 1 else self.pitches
 
+    def by_bar(self, n, length=STEPS):
+        return ByBar(table=self.pitches[:, None], needs_note=(0, length // BAR_STEPS - 1))
+
 
 class PitchRange(Constraint):
     def __init__(self, n: int, low: int, high: int) -> None:
@@ -69,6 +73,9 @@ class PitchRange(Constraint):
 
     def allowed(self, state):
         return self.pitches
+
+    def by_bar(self, n, length=STEPS):
+        return ByBar(table=self.pitches[:, None])
 
 
 class Onsets(Constraint):
@@ -95,6 +102,14 @@ class Onsets(Constraint):
             return (self.high - state.onsets).clamp(min=0)
         later_bars = state.bars - 1 - state.bar
         return (self.high - state.bar_onsets).clamp(min=0) + self.high * later_bars
+
+    def by_bar(self, n, length=STEPS):
+        if not self.per_bar:  # a count over the whole melody
+            return None
+        return ByBar(
+            low=None if self.low is None else self.low.reshape(-1, 1),
+            high=None if self.high is None else self.high.reshape(-1, 1),
+        )
 
     def allowed(self, state):
         count = state.bar_onsets if self.per_bar else state.onsets
@@ -252,6 +267,26 @@ class Scoped(Constraint):
             return None
         return self.inner.allowed(self._sync(state))
 
+    def by_bar(self, n, length=STEPS):
+        if self.start % BAR_STEPS or self.end % BAR_STEPS:
+            return None
+        inner = self.inner.by_bar(n, self.end - self.start)
+        if inner is None:
+            return None
+        first, last = self.start // BAR_STEPS, self.end // BAR_STEPS  # the bars the rule sees, as a slice
+        table = low = high = None
+        if inner.table is not None:  # everything allowed outside the span
+            table = torch.ones(len(inner.table), length, NUM_CLASSES, dtype=torch.bool)
+            table[:, self.start : self.end] = inner.table
+        if inner.low is not None:
+            low = torch.zeros(len(inner.low), length // BAR_STEPS, dtype=torch.long)
+            low[:, first:last] = inner.low
+        if inner.high is not None:
+            high = torch.full((len(inner.high), length // BAR_STEPS), BAR_STEPS, dtype=torch.long)
+            high[:, first:last] = inner.high
+        need = None if inner.needs_note is None else (inner.needs_note[0] + first, inner.needs_note[1] + first)
+        return ByBar(table, low, high, need)
+
 
 class ChordTones(Constraint):
     """chords: a note starting on beat 1 or 3 (every 8th step) is a tone of the chord sounding then;
@@ -259,10 +294,16 @@ class ChordTones(Constraint):
 
     def __init__(self, n: int, tones: np.ndarray) -> None:
         pcs = torch.from_numpy(np.array(tones, dtype=bool))  # a writable copy
-        self.masks = only_notes(pcs[:, PITCHES % 12])[:, None, :].expand(-1, n, -1)  # (halves, N, 130)
+        self.halves = only_notes(pcs[:, PITCHES % 12])  # (halves, 130)
+        self.masks = self.halves[:, None, :].expand(-1, n, -1)  # (halves, N, 130)
 
     def allowed(self, state):
         return self.masks[state.step // 8] if state.step % 8 == 0 else None
+
+    def by_bar(self, n, length=STEPS):
+        table = torch.ones(1, length, NUM_CLASSES, dtype=torch.bool)
+        table[0, ::8] = self.halves[: length // 8]
+        return ByBar(table=table)
 
 
 class Climax(Constraint):

@@ -163,6 +163,41 @@ def test_an_unsteered_decode_in_blocks_of_rows_writes_what_one_block_would(monke
     assert not torch.equal(whole[1], whole[2])  # the temperature is applied
 
 
+def test_a_steered_decode_runs_the_bars_at_once_where_every_constraint_allows(monkeypatch):
+    """Constraints of the step and its own bar (a range, notes per bar) decode the bars at once, in
+    blocks of whole melodies, and keep their rules; the stats come back one row per melody. A leap
+    crosses bar lines: in sequence, 256 steps."""
+    from melody_lc.melody import model as model_module
+    from melody_lc.melody.steer import Steer
+    from melody_lc.rules.constraints import Leap, Onsets, PitchRange
+
+    torch.manual_seed(1)
+    model = HierarchicalMelodyVAE(PRESETS["tiny"]).eval()
+    z = torch.randn(5, PRESETS["tiny"].z_size)
+    monkeypatch.setattr(model_module, "PARALLEL_ROWS", 32)  # blocks of 2 melodies: 3 blocks
+    calls = []
+    choose_bars = Steer.choose_bars
+    monkeypatch.setattr(Steer, "choose_bars", lambda self, *a: calls.append(a[2]) or choose_bars(self, *a))
+    low = torch.full((5,), 3)
+    steer = Steer([("range", PitchRange(5, 60, 72)), ("density", Onsets(low, low + 1, per_bar=True))])
+    tokens = model.decode(z, 1.0, torch.Generator().manual_seed(0), steer=steer)
+    assert len(calls) == 3 * 16 and {(s.start, s.stop) for s in calls} == {(0, 32), (32, 64), (64, 80)}
+    notes = tokens < 128
+    assert ((tokens[notes] >= 60) & (tokens[notes] <= 72)).all()
+    per_bar = notes.view(5, 16, 16).sum(2)
+    assert ((per_bar >= 3) & (per_bar <= 4)).all()
+    stats = steer.stats
+    assert stats.interventions.shape == (5,) and stats.by_rule["range"].shape == (5,) and len(stats.blocked_by) == 5
+    assert (stats.interventions <= stats.by_rule["range"] + stats.by_rule["density"]).all()  # a step both forbid: once
+    assert stats.interventions.sum() > 0 and not stats.dead_end.any()
+    calls.clear()
+    steer = Steer([("leap", Leap(0, 2))])
+    tokens = model.decode(z, 1.0, torch.Generator().manual_seed(0), steer=steer)
+    assert not calls and steer.stats.interventions.shape == (5,)
+    pitches = [row[row < 128] for row in tokens]
+    assert all((p[1:] - p[:-1]).abs().max() <= 2 for p in pitches if len(p) > 1)  # across bar lines too
+
+
 def test_the_parallel_model_decodes_every_step_from_z_alone():
     """Nothing is fed back: teacher-forced logits do not depend on the tokens, the greedy decode is
     their argmax, sampling is reproducible, and a steered decode keeps to its constraint."""
@@ -229,20 +264,26 @@ def test_the_parallel_models_head_reads_the_tokens_before_each_step_and_starts_a
 
 def test_bf16_decoding_casts_once_and_computes_what_autocast_computes():
     """The step loop's weights are cast to bf16 once per decode: the same arithmetic as autocast
-    casting them at every step, so the same tokens, unsteered (bars at once) and steered (in sequence)."""
+    casting them at every step, so the same tokens, unsteered (bars at once) and steered (a range:
+    bars at once; a leap: in sequence)."""
     from melody_lc.melody.hardware import bf16_lstm_works
     from melody_lc.melody.steer import Steer
-    from melody_lc.rules.constraints import PitchRange
+    from melody_lc.rules.constraints import Leap, PitchRange
 
     if not bf16_lstm_works():
         pytest.skip("this CPU has no bf16 LSTM (AVX2 only): decoding never uses bf16 here")
     torch.manual_seed(1)
     model = HierarchicalMelodyVAE(PRESETS["tiny"]).eval()
     z = torch.randn(6, PRESETS["tiny"].z_size)
-    for steer in (None, Steer([("range", PitchRange(6, 60, 72))])):
+    for make in (
+        lambda: None,
+        lambda: Steer([("range", PitchRange(6, 60, 72))]),
+        lambda: Steer([("leap", Leap(0, 5))]),
+    ):
+        steer = make()
         cast_once = model.decode(z, 0.7, torch.Generator().manual_seed(4), bf16=True, steer=steer)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            every_step = model.decode(z, 0.7, torch.Generator().manual_seed(4), bf16=False, steer=steer)
+            every_step = model.decode(z, 0.7, torch.Generator().manual_seed(4), bf16=False, steer=make())
         assert torch.equal(cast_once, every_step)
     fp32 = model.decode(z, 0.7, torch.Generator().manual_seed(4))
     assert not torch.equal(fp32, cast_once)  # bf16 really is another arithmetic: the check can fail

@@ -3,7 +3,7 @@
     python benchmarks/mask_speed.py [--rules FILE ...] [--batches 16 256 1024] [--pairs 3]
 
 Without masks the decoder runs all bars of a melody at once (in blocks of rows that stay in the
-caches; a form's shared bars run in sequence either way). With masks it does the same where every
+caches; a form file too, its repeated bars from their first statement's embeddings). With masks it does the same where every
 rule of the file needs nothing but the step and its own bar's notes (key, range, chords, notes per
 bar: the column "bars" says "at once"); a rule that looks across bar lines (a leap, the rests'
 share, an end note) makes each melody be written step by step, its bars in sequence ("in

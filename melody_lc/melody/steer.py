@@ -174,7 +174,10 @@ class ByBar:
 
     * ``table``: (N or 1, length or 1, 130) bool, the classes allowed at each step, or None;
     * ``low``, ``high``: (N or 1, length // 16 or 1) whole note-on counts each bar needs and allows, or None;
-    * ``needs_note``: (first bar, last bar): at least one note-on in those bars, or None.
+    * ``needs_note``: (first bar, last bar): at least one note-on in those bars, or None. The
+      bars' last steps are drawn together, so the last bar's last step starts a note when no bar of
+      the span has one before its own last step (one step sooner than :meth:`Constraint.allowed`
+      would force it in a melody whose only note would come on another bar's last step).
     """
 
     table: torch.Tensor | None = None
@@ -248,6 +251,11 @@ class Steer:
         return bool(self.constraints) or (self.prefer is not None and self.keep > 0) or self.bar_source is not None
 
     def start(self, n: int, device="cpu") -> DecodeState:
+        """Prepare a decode of n melodies, their bars in sequence: the state :meth:`choose` updates."""
+        self._start_stats(n, device)
+        return DecodeState(n, device)
+
+    def _start_stats(self, n: int, device) -> None:
         z = torch.zeros(n, device=device)
         names = list(dict.fromkeys(name for name, _ in self.constraints))  # a rule may have several constraints
         self._names = names
@@ -256,7 +264,6 @@ class Steer:
         self.stats = SteerStats(z.long(), z.clone(), z.bool(), dict(zip(names, self._by_rule)), [None] * n)
         self._no_need = torch.zeros(n, dtype=torch.long, device=device), torch.zeros(n, dtype=torch.bool, device=device)
         self._no_limit = torch.full((n,), STEPS, dtype=torch.long, device=device)
-        return DecodeState(n, device)
 
     def choose(
         self, logits: torch.Tensor, state: DecodeState, temperature: float, generator: torch.Generator | None
@@ -288,7 +295,7 @@ class Steer:
         specs = [c.by_bar(n) for _, c in self.constraints]
         if any(b is None for b in specs):
             return False
-        self.start(n * BARS, device)  # stats per bar row until finish_bars
+        self._start_stats(n * BARS, device)  # stats per bar row until finish_bars
         self._melodies = n
 
         def per_row(counts):  # (N or 1, 16 or 1) -> (n * 16,)
@@ -307,6 +314,7 @@ class Steer:
         """The class of step ``t`` of every bar in the bar rows ``rows`` (whole melodies), drawn
         under the constraints (see :meth:`start_bars`)."""
         a, b = rows.start, rows.stop
+        assert a % BARS == 0 and b % BARS == 0, "a block of bar rows holds whole melodies"
         first, last = a // BARS, b // BARS  # the melodies of these rows
         want = self.prefer.view(-1, BAR_STEPS)[a:b, t] if self.prefer is not None else None
         logits = self._preferred(logits.float(), want)
@@ -317,8 +325,9 @@ class Steer:
         for i, table, low, high, needs_note in self._specs:
             mask = None
             if table is not None:
-                tab = table[:, steps] if table.shape[1] > 1 else table
-                tab = tab[first:last] if tab.shape[0] > 1 else tab
+                tab = table[first:last] if table.shape[0] > 1 else table  # (these melodies or 1, ...)
+                tab = tab[:, steps] if tab.shape[1] > 1 else tab
+                # may be a view of the table (stride 0): masks are never written in place here
                 mask = tab.expand(last - first, BARS, NUM_CLASSES).reshape(-1, NUM_CLASSES)
             if low is not None or high is not None:
                 notes = count < high[a:b] if high is not None else every
@@ -408,12 +417,12 @@ class Steer:
         """For each newly dead row (``offset`` + its index), a smallest set of rules that together
         allow nothing (greedy)."""
         s = self.stats
-        for i in dead.nonzero().squeeze(1).tolist():
-            row = i + offset
+        for here in dead.nonzero().squeeze(1).tolist():
+            row = here + offset
             if s.dead_end[row]:
                 continue
             s.dead_end[row] = True
-            involved = [(name, m[i]) for name, m in masks if not m[i].all()]
+            involved = [(name, m[here]) for name, m in masks if not m[here].all()]
             for i in range(len(involved) - 1, -1, -1):  # drop each rule the rest still contradict without
                 rest = involved[:i] + involved[i + 1 :]
                 if rest and not torch.stack([m for _, m in rest]).all(0).any():

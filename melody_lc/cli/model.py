@@ -165,12 +165,12 @@ def read_user_melody(path: str):
         raise CLIError(
             f"{p}: no notes in its first {NUM_BARS} bars (the first is in bar {first}); melody-lc reads those"
         )
-    bars = -(-int(notes["end"].max()) // 16)
+    bars = -(-int(notes["end"].max()) // BAR_STEPS)
     note = None
-    if bars > 16:
-        note = f"{p.name}: {bars} bars, cut to the first 16"
-    elif bars < 16:
-        note = f"{p.name}: {bars} bar{'s' if bars != 1 else ''}, padded with silence to 16"
+    if bars > NUM_BARS:
+        note = f"{p.name}: {bars} bars, cut to the first {NUM_BARS}"
+    elif bars < NUM_BARS:
+        note = f"{p.name}: {bars} bar{'s' if bars != 1 else ''}, padded with silence to {NUM_BARS}"
     order = np.argsort(notes["start"], kind="stable")
     starts, ends = notes["start"][order], notes["end"][order]
     if np.any(starts[1:] < np.maximum.accumulate(ends)[:-1]):

@@ -144,6 +144,16 @@ def by_kind(notes: torch.Tensor, hold: torch.Tensor, rest: torch.Tensor) -> torc
     return _BY_KIND.to(notes.device)[notes.long() + 2 * hold.long() + 4 * rest.long()]
 
 
+def count_bounds(count: torch.Tensor, low, high, steps_left: int) -> torch.Tensor:
+    """(N, 130) for note-ons counted so far ``count`` (N,) that must end between whole counts
+    ``low`` and ``high`` (N,) (None: no bound) within ``steps_left`` steps, this one included: no
+    note-on at the limit; with just enough steps left for the note-ons still needed, one now."""
+    every = torch.ones_like(count, dtype=torch.bool)
+    notes = count < high if high is not None else every
+    silence = low - count < steps_left if low is not None else every
+    return by_kind(notes, silence, silence)
+
+
 def only_notes(pitches: torch.Tensor) -> torch.Tensor:
     """(N, 128) allowed pitches -> (N, 130): those note-ons, HOLD and REST."""
     return torch.cat([pitches, pitches.new_ones(len(pitches), 2)], 1)
@@ -292,9 +302,11 @@ class Steer:
         """Prepare a decode of n melodies with their bars at once, one row per bar (row
         ``melody * 16 + bar``), if every constraint has a :class:`ByBar`; False (nothing prepared)
         if one has none: the bars then run in sequence (:meth:`start`, :meth:`choose`)."""
-        specs = [c.by_bar(n) for _, c in self.constraints]
-        if any(b is None for b in specs):
-            return False
+        specs = []
+        for _, c in self.constraints:
+            if (spec := c.by_bar(n)) is None:  # asked no further: a scoped table is built for nothing
+                return False
+            specs.append(spec)
         self._start_stats(n * BARS, device)  # stats per bar row until finish_bars
         self._melodies = n
 
@@ -320,7 +332,6 @@ class Steer:
         logits = self._preferred(logits.float(), want)
         count = self._bar_onsets[a:b]
         steps = torch.arange(BARS, device=logits.device) * BAR_STEPS + t  # each bar's step t
-        every = torch.ones_like(count, dtype=torch.bool)
         which, masks = [], []
         for i, table, low, high, needs_note in self._specs:
             mask = None
@@ -330,9 +341,8 @@ class Steer:
                 # may be a view of the table (stride 0): masks are never written in place here
                 mask = tab.expand(last - first, BARS, NUM_CLASSES).reshape(-1, NUM_CLASSES)
             if low is not None or high is not None:
-                notes = count < high[a:b] if high is not None else every
-                silence = low[a:b] - count < BAR_STEPS - t if low is not None else every
-                kinds = by_kind(notes, silence, silence)
+                rows_low, rows_high = (None if x is None else x[a:b] for x in (low, high))
+                kinds = count_bounds(count, rows_low, rows_high, BAR_STEPS - t)
                 mask = kinds if mask is None else mask & kinds
             if needs_note is not None and t == BAR_STEPS - 1:  # no note yet in those bars: the last one starts one
                 lo, hi = needs_note

@@ -20,6 +20,7 @@ from melody_lc.melody.steer import (
     Constraint,
     DecodeState,
     by_kind,
+    count_bounds,
     everything,
     forbid_notes,
     force_note,
@@ -112,11 +113,9 @@ class Onsets(Constraint):
         )
 
     def allowed(self, state):
-        count = state.bar_onsets if self.per_bar else state.onsets
-        left = state.bar_steps_left if self.per_bar else state.steps_left
-        notes = count < self.high if self.high is not None else torch.ones_like(state.sounding)
-        silence = self.low - count < left if self.low is not None else torch.ones_like(state.sounding)
-        return by_kind(notes, silence, silence)  # at the limit no note-on; with too few steps left, one now
+        if self.per_bar:
+            return count_bounds(state.bar_onsets, self.low, self.high, state.bar_steps_left)
+        return count_bounds(state.onsets, self.low, self.high, state.steps_left)
 
 
 class Silence(Constraint):

@@ -30,12 +30,14 @@ def gradient_penalty(
     c: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Penalty on the critic's gradient norm at points between two batches of latents."""
-    t = torch.rand(z_a.shape[0], 1, generator=generator, device=z_a.device)
+    """Penalty on the critic's gradient norm at points between two batches of latents (N, Z).
+    Batches with leading dimensions, (E, N, Z) for ``CriticEnsemble.all_logits``, give each
+    member's penalty (the mean over its N points), summed."""
+    t = torch.rand(*z_a.shape[:-1], 1, generator=generator, device=z_a.device)
     z_hat = (t * z_a + (1 - t) * z_b).detach().requires_grad_(True)
     out = critic(z_hat, c).sum()
     (grad,) = torch.autograd.grad(out, z_hat, create_graph=True)
-    return (torch.relu(grad.norm(dim=-1) - 1.0) ** 2).mean()
+    return (torch.relu(grad.norm(dim=-1) - 1.0) ** 2).mean(-1).sum()
 
 
 def distance_penalty(z: torch.Tensor, z_prime: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:

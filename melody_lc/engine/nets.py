@@ -35,7 +35,10 @@ def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
 
 
 def _join(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    return z if c is None or c.shape[-1] == 0 else torch.cat([z, c.to(z.dtype)], -1)
+    """[z, c]; z may have leading dimensions that c (N, C) lacks (one batch per ensemble member)."""
+    if c is None or c.shape[-1] == 0:
+        return z
+    return torch.cat([z, c.to(z.dtype).expand(*z.shape[:-1], c.shape[-1])], -1)
 
 
 class Critic(nn.Module):
@@ -74,8 +77,20 @@ class CriticEnsemble(nn.Module):
         self.members = nn.ModuleList(Critic(z_size, num_constraints, cond_size, hidden, layers) for _ in range(members))
 
     def all_logits(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """(E, N, K): every member's logits."""
-        return torch.stack([m(z, c) for m in self.members])
+        """(E, N, K): every member's logits, for z (N, Z) or one batch per member (E, N, Z).
+
+        The members' same layers run as one batched matmul (their weights stacked): the same
+        arithmetic as each member on its own, in fewer and larger kernels (with fused Adam, a
+        critic step of a fit 1.15x as fast on a CPU: benchmarks/fit_time.py)."""
+        h = _join(z, c)
+        nets = [m.net for m in self.members]
+        for k in range(0, len(nets[0]), 2):  # Linear, ReLU, ..., Linear (see mlp)
+            w = torch.stack([net[k].weight for net in nets])  # (E, out, in)
+            b = torch.stack([net[k].bias for net in nets])[:, None]  # (E, 1, out)
+            h = torch.baddbmm(b, h, w.transpose(1, 2)) if h.dim() == 3 else torch.matmul(h, w.transpose(1, 2)) + b
+            if k + 1 < len(nets[0]):
+                h = torch.relu(h)
+        return h
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.all_logits(z, c)

@@ -183,7 +183,31 @@ def test_critic_ensemble_answers_pessimistically():
     assert torch.allclose(ens(z), each.mean(0) - 2.0 * each.std(0))
     assert (ens(z) <= each.mean(0)).all()
     single = CriticEnsemble(Z, 2, 0, hidden=16, members=1)
-    assert torch.equal(single(z), single.members[0](z))
+    assert torch.allclose(single(z), single.members[0](z), atol=1e-6)
+
+
+def test_the_ensemble_runs_its_members_at_once_as_each_would_alone():
+    """all_logits stacks the members' weights into batched matmuls: each member's answer, with a
+    condition, and for one batch per member; the gradient penalty of such batches is the members'
+    own penalties summed, and gradients reach every member's weights."""
+    torch.manual_seed(0)
+    ens = CriticEnsemble(Z, 3, 2, hidden=16, members=4)
+    z, c = torch.randn(9, Z), torch.randn(9, 2)
+    alone = torch.stack([m(z, c) for m in ens.members])
+    assert torch.allclose(ens.all_logits(z, c), alone, atol=1e-6)
+    per_member = torch.randn(4, 9, Z)
+    alone = torch.stack([m(per_member[i], c) for i, m in enumerate(ens.members)])
+    assert torch.allclose(ens.all_logits(per_member, c), alone, atol=1e-6)
+    # slopes 3 (member 0) and 0.5 (the rest): only the first pays, (3 - 1)^2 = 4
+    lin = torch.nn.Linear(Z, 1, bias=False)
+    with torch.no_grad():
+        lin.weight[:] = torch.ones(1, Z) / Z**0.5
+    slope = torch.tensor([3.0, 0.5, 0.5, 0.5])[:, None, None]
+    gp = gradient_penalty(lambda zz, c: slope * lin(zz), torch.randn(4, 9, Z), torch.randn(4, 9, Z))
+    assert float(gp.detach()) == pytest.approx(4.0, rel=1e-5)
+    gp = gradient_penalty(ens.all_logits, per_member, per_member.flip(1), c)
+    gp.backward()
+    assert all(m.net[0].weight.grad is not None for m in ens.members)
 
 
 def test_engine_imports_no_modality():

@@ -367,8 +367,10 @@ class HierarchicalMelodyVAE(MelodyVAE):
             base = gates_in if k == 0 else torch.addmm(b, x.to(dt), w_ih.T)
             h = hs[k].to(dt)
             # fp32: the recurrent product added in the matmul; bf16 weights (the first layer's gates
-            # are fp32 there) keep the separate product and sum, rounded as they always were
-            g = torch.addmm(base, h, w_hh.T) if base.dtype == dt == torch.float32 else base + h @ w_hh.T
+            # are fp32 there) keep the separate product and sum, rounded as they always were, and so
+            # does fp32 under autocast, which would round the fp32 gates to bf16 inside addmm
+            fused = base.dtype == dt == torch.float32 and not torch.is_autocast_enabled(base.device.type)
+            g = torch.addmm(base, h, w_hh.T) if fused else base + h @ w_hh.T
             i, f, gg, o = g.chunk(4, dim=-1)
             cs[k] = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(gg)
             hs[k] = torch.sigmoid(o) * torch.tanh(cs[k])

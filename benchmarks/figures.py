@@ -127,6 +127,7 @@ BENCHMARKS = {
     "latent_scale": ([], "the distance penalty's scale", "5 min"),
     "fit_choices": ([], "why the fit is built as it is: each of its choices undone in turn", "10 min"),
     "fit_rounds": ([], "why a file with a form rule is fitted for more rounds", "20 min"),
+    "rest_pacing": ([], "where a rests rule's silence falls: paced by phrase, or left to the melody's end", "3 min"),
     "fit_time": ([], "how long a new three-rule file takes to fit, and the critics' training step", "6 min"),
     "image_table": (
         ["--mnist-5k", "--pictures", "docs"],

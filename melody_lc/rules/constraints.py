@@ -3,7 +3,8 @@
 Each is exact: a melody decoded under it passes the kind's exact test unless the decode hit a
 dead end (the constraints together allowing nothing at some step), which the steer reports. Bounds
 that need something to happen ("at least 3 notes per bar") force it only when the steps left are
-just enough, so the decoder keeps every choice it can.
+just enough, so the decoder keeps every choice it can (the silence of a rests rule: the steps left
+in each four-bar phrase, see :class:`Silence`).
 
 Tolerances match the exact tests (``violation <= 1e-9``): a count bound ``x >= low`` on a float low
 is ``x >= ceil(low)``.
@@ -118,11 +119,26 @@ class Onsets(Constraint):
         return count_bounds(state.onsets, self.low, self.high, state.steps_left)
 
 
-class Silence(Constraint):
-    """The share of silent steps between whole counts ``low`` and ``high`` of the 256 steps."""
+PHRASE_STEPS = 4 * BAR_STEPS  # a rests rule paces the silence it needs by phrases of four bars
 
-    def __init__(self, low: int | None, high: int | None) -> None:
-        self.low, self.high = low, high
+
+class Silence(Constraint):
+    """The share of silent steps between whole counts ``low`` and ``high`` of the 256 steps (or a
+    scoped rule's).
+
+    The silence a lower bound needs is paced by phrase: by the end of each four-bar phrase but the
+    last, the silence so far must have kept up with the phrase's share of ``low`` (silence is
+    forced only when the steps left in the phrase are just enough for it, notes the rules need
+    still start), so that rests fall between phrases, as a composer asking for room to breathe
+    means, rather than all in the melody's last bars. The last phrase meets ``low`` exactly. And
+    where no more silence is needed yet, a silence does not run on over a bar line by a HOLD: the
+    decoder, blind to the bar before, writes that HOLD to tie a note over, and after a breath it
+    would carry the silence on for as long as the note was meant to last (bars of it); a REST, the
+    decoder's own rest, still may. (``paced=False``: neither, silence forced in the melody's last
+    steps only, as before; ``benchmarks/rest_pacing.py`` compares the two.)"""
+
+    def __init__(self, low: int | None, high: int | None, paced: bool = True) -> None:
+        self.low, self.high, self.paced = low, high, paced
 
     def allowed(self, state):
         notes = hold = rest = torch.ones_like(state.sounding)
@@ -141,6 +157,15 @@ class Silence(Constraint):
             tight = need >= state.steps_left - state.notes_needed
             hold = hold & ~(tight & state.sounding)
             notes = ~((tight & ~state.note_needed_now) | (need >= state.steps_left))
+            phrase, phrases = state.step // PHRASE_STEPS, state.length // PHRASE_STEPS
+            if self.paced and phrase < phrases - 1:  # keep up with the phrase's share: silent to its end if need be
+                due = -(-self.low * (phrase + 1) // phrases)  # ceil: at least that much by the phrase's end
+                behind = due - state.silent_steps >= PHRASE_STEPS - state.step % PHRASE_STEPS
+                hold = hold & ~(behind & state.sounding)
+                notes = notes & ~(behind & ~state.note_needed_now)
+                tight = tight | behind  # silence needed now
+            if self.paced and state.step % BAR_STEPS == 0 and state.step:  # no tie of a silence not needed
+                hold = hold & ~(~state.sounding & ~tight)
         return by_kind(notes, hold, rest)
 
 

@@ -285,6 +285,7 @@ class Rests(_Bounded):
     name = "rests"
     summary = "share of silent steps: '<= 25%', '10% .. 30%'"
     scale = 0.05
+    fit_version = 2  # 2: the mask paces the silence a lower bound needs by phrase (constraints.Silence)
     what, label, percent = "a percentage", "of the time", True
 
     def measure(self, tokens):

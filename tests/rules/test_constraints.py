@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from melody_lc.melody.encoding import BAR_STEPS, HOLD, NUM_CLASSES, REST, STEPS
+from melody_lc.melody.metrics import sounding_pitch
 from melody_lc.melody.pitches import NAMES
 from melody_lc.melody.steer import BARS
 from melody_lc.rules import RulesError, parse_rules
@@ -216,6 +217,33 @@ def test_a_rule_across_bar_lines_keeps_the_bars_in_sequence():
         assert not parse_rules(text).steer(None, 4).start_bars(4), text
     for text in ("key: C major\ndensity: >= 3 notes per bar\nrange: C4 .. C6", "bars 9-16: key: D dorian"):
         assert parse_rules(text).steer(None, 4).start_bars(4), text
+
+
+@pytest.mark.parametrize("text", ["rests: >= 25%", "rests: 25% .. 40%\ndensity: 2 .. 5 notes per bar"])
+def test_a_rests_rule_paces_its_silence_by_phrase(text):
+    """A decoder that all but never rests and holds its notes long, under a rule that needs a
+    quarter of the steps silent: by each four-bar phrase's end the silence has kept up with the
+    phrase's share (the notes that another rule needs may still start, so with one the share may
+    fall a note or so short), the last phrase gets no more than its own share, not the whole of
+    it, and a breath does not run on into the next phrase by the HOLD with which the decoder,
+    blind to the bar before, ties a note over the bar line."""
+    rules = parse_rules(text)
+    n = 32
+    steer, g = rules.steer(None, n), torch.Generator().manual_seed(0)
+    state = steer.start(n)
+    bias = torch.zeros(NUM_CLASSES)
+    bias[REST], bias[HOLD] = -6.0, 6.0  # long notes, hardly a rest
+    tokens = np.stack(
+        [steer.choose(torch.randn(n, NUM_CLASSES, generator=g) + bias, state, 1.0, g).numpy() for _ in range(STEPS)], 1
+    )
+    assert rules.satisfied(tokens).all() and not steer.stats.dead_end.any()
+    silent = sounding_pitch(tokens) < 0  # (N, 256): no note sounds, as the exact test counts
+    short = 0 if "density" not in text else 5  # notes per bar: up to a bar's needed notes
+    for phrase in range(1, 4):
+        assert (silent[:, : phrase * 64].sum(1) >= 16 * phrase - short).all(), phrase
+    assert (silent[:, 192:].sum(1) <= 16 + short + 8).all()  # unpaced, all 64 steps would come here
+    assert (silent[:, 192:].sum(1) < silent[:, :192].sum(1)).all()
+    assert not silent[:, [64, 128, 192]].any()  # each phrase after a breath starts with a note
 
 
 def test_dead_end_names_the_rules_that_block():

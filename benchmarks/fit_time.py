@@ -30,7 +30,7 @@ from melody_lc.engine.nets import Critic, CriticEnsemble
 from melody_lc.melody.hardware import describe_hardware, matmul_gflops
 from melody_lc.melody.train import load_model
 from melody_lc.rules import load_rules
-from melody_lc.rules.syntax import _COMMENT
+from melody_lc.rules.syntax import strip_comment
 
 NEW_FILES = {
     "d_dorian_density_range": "key: D dorian\ndensity: 2 .. 4 notes per bar\nrange: D4 .. D6\n",
@@ -126,7 +126,7 @@ def main() -> None:
                 if "seconds" in entry:
                     per_stage[entry["stage"]] = per_stage.get(entry["stage"], 0.0) + entry["seconds"]
             stages = " + ".join(f"{s:.1f}" for s in per_stage.values())
-            text = " / ".join(_COMMENT.sub("", r.text).strip() for r in rules.rules)
+            text = " / ".join(strip_comment(r.text).strip() for r in rules.rules)
             print(f"| `{text}` | {stages} | {total:.1f} s | {fitted.meta['satisfaction']:.1%} |")
 
 

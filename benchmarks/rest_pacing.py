@@ -29,7 +29,7 @@ from melody_lc.melody.train import load_model
 from melody_lc.rules import load_rules
 from melody_lc.rules.constraints import Silence
 from melody_lc.rules.plan import load_plan
-from melody_lc.rules.syntax import _COMMENT
+from melody_lc.rules.syntax import strip_comment
 
 
 def decode(rules, model, z, cond, paced: bool | None, seed: int = 2):
@@ -78,7 +78,7 @@ def main() -> None:
         z = torch.randn(args.n, model.config.z_size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             moved = fitted.actor(z, cvec)
-        print(f"\n{Path(path).stem}: " + " / ".join(_COMMENT.sub("", r.text).strip() for r in rules.rules))
+        print(f"\n{Path(path).stem}: " + " / ".join(strip_comment(r.text).strip() for r in rules.rules))
         print("| row | all rules | mask/melody | silent | bars 1-12 | bars 13-16 | each bar |")
         print("|---|---:|---:|---:|---:|---:|---|")
         for row, latents, paced in (

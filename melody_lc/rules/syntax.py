@@ -134,6 +134,11 @@ _COMMENT = re.compile(r"(^|\s)#.*$")  # '#' starts a comment at the line start o
 _WEIGHT = re.compile(r"\s+weight\s+(\S+)\s*$", re.IGNORECASE)
 
 
+def strip_comment(line: str) -> str:
+    """A line of a rules file without its comment and trailing space."""
+    return _COMMENT.sub("", line).rstrip()
+
+
 _SCOPE = re.compile(r"^(\s*)bars?\s+([^:]+?)\s*:", re.IGNORECASE)  # 'bars 1-8:', 'bar 12:'
 _SPAN = re.compile(r"(\d+)(?:\s*(?:-|\.\.)\s*(\d+))?$")
 
@@ -190,7 +195,7 @@ def split_lines(text: str, path: str) -> list[RuleLine | SectionLine]:
     lines going on with ``->``, ``tempo: ...``) belong to the plugin host and are skipped here."""
     out: list[RuleLine | SectionLine] = []
     for n, raw in enumerate(text.splitlines(), start=1):
-        line = _COMMENT.sub("", raw).rstrip()
+        line = strip_comment(raw)
         if not line.strip() or _CHAIN_LINE.match(line):
             continue
         header = _section(line, path, n)
